@@ -1,0 +1,61 @@
+"""actorbus: supervised actors and a typed message bus, in memory or over RabbitMQ.
+
+The names a user needs are here; everything else lives in modules nobody has to
+import. Start with :class:`AsyncMessageBus` (or :class:`MessageBus` from sync
+code), :class:`Actor` with :func:`handles`, and :class:`Supervisor`.
+"""
+
+from .actor import Actor as Actor
+from .actor import ActorState as ActorState
+from .actor import RetryPolicy as RetryPolicy
+from .actor import handles as handles
+from .brokers.base import DeadLetter as DeadLetter
+from .bus import AsyncMessageBus as AsyncMessageBus
+from .codec import Codec as Codec
+from .errors import ActorbusError as ActorbusError
+from .errors import ActorStartError as ActorStartError
+from .errors import AskFailed as AskFailed
+from .errors import AskTimeout as AskTimeout
+from .errors import BrokerUnavailable as BrokerUnavailable
+from .errors import BusClosed as BusClosed
+from .errors import DecodeError as DecodeError
+from .errors import SchemaError as SchemaError
+from .errors import UnknownMessageType as UnknownMessageType
+from .mailbox import Conflate as Conflate
+from .messages import Envelope as Envelope
+from .messages import MessageTypes as MessageTypes
+from .messages import register_message_type as register_message_type
+from .supervisor import ChildSpec as ChildSpec
+from .supervisor import Restart as Restart
+from .supervisor import Strategy as Strategy
+from .supervisor import Supervisor as Supervisor
+from .sync_bus import MessageBus as MessageBus
+
+__all__ = [
+    "Actor",
+    "ActorStartError",
+    "ActorState",
+    "ActorbusError",
+    "AskFailed",
+    "AskTimeout",
+    "AsyncMessageBus",
+    "BrokerUnavailable",
+    "BusClosed",
+    "ChildSpec",
+    "Codec",
+    "Conflate",
+    "DeadLetter",
+    "DecodeError",
+    "Envelope",
+    "MessageBus",
+    "MessageTypes",
+    "Restart",
+    "RetryPolicy",
+    "SchemaError",
+    "Strategy",
+    "Supervisor",
+    "UnknownMessageType",
+    "handles",
+    "register_message_type",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""The interface every broker implements, and the records brokers exchange.
+
+A broker moves envelopes between publishers and named queues. It knows topic
+routing (one topic exchange per subsystem, routing key = message type), queues
+and their bindings, consumers with a prefetch limit, replies to ``ask``, and a
+dead-letter store. It knows nothing of actors, supervisors or the bus.
+
+The in-memory broker and the RabbitMQ broker implement the same contract, and
+one set of contract tests runs against both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import msgspec
+
+from ..messages import Delivery, Envelope
+
+__all__ = [
+    "ConsumerHandle",
+    "DeadLetter",
+    "DeadLetterFilter",
+    "DeliverySink",
+    "MessageBroker",
+    "QueueSpec",
+    "ReplyHandler",
+]
+
+DeliverySink = Callable[[Delivery], Awaitable[None]]
+"""Where a consumer hands each delivery; awaiting it is how backpressure reaches the broker."""
+
+ReplyHandler = Callable[[Envelope], None]
+"""Called with each reply that arrives at a bus's reply address."""
+
+REPLAYS_HEADER = "x-actorbus-replays"
+"""Envelope header counting how many times a dead letter was replayed."""
+
+
+class QueueSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A named queue and the topic patterns bound to it."""
+
+    name: str
+    """Queue name; the same name in several processes makes competing consumers."""
+    patterns: tuple[str, ...]
+    """Binding patterns (message types, or topics with ``*`` and ``#``)."""
+    durable: bool = True
+    """Survive a broker restart (RabbitMQ) / outlive the bus that declared it (in memory)."""
+    quorum: bool = False
+    """Declare a quorum queue (replicated; for clustered RabbitMQ)."""
+    max_length: int | None = None
+    """Most messages kept while nobody consumes; past it publishes are refused."""
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message that could not be handled, kept with why."""
+
+    envelope: Envelope
+    """The original message, as it was first delivered."""
+    queue: str
+    """The queue it was consumed from; replays go back to it alone."""
+    actor: str
+    """Name of the actor (or subscription) that failed to handle it."""
+    error_type: str
+    """Class name of the last exception (or ``DecodeError`` for bad input)."""
+    reason: str
+    """Text of the last exception."""
+    attempts: int
+    """How many times the handler was tried."""
+    first_failure: float
+    """Epoch seconds of the first failed attempt."""
+    last_failure: float
+    """Epoch seconds of the last failed attempt."""
+
+    @property
+    def replays(self) -> int:
+        """How many times this message was already replayed from the dead-letter queue."""
+        return int(self.envelope.headers.get(REPLAYS_HEADER, "0"))
+
+    @classmethod
+    def for_failure(
+        cls,
+        envelope: Envelope,
+        *,
+        queue: str,
+        actor: str,
+        error: BaseException | str,
+        attempts: int,
+        first_failure: float | None = None,
+    ) -> DeadLetter:
+        """Build the record for a message that failed ``attempts`` times with ``error``."""
+        now = time.time()
+        if isinstance(error, BaseException):
+            error_type, reason = type(error).__name__, str(error)
+        else:
+            error_type, reason = "DecodeError", error
+        return cls(
+            envelope=envelope,
+            queue=queue,
+            actor=actor,
+            error_type=error_type,
+            reason=reason,
+            attempts=attempts,
+            first_failure=first_failure or now,
+            last_failure=now,
+        )
+
+
+class DeadLetterFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Selects dead letters by actor and/or message type; empty selects all."""
+
+    actor: str | None = None
+    """Only entries of this actor (or subscription) name."""
+    type: str | None = None
+    """Only entries of this message type."""
+
+    def __call__(self, entry: DeadLetter) -> bool:
+        """Tell whether ``entry`` is selected."""
+        return (self.actor is None or entry.actor == self.actor) and (
+            self.type is None or entry.envelope.type == self.type
+        )
+
+
+class ConsumerHandle(Protocol):
+    """A running consumer; cancelling it gives unsettled deliveries back to the queue."""
+
+    async def cancel(self) -> None:
+        """Stop consuming."""
+
+
+class MessageBroker(Protocol):
+    """What the router needs from a transport."""
+
+    name: str
+    """``"in_memory"`` or ``"rabbitmq"``: the mode this broker gives the bus."""
+
+    async def connect(self) -> None:
+        """Open the connection; raise ``BrokerUnavailable`` when it cannot be made."""
+
+    async def close(self) -> None:
+        """Cancel consumers and close; calling it twice is harmless."""
+
+    async def declare_queue(self, spec: QueueSpec) -> None:
+        """Create the queue if missing and bind it to every pattern of ``spec``."""
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and its bindings; a missing queue is not an error."""
+
+    async def unbind_queue(self, name: str, pattern: str) -> None:
+        """Remove one binding of a queue; a missing binding is not an error."""
+
+    async def publish(self, envelope: Envelope, *, mandatory: bool = False) -> None:
+        """Route ``envelope`` by its type; return once the broker has it.
+
+        With ``mandatory``, raise ``Unroutable`` when no queue is bound to the type.
+        """
+
+    async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
+        """Put ``envelope`` straight into one queue, bypassing routing (used by replay)."""
+
+    async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> ConsumerHandle:
+        """Hand each message of ``queue`` to ``sink``; at most ``prefetch`` unsettled at once."""
+
+    async def open_reply_address(self, on_reply: ReplyHandler) -> str:
+        """Create this bus's reply address; replies sent there call ``on_reply``."""
+
+    async def send_reply(self, address: str, envelope: Envelope) -> None:
+        """Deliver a reply envelope to a reply address."""
+
+    async def dead_letter(self, entry: DeadLetter) -> None:
+        """Store a dead letter durably; return once it is stored."""
+
+    async def dead_letters(self, selection: DeadLetterFilter) -> list[DeadLetter]:
+        """List stored dead letters, oldest first, without removing them."""
+
+    async def replay_dead_letters(
+        self, selection: DeadLetterFilter, *, max_replays: int | None = None
+    ) -> int:
+        """Send selected dead letters back to their queues; return how many.
+
+        Entries already replayed ``max_replays`` times stay where they are.
+        """
+
+    async def purge_dead_letters(self, selection: DeadLetterFilter) -> int:
+        """Delete selected dead letters; return how many."""

@@ -1,0 +1,476 @@
+"""``AsyncMessageBus``: the one core of actorbus.
+
+Every operation is a coroutine. The bus starts lazily on first use (or on
+``async with``), on the event loop of that first use, and belongs to that loop;
+from other threads use :class:`~actorbus.sync_bus.MessageBus`.
+
+Start-up picks the broker by mode (constructor ``mode=`` > the
+``TRADING_SYSTEM_MESSAGE_BUS_MODE`` variable > ``"in_memory"``). In RabbitMQ
+mode an unreachable broker is not fatal by default: the bus logs a warning and
+runs in memory (``bus.mode`` then says ``"in_memory"``); ``fallback=False``
+makes it raise ``BrokerUnavailable`` instead.
+
+Shutdown drains first: it waits (up to a timeout) until every mailbox is empty
+and no handler is running, then stops every actor tree, then closes the broker.
+Unread deliveries go back to their queues; a second ``shutdown`` does nothing;
+any later publish raises ``BusClosed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from .actor import Actor
+from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
+from .brokers.memory import InMemoryBroker, InMemoryServer
+from .codec import Codec
+from .config import Mode, resolve_mode, resolve_url
+from .errors import BrokerUnavailable, BusClosed, SupervisorGaveUp, UnknownMessageType
+from .messages import Envelope, MessageTypes, make_envelope, validate_type
+from .router import Router
+from .subscription import FunctionActor, MessageHandler, subscription_class
+from .supervisor import ChildSpec, Supervisor
+from .topic import is_pattern
+
+__all__ = ["AsyncMessageBus", "validate_pattern"]
+
+logger = logging.getLogger("actorbus.bus")
+
+DRAIN_POLL = 0.002
+
+
+def validate_pattern(pattern: str) -> str:
+    """Return a subscription pattern as a plain string: a known type, or a topic with wildcards."""
+    pattern = str(pattern)
+    if is_pattern(pattern):
+        if not all(pattern.split(".")):
+            raise UnknownMessageType(f"malformed topic pattern {pattern!r}: empty word")
+        return pattern
+    return validate_type(pattern)
+
+
+class AsyncMessageBus:
+    """Publish, subscribe, spawn actor trees, ask, and manage dead letters; all async."""
+
+    def __init__(
+        self,
+        mode: str | None = None,
+        *,
+        url: str | None = None,
+        prefix: str = "trading",
+        source: str | None = None,
+        broker: MessageBroker | None = None,
+        server: InMemoryServer | None = None,
+        codec: Codec | None = None,
+        fallback: bool = True,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._requested: Mode = resolve_mode(mode) if broker is None else broker.name  # type: ignore[assignment]
+        self._url = url
+        self.prefix = prefix
+        """Prefix of exchange and queue names (``<prefix>.<subsystem>``)."""
+        self.source = source or f"{socket.gethostname()}.{os.getpid()}"
+        """Source name of messages published by the bus itself."""
+        self._broker = broker
+        self._server = server
+        self._codec = codec or Codec()
+        self._fallback = fallback
+        self._connect_timeout = connect_timeout
+        self._router: Router | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Future[None] | None = None
+        self._closed = False
+        self._task_group: TaskGroup | None = None
+        self._host: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._trees: dict[Supervisor, tuple[anyio.CancelScope, anyio.Event]] = {}
+        self._subscriptions: dict[
+            tuple[Any, str | None], tuple[type[FunctionActor], Supervisor]
+        ] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        """The mode in effect: the broker's once started, the requested one before."""
+        if self._router is not None:
+            return self._router.broker.name  # type: ignore[return-value]
+        return self._requested
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``shutdown()`` was called."""
+        return self._closed
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this bus runs on, once started."""
+        return self._loop
+
+    async def __aenter__(self) -> AsyncMessageBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Connect and start the runtime; called by every operation, so optional."""
+        if self._router is not None:
+            self._check_loop()
+            return
+        if self._closed:
+            raise BusClosed("the message bus was shut down")
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+            return
+        self._loop = asyncio.get_running_loop()
+        self._starting = self._loop.create_future()
+        try:
+            await self._start()
+        except BaseException as exc:
+            self._starting.set_exception(exc)
+            self._starting.exception()  # retrieved: the caller gets it below
+            self._starting = None
+            raise
+        self._starting.set_result(None)
+
+    async def _start(self) -> None:
+        broker = self._broker or self._make_broker(self._requested)
+        try:
+            await broker.connect()
+        except BrokerUnavailable as exc:
+            if not self._fallback or broker.name == "in_memory":
+                raise
+            logger.warning("RabbitMQ is unreachable (%s): running in memory instead", exc)
+            broker = InMemoryBroker(self._server)
+            await broker.connect()
+        router = Router(broker, prefix=self.prefix, source=self.source)
+        await router.open()
+        ready = asyncio.get_running_loop().create_future()
+        self._host = asyncio.get_running_loop().create_task(self._host_main(ready))
+        await ready
+        self._router = router
+        logger.info("message bus started in %s mode", broker.name)
+        await self._publish_system(MessageTypes.SYSTEM_STARTUP, {"mode": broker.name})
+
+    def _make_broker(self, mode: Mode) -> MessageBroker:
+        if mode == "in_memory":
+            return InMemoryBroker(self._server)
+        from .brokers.rabbitmq import AsyncRabbitMQBroker  # imported only when asked for
+
+        return AsyncRabbitMQBroker(
+            url=resolve_url(self._url),
+            prefix=self.prefix,
+            codec=self._codec,
+            connect_timeout=self._connect_timeout,
+        )
+
+    async def _host_main(self, ready: asyncio.Future[None]) -> None:
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            ready.set_result(None)
+            await self._stop.wait()
+            task_group.cancel_scope.cancel()
+
+    def _check_loop(self) -> None:
+        if self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(
+                "this AsyncMessageBus runs on another event loop; "
+                "use MessageBus (the sync face) from other threads"
+            )
+
+    async def _ready(self) -> Router:
+        router = self._router
+        if router is None or self._closed:
+            if self._closed:
+                raise BusClosed("the message bus was shut down")
+            await self.start()
+            assert self._router is not None
+            return self._router
+        return router
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Drain in-flight messages (up to ``timeout`` s), stop every actor, close the broker."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._router is None:
+            if self._starting is not None:
+                await asyncio.shield(self._starting)
+            if self._router is None:
+                return
+        router = self._router
+        try:
+            await self._publish_system(MessageTypes.SYSTEM_SHUTDOWN, {"mode": self.mode})
+        except Exception:
+            logger.exception("could not announce shutdown")
+        drained = await self._drain(router, timeout)
+        if not drained:
+            logger.warning("shutdown: still busy after %.1fs; stopping anyway", timeout)
+        self._stop.set()
+        if self._host is not None:
+            await self._host
+        for subscription_class_, _ in self._subscriptions.values():
+            if not subscription_class_.durable:
+                await _quietly(router.broker.delete_queue(subscription_class_.queue_name or ""))
+        self._subscriptions.clear()
+        await router.broker.close()
+        logger.info("message bus shut down")
+
+    async def _drain(self, router: Router, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        quiet_rounds = 0
+        while time.monotonic() < deadline:
+            busy = bool(self._background) or any(
+                cell.busy or len(cell.mailbox) for cell in router.cells
+            )
+            quiet_rounds = 0 if busy else quiet_rounds + 1
+            if quiet_rounds >= 3:
+                return True
+            await asyncio.sleep(DRAIN_POLL)
+        return False
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def envelope(
+        self,
+        message_type: str,
+        data: Any = None,
+        *,
+        correlation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
+    ) -> Envelope:
+        """Build a validated envelope as this bus would publish it (raises on bad input)."""
+        return make_envelope(
+            message_type,
+            data,
+            source=source or self.source,
+            correlation_id=correlation_id,
+            headers=headers,
+        )
+
+    async def publish(
+        self,
+        message_type: str,
+        data: Any = None,
+        *,
+        correlation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
+        mandatory: bool = False,
+    ) -> str:
+        """Publish a message; return its id once the broker has it.
+
+        Waits while a receiving mailbox is full (backpressure). With ``mandatory``,
+        raises ``Unroutable`` when nobody is bound to the type.
+        """
+        router = self._router
+        if router is None or self._closed or self._loop is not asyncio.get_running_loop():
+            router = await self._ready()
+            self._check_loop()
+        envelope = make_envelope(
+            message_type,
+            data,
+            source=source or self.source,
+            correlation_id=correlation_id,
+            headers=headers,
+        )
+        await router.publish(envelope, mandatory=mandatory)
+        return envelope.id
+
+    async def publish_envelope(self, envelope: Envelope, *, mandatory: bool = False) -> None:
+        """Publish an envelope built beforehand (by :meth:`envelope`)."""
+        router = await self._ready()
+        await router.publish(envelope, mandatory=mandatory)
+
+    def publish_soon(self, envelope: Envelope) -> None:
+        """Publish in the background (from the bus's own loop); shutdown waits for it."""
+        if self._closed:
+            raise BusClosed("the message bus was shut down")
+        task = asyncio.get_running_loop().create_task(self.publish_envelope(envelope))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background publish failed", exc_info=task.exception())
+
+    async def _publish_system(self, message_type: MessageTypes, data: dict[str, Any]) -> None:
+        assert self._router is not None
+        await self._router.publish(
+            make_envelope(message_type, {"source": self.source, **data}, source=self.source)
+        )
+
+    async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
+        """Send a request; return the first reply (``AskTimeout`` when none comes in time)."""
+        router = await self._ready()
+        return await router.ask(message_type, data, timeout=timeout)
+
+    # -- subscribers and actors ---------------------------------------------------------------
+
+    async def subscribe(
+        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> None:
+        """Call ``handler(message_type, data)`` for every message of a type or topic pattern.
+
+        Subscribing the same handler again to another type adds that type to its queue.
+        """
+        pattern = validate_pattern(message_type)
+        await self._ready()
+        key = (handler, queue)
+        existing = self._subscriptions.get(key)
+        if existing is not None:
+            cls, supervisor = existing
+            if pattern not in cls._handlers:
+                cls._handlers[pattern] = "function"
+                await self._rebind(cls, supervisor)
+            return
+        cls = subscription_class(handler, self.prefix, queue)
+        cls._handlers = {pattern: "function"}
+        supervisor = Supervisor([cls], max_restarts=10, within=1.0, name=cls.name)
+        self._subscriptions[key] = (cls, supervisor)
+        try:
+            await self.spawn(supervisor)
+        except BaseException:
+            del self._subscriptions[key]
+            raise
+
+    async def unsubscribe(
+        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> None:
+        """Stop delivering ``message_type`` to ``handler``; the last type ends the subscription."""
+        pattern = validate_pattern(message_type)
+        router = await self._ready()
+        existing = self._subscriptions.get((handler, queue))
+        if existing is None or pattern not in existing[0]._handlers:
+            return
+        cls, supervisor = existing
+        del cls._handlers[pattern]
+        await router.broker.unbind_queue(cls.queue_name or "", pattern)
+        if not cls._handlers:
+            del self._subscriptions[(handler, queue)]
+            await self.stop(supervisor)
+            if not cls.durable:
+                await router.broker.delete_queue(cls.queue_name or "")
+
+    async def _rebind(self, cls: type[Actor], supervisor: Supervisor) -> None:
+        router = await self._ready()
+        for cell in supervisor.cells:
+            await router.attach_bindings(cell)
+
+    async def spawn(
+        self,
+        target: type[Actor] | ChildSpec | Supervisor,
+        *,
+        actors: list[str] | tuple[str, ...] | None = None,
+    ) -> Supervisor:
+        """Start an actor or a supervisor tree; return once every child has started.
+
+        ``actors`` places the tree: only the actors named run in this process (the
+        others run wherever the same tree is spawned with their names). A child that
+        cannot start within its supervisor's limits makes this raise ``ActorStartError``.
+        """
+        await self._ready()
+        supervisor = (
+            target
+            if isinstance(target, Supervisor)
+            else Supervisor([target], name=_name_of(target))
+        )
+        supervisor.place(frozenset(actors) if actors is not None else None)
+        assert self._task_group is not None
+        await self._task_group.start(self._run_tree, supervisor)
+        return supervisor
+
+    async def _run_tree(self, supervisor: Supervisor, *, task_status: TaskStatus[Any]) -> None:
+        assert self._router is not None
+        ended = anyio.Event()
+        with anyio.CancelScope() as scope:
+            self._trees[supervisor] = (scope, ended)
+            try:
+                await supervisor.run(self._router, task_status=task_status)
+            except SupervisorGaveUp as exc:
+                await self._report_tree_failure(supervisor, exc)
+            finally:
+                self._trees.pop(supervisor, None)
+                ended.set()
+
+    async def _report_tree_failure(self, supervisor: Supervisor, error: BaseException) -> None:
+        logger.error("actor tree %s stopped: %s", supervisor.name, error)
+        try:
+            await self._publish_system(
+                MessageTypes.SYSTEM_ERROR,
+                {"supervisor": supervisor.name, "error": f"{type(error).__name__}: {error}"},
+            )
+        except Exception:
+            logger.exception("could not publish SYSTEM_ERROR")
+
+    async def stop(self, supervisor: Supervisor) -> None:
+        """Stop a tree started with :meth:`spawn`; its unread messages go back to its queues."""
+        running = self._trees.get(supervisor)
+        if running is not None:
+            scope, ended = running
+            scope.cancel()
+            await ended.wait()
+
+    # -- dead letters and stats --------------------------------------------------------------
+
+    async def dead_letters(
+        self, *, actor: str | None = None, type: str | None = None
+    ) -> list[DeadLetter]:
+        """List dead letters, oldest first, optionally of one actor and/or type."""
+        router = await self._ready()
+        return await router.broker.dead_letters(DeadLetterFilter(actor=actor, type=type))
+
+    async def replay_dead_letters(
+        self, *, actor: str | None = None, type: str | None = None, max_replays: int | None = None
+    ) -> int:
+        """Send dead letters back to the queues they failed in; return how many."""
+        router = await self._ready()
+        return await router.broker.replay_dead_letters(
+            DeadLetterFilter(actor=actor, type=type), max_replays=max_replays
+        )
+
+    async def purge_dead_letters(self, *, actor: str | None = None, type: str | None = None) -> int:
+        """Delete dead letters; return how many."""
+        router = await self._ready()
+        return await router.broker.purge_dead_letters(DeadLetterFilter(actor=actor, type=type))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: the mode, and per actor its state, counts and mailbox depth."""
+        actors: dict[str, dict[str, Any]] = {}
+        for cell in self._router.cells if self._router is not None else []:
+            counters = cell.stats
+            actors[cell.name] = {
+                "state": str(cell.state),
+                "processed": counters.processed,
+                "failed": counters.failed,
+                "retried": counters.retried,
+                "dead_lettered": counters.dead_lettered,
+                "restarts": counters.restarts,
+                "mailbox": len(cell.mailbox),
+                "conflated": getattr(cell.mailbox, "conflated", 0),
+            }
+        return {"mode": self.mode, "closed": self._closed, "actors": actors}
+
+
+def _name_of(target: type[Actor] | ChildSpec) -> str:
+    return target.actor_name if isinstance(target, ChildSpec) else target.default_name()
+
+
+async def _quietly(operation: Any) -> None:
+    try:
+        await operation
+    except Exception:
+        logger.debug("cleanup step failed", exc_info=True)

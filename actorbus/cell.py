@@ -1,0 +1,243 @@
+"""The life of one actor across restarts: its mailbox, its loop, its counters.
+
+An :class:`ActorCell` outlives the actor instances it runs. Its supervisor
+calls :meth:`ActorCell.run` for each incarnation; every run builds a fresh
+instance from the factory, runs ``on_start``, reports readiness, then takes one
+delivery at a time from the mailbox. The mailbox and counters stay with the
+cell, so a restart loses no queued message.
+
+The message loop, per delivery: find the handler, call it, retry with backoff
+on failure, then either acknowledge (success), or dead-letter and acknowledge
+(failure after the last attempt; a fatal error also crashes the actor). A
+delivery interrupted by a stop goes back to the head of the mailbox unsettled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from .actor import Actor, ActorContext, ActorState
+from .errors import ActorCrashed
+from .mailbox import ConflatingMailbox, Mailbox
+from .messages import Delivery, Envelope
+
+__all__ = ["ActorCell", "ActorRuntime", "ActorStats"]
+
+logger = logging.getLogger("actorbus.actor")
+
+STOP_TIMEOUT = 5.0
+"""Seconds ``on_stop`` may take before it is abandoned."""
+
+
+class ActorStats:
+    """Counters of one actor, kept across restarts."""
+
+    __slots__ = ("dead_lettered", "failed", "processed", "restarts", "retried")
+
+    def __init__(self) -> None:
+        self.processed = 0
+        """Messages handled successfully."""
+        self.failed = 0
+        """Handler calls that raised."""
+        self.retried = 0
+        """Retries made after a failure."""
+        self.dead_lettered = 0
+        """Messages sent to the dead-letter queue."""
+        self.restarts = 0
+        """Times the actor was restarted by its supervisor."""
+
+
+class ActorRuntime(Protocol):
+    """What a cell needs from the layer above it."""
+
+    def context_for(self, cell: ActorCell) -> ActorContext:
+        """The context an instance of ``cell`` talks through."""
+
+    async def reply(self, request: Envelope, result: Any, error: str | None = None) -> None:
+        """Answer a request (an envelope with ``reply_to``)."""
+
+    async def dead_letter(
+        self,
+        cell: ActorCell,
+        envelope: Envelope,
+        error: BaseException | str,
+        attempts: int,
+        first_failure: float | None,
+    ) -> None:
+        """Store a message ``cell`` failed to handle; return once it is stored."""
+
+
+class ActorCell:
+    """One named actor: factory, mailbox, state and counters, across incarnations."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Actor],
+        actor_class: type[Actor],
+        name: str,
+        queue: str,
+        runtime: ActorRuntime,
+    ) -> None:
+        self.factory = factory
+        """Builds a fresh instance for each incarnation."""
+        self.actor_class = actor_class
+        """The class the factory builds (for its declarations)."""
+        self.name = name
+        """Actor name."""
+        self.queue = queue
+        """The broker queue this actor consumes from."""
+        self.runtime = runtime
+        policy = actor_class.mailbox_policy
+        self.mailbox: Mailbox = (
+            ConflatingMailbox(actor_class.mailbox_size, policy)
+            if policy is not None
+            else Mailbox(actor_class.mailbox_size)
+        )
+        """Deliveries waiting for this actor; kept across restarts."""
+        self.state = ActorState.NEW
+        """Current lifecycle state."""
+        self.stats = ActorStats()
+        """Counters, kept across restarts."""
+        self.instance: Actor | None = None
+        """The running instance, if any."""
+        self.consumer: Any = None
+        """The broker consumer feeding the mailbox, while attached."""
+        self._current: Delivery | None = None
+        self._stop_requested = False
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """Message types and patterns this actor's queue is bound to."""
+        return self.actor_class.handled_types()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a message is being handled right now."""
+        return self._current is not None
+
+    def request_stop(self) -> None:
+        """Ask the loop to end after the current message (a normal exit)."""
+        self._stop_requested = True
+        self.mailbox.interrupt()
+
+    async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run one incarnation: start, report readiness, loop; return on a normal stop.
+
+        Raises what ``on_start`` raised (before readiness) or ``ActorCrashed`` (after).
+        """
+        actor = self.factory()
+        actor.bind(self.runtime.context_for(self))
+        self._stop_requested = False
+        self.state = ActorState.STARTING
+        try:
+            await actor.on_start()
+        except BaseException:
+            self.state = ActorState.FAILED
+            raise
+        self.instance = actor
+        self.state = ActorState.RUNNING
+        task_status.started(self)
+        outcome = ActorState.STOPPED
+        try:
+            await self._loop(actor)
+        except ActorCrashed:
+            outcome = ActorState.FAILED
+            raise
+        except Exception:
+            outcome = ActorState.FAILED
+            logger.exception("actor %s crashed", self.name)
+            raise
+        finally:
+            if self._current is not None:
+                self.mailbox.push_front(self._current)
+                self._current = None
+            self.state = ActorState.STOPPING
+            with anyio.move_on_after(STOP_TIMEOUT, shield=True):
+                try:
+                    await actor.on_stop()
+                except Exception:
+                    logger.exception("on_stop of %s failed", self.name)
+            self.instance = None
+            self.state = outcome
+
+    async def _loop(self, actor: Actor) -> None:
+        mailbox = self.mailbox
+        handle = self._handle
+        while not self._stop_requested:
+            delivery = mailbox.get_nowait()
+            if delivery is None:
+                delivery = await mailbox.get()
+                if delivery is None:  # interrupted by request_stop
+                    continue
+            self._current = delivery
+            await handle(actor, delivery)
+            self._current = None
+
+    async def _handle(self, actor: Actor, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        handler = actor.handler_for(envelope.type)
+        if handler is None:
+            await self._dead_letter(
+                delivery, f"{self.name} has no handler for {envelope.type!r}", 0, None
+            )
+            return
+        function, is_async = handler
+        policy = actor.retry
+        attempt = 1
+        first_failure: float | None = None
+        while True:
+            try:
+                result = await function(actor, envelope) if is_async else function(actor, envelope)
+            except Exception as exc:
+                stats = self.stats
+                stats.failed += 1
+                if first_failure is None:
+                    first_failure = time.time()
+                if isinstance(exc, policy.fatal):
+                    await self._dead_letter(delivery, exc, attempt, first_failure)
+                    raise ActorCrashed(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+                if attempt >= policy.max_attempts:
+                    logger.warning(
+                        "%s failed %s %s %d time(s), dead-lettering: %s: %s",
+                        self.name,
+                        envelope.type,
+                        envelope.id,
+                        attempt,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    await self._dead_letter(delivery, exc, attempt, first_failure)
+                    return
+                stats.retried += 1
+                await asyncio.sleep(policy.delay(attempt))
+                attempt += 1
+                envelope = msgspec.structs.replace(envelope, attempt=attempt)
+                continue
+            self.stats.processed += 1
+            if envelope.reply_to is not None:
+                await self.runtime.reply(envelope, result)
+            delivery.ack()
+            return
+
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        error: BaseException | str,
+        attempts: int,
+        first_failure: float | None,
+    ) -> None:
+        envelope = delivery.envelope
+        await self.runtime.dead_letter(self, envelope, error, attempts, first_failure)
+        self.stats.dead_lettered += 1
+        if envelope.reply_to is not None:
+            reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+            await self.runtime.reply(envelope, None, error=reason)
+        delivery.ack()

@@ -1,0 +1,135 @@
+"""Turning envelopes and payloads into bytes and back.
+
+Two formats: msgpack (the default, compact and fast) and JSON (for interop with
+clients in other languages). Decoding accepts either format whatever the codec's
+own format is, chosen by content type; a body without a content type is read as
+JSON when it parses as JSON, else as msgpack. Every failure to decode, whatever
+its cause (bad bytes, wrong shape, schema mismatch, size), is one
+:class:`~actorbus.errors.DecodeError` whose ``reason`` says why. No pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from .errors import DecodeError, MessageTooLarge
+from .messages import Envelope, schema_for
+
+__all__ = ["CONTENT_TYPES", "Codec", "Format"]
+
+Format = Literal["msgpack", "json"]
+
+CONTENT_TYPES: dict[Format, str] = {
+    "msgpack": "application/msgpack",
+    "json": "application/json",
+}
+_FORMAT_OF: dict[str, Format] = {
+    "application/msgpack": "msgpack",
+    "application/x-msgpack": "msgpack",
+    "application/json": "json",
+}
+
+DEFAULT_MAX_SIZE = 4 * 1024 * 1024
+
+
+class Codec:
+    """Encodes and decodes payloads and whole envelopes, within a size limit."""
+
+    def __init__(self, format: Format = "msgpack", *, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        if format not in CONTENT_TYPES:
+            raise ValueError(f"unknown codec format {format!r}: use 'msgpack' or 'json'")
+        self.format: Format = format
+        """The format this codec writes."""
+        self.content_type = CONTENT_TYPES[format]
+        """The MIME type of what this codec writes."""
+        self.max_size = max_size
+        """Largest encoded message, in bytes, accepted either way."""
+        self._encoders: dict[Format, msgspec.msgpack.Encoder | msgspec.json.Encoder] = {
+            "msgpack": msgspec.msgpack.Encoder(),
+            "json": msgspec.json.Encoder(),
+        }
+        self._decoders: dict[tuple[Format, type[Any]], Any] = {}
+
+    def encode_data(self, data: Any) -> bytes:
+        """Encode a payload; raise ``MessageTooLarge`` past ``max_size``."""
+        try:
+            body = self._encoders[self.format].encode(data)
+        except (TypeError, OverflowError) as exc:
+            raise TypeError(f"data cannot be encoded as {self.format}: {exc}") from None
+        self._check_size(len(body))
+        return body
+
+    def decode_data(self, body: bytes, content_type: str | None, message_type: str) -> Any:
+        """Decode a payload of ``message_type``, validating it against the type's schema."""
+        self._check_incoming(len(body))
+        schema: Any = schema_for(message_type) or Any
+        for fmt in self._formats_for(body, content_type):
+            try:
+                return self._decoder(fmt, schema).decode(body)
+            except msgspec.ValidationError as exc:
+                raise DecodeError(
+                    f"{message_type}: payload does not match its schema: {exc}"
+                ) from None
+            except msgspec.DecodeError as exc:
+                last = exc
+        raise DecodeError(
+            f"{message_type}: body is not valid {content_type or 'JSON or msgpack'}: {last}"
+        )
+
+    def encode_envelope(self, envelope: Envelope) -> bytes:
+        """Encode a whole envelope (used where the wire has no room for properties)."""
+        body = self._encoders[self.format].encode(envelope)
+        self._check_size(len(body))
+        return body
+
+    def decode_envelope(self, body: bytes, content_type: str | None = None) -> Envelope:
+        """Decode a whole envelope; data of a typed message is validated too."""
+        self._check_incoming(len(body))
+        last: Exception | None = None
+        for fmt in self._formats_for(body, content_type):
+            try:
+                envelope: Envelope = self._decoder(fmt, Envelope).decode(body)
+                break
+            except msgspec.ValidationError as exc:
+                raise DecodeError(f"not an envelope: {exc}") from None
+            except msgspec.DecodeError as exc:
+                last = exc
+        else:
+            raise DecodeError(f"body is not a valid envelope: {last}")
+        schema = schema_for(envelope.type)
+        if schema is None:
+            return envelope
+        try:
+            data = msgspec.convert(envelope.data, schema)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(
+                f"{envelope.type}: payload does not match its schema: {exc}"
+            ) from None
+        return msgspec.structs.replace(envelope, data=data)
+
+    def _decoder(self, fmt: Format, target: type[Any]) -> Any:
+        decoder = self._decoders.get((fmt, target))
+        if decoder is None:
+            module = msgspec.msgpack if fmt == "msgpack" else msgspec.json
+            decoder = self._decoders[(fmt, target)] = module.Decoder(target)
+        return decoder
+
+    def _formats_for(self, body: bytes, content_type: str | None) -> tuple[Format, ...]:
+        if content_type:
+            fmt = _FORMAT_OF.get(content_type.split(";")[0].strip().lower())
+            if fmt is None:
+                raise DecodeError(f"unsupported content type {content_type!r}")
+            return (fmt,)
+        return ("json", "msgpack")
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_size:
+            raise MessageTooLarge(
+                f"encoded message is {size} bytes, over the {self.max_size} limit"
+            )
+
+    def _check_incoming(self, size: int) -> None:
+        if size > self.max_size:
+            raise DecodeError(f"message is {size} bytes, over the {self.max_size} limit")

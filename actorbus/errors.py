@@ -1,0 +1,102 @@
+"""Every exception actorbus raises, in one place.
+
+The tree::
+
+    ActorbusError
+    ├── ConfigurationError      bad mode, URL or option
+    ├── MessageError
+    │   ├── UnknownMessageType  a type string that is neither a MessageTypes value nor registered
+    │   ├── SchemaError         data does not match the schema registered for its type
+    │   ├── DecodeError         bytes that cannot be turned into an envelope or its data
+    │   └── MessageTooLarge     an encoded message over the codec's size limit
+    ├── BusClosed               an operation on a bus that was shut down
+    ├── PublishError            the broker did not take a message
+    │   ├── Unroutable          a mandatory publish that no queue is bound to
+    │   ├── QueueFull           a queue (or the outbox while disconnected) is at its limit
+    │   └── PublishTimeout      no confirm within the publish timeout
+    ├── BrokerUnavailable       the broker cannot be reached (connect failed or timed out)
+    ├── AskTimeout              no reply to an ask within its timeout
+    ├── AskFailed               the handler of an ask failed for good (the reply carries why)
+    ├── ActorStartError         an actor's ``on_start`` failed past its supervisor's limits
+    ├── ActorCrashed            a handler error the retry policy marks fatal
+    └── SupervisorGaveUp        restarts exceeded ``max_restarts`` within ``within`` seconds
+"""
+
+from __future__ import annotations
+
+
+class ActorbusError(Exception):
+    """Base class of every error raised by actorbus."""
+
+
+class ConfigurationError(ActorbusError, ValueError):
+    """Raised for an unknown mode, a malformed URL or an invalid option."""
+
+
+class MessageError(ActorbusError, ValueError):
+    """Base class of errors about a message's type, shape or encoding."""
+
+
+class UnknownMessageType(MessageError):
+    """Raised when a type string is not a ``MessageTypes`` value and was never registered."""
+
+
+class SchemaError(MessageError):
+    """Raised when data does not match the schema registered for its message type."""
+
+
+class DecodeError(MessageError):
+    """Raised for any bytes that cannot be decoded; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        """Why decoding failed, in words."""
+
+
+class MessageTooLarge(MessageError):
+    """Raised when an encoded message exceeds the codec's ``max_size``."""
+
+
+class BusClosed(ActorbusError, RuntimeError):
+    """Raised when publishing to, or otherwise using, a bus after ``shutdown()``."""
+
+
+class PublishError(ActorbusError):
+    """Raised when the broker did not take a message."""
+
+
+class Unroutable(PublishError):
+    """Raised by a ``mandatory`` publish that no queue is bound to."""
+
+
+class QueueFull(PublishError):
+    """Raised when a queue, or the outbox kept while disconnected, is at its limit."""
+
+
+class PublishTimeout(PublishError, TimeoutError):
+    """Raised when the broker did not confirm a publish within the publish timeout."""
+
+
+class BrokerUnavailable(ActorbusError, ConnectionError):
+    """Raised when the broker cannot be reached within the connect timeout."""
+
+
+class AskTimeout(ActorbusError, TimeoutError):
+    """Raised when no reply to an ``ask`` arrives within its timeout."""
+
+
+class AskFailed(ActorbusError):
+    """Raised when the handler answering an ``ask`` failed for good; the text says why."""
+
+
+class ActorStartError(ActorbusError):
+    """Raised by ``spawn`` when a child's ``on_start`` kept failing past its restart limits."""
+
+
+class ActorCrashed(ActorbusError):
+    """Raised inside the runtime when a handler error is fatal under the actor's retry policy."""
+
+
+class SupervisorGaveUp(ActorbusError):
+    """Raised when a supervisor exceeded ``max_restarts`` within ``within`` seconds."""

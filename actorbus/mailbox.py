@@ -1,0 +1,194 @@
+"""Bounded mailboxes: where an actor's deliveries wait their turn.
+
+A mailbox is a deque and a few futures, not an ``asyncio.Queue``: it is the
+part of an actor that exists once per actor, so its size is the size of an idle
+actor. One consumer (the actor's loop) takes; any number of producers put, and
+wait while the mailbox is full: that wait is the backpressure a publisher feels.
+
+:class:`ConflatingMailbox` keeps only the latest message per key for the types
+it is told to conflate (market data: the newest quote of a symbol replaces an
+unread older one); the message it replaces is acknowledged as handled, and
+counted. Other types queue as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from .messages import Delivery, Envelope
+
+__all__ = ["Conflate", "ConflatingMailbox", "Mailbox"]
+
+
+class Mailbox:
+    """A bounded FIFO of deliveries for one consumer."""
+
+    __slots__ = ("_getter", "_interrupted", "_items", "_putters", "capacity")
+
+    def __init__(self, capacity: int = 1000) -> None:
+        if capacity < 1:
+            raise ValueError("mailbox capacity must be at least 1")
+        self.capacity = capacity
+        """Most deliveries held at once; a put beyond it waits."""
+        self._items: deque[Any] = deque()
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] | None = None
+        self._interrupted = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, delivery: Delivery) -> None:
+        """Add a delivery, waiting while the mailbox is full."""
+        while len(self._items) >= self.capacity:
+            await self._wait_for_room()
+        self._append(delivery)
+
+    def _append(self, item: Any) -> None:
+        self._items.append(item)
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+
+    async def _wait_for_room(self) -> None:
+        if self._putters is None:
+            self._putters = deque()
+        waiter = asyncio.get_running_loop().create_future()
+        self._putters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if not waiter.cancelled() and waiter.done():
+                self._wake_putter()  # pass the turn we were given on
+            elif waiter in self._putters:
+                self._putters.remove(waiter)
+            raise
+
+    def _wake_putter(self) -> None:
+        putters = self._putters
+        while putters:
+            waiter = putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def get_nowait(self) -> Delivery | None:
+        """Take the oldest delivery, or ``None`` when empty."""
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if self._putters:
+            self._wake_putter()
+        return self._unwrap(item)
+
+    async def get(self) -> Delivery | None:
+        """Take the oldest delivery, waiting for one; ``None`` after :meth:`interrupt`."""
+        while not self._items:
+            if self._interrupted:
+                self._interrupted = False
+                return None
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        item = self._items.popleft()
+        if self._putters:
+            self._wake_putter()
+        return self._unwrap(item)
+
+    def _unwrap(self, item: Any) -> Delivery:
+        return item  # type: ignore[no-any-return]
+
+    def interrupt(self) -> None:
+        """Make a waiting (or the next waiting) :meth:`get` return ``None``."""
+        self._interrupted = True
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    def push_front(self, delivery: Delivery) -> None:
+        """Put a delivery back at the head (an interrupted handler's message), over capacity."""
+        self._items.appendleft(delivery)
+
+    def take_all(self) -> list[Delivery]:
+        """Empty the mailbox and return what it held, oldest first."""
+        items = [self._unwrap(item) for item in self._items]
+        self._items.clear()
+        while self._putters:
+            self._wake_putter()
+        return items
+
+
+class Conflate:
+    """Mailbox policy: keep only the latest unread message per key for some types.
+
+    ``key`` maps an envelope to its conflation key; the default is the type and
+    ``data["symbol"]`` (or the attribute ``symbol`` of a Struct).
+    """
+
+    def __init__(
+        self, types: Iterable[str], key: Callable[[Envelope], Hashable] | None = None
+    ) -> None:
+        self.types = frozenset(str(t) for t in types)
+        """Message types that conflate; others queue as usual."""
+        self.key = key or _symbol_key
+        """Conflation key of an envelope of one of ``types``."""
+
+
+def _symbol_key(envelope: Envelope) -> Hashable:
+    data = envelope.data
+    symbol = data.get("symbol") if isinstance(data, dict) else getattr(data, "symbol", None)
+    return (envelope.type, symbol)
+
+
+class ConflatingMailbox(Mailbox):
+    """A mailbox applying a :class:`Conflate` policy."""
+
+    __slots__ = ("_latest", "conflated", "policy")
+
+    def __init__(self, capacity: int, policy: Conflate) -> None:
+        super().__init__(capacity)
+        self.policy = policy
+        """The conflation policy."""
+        self.conflated = 0
+        """How many unread messages were replaced by newer ones."""
+        self._latest: dict[Hashable, Delivery] = {}
+
+    async def put(self, delivery: Delivery) -> None:
+        """Replace an unread message with the same key, else queue (waiting when full)."""
+        envelope = delivery.envelope
+        if envelope.type not in self.policy.types:
+            await super().put(delivery)
+            return
+        key = self.policy.key(envelope)
+        older = self._latest.get(key)
+        if older is not None:
+            self._latest[key] = delivery
+            self.conflated += 1
+            older.ack()
+            return
+        while len(self._items) >= self.capacity:
+            await self._wait_for_room()
+            if key in self._latest:  # a same-key message arrived while we waited
+                await self.put(delivery)
+                return
+        self._latest[key] = delivery
+        self._append(_Slot(key))
+
+    def _unwrap(self, item: Any) -> Delivery:
+        if type(item) is _Slot:
+            return self._latest.pop(item.key)
+        return item  # type: ignore[no-any-return]
+
+
+class _Slot:
+    __slots__ = ("key",)
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key

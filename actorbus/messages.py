@@ -1,0 +1,227 @@
+"""Message types, the envelope every message travels in, and payload schemas.
+
+A message type is a routing key of two or more dot-separated words, the first of
+which names the subsystem that owns it: ``"strategy.signal"``. The built-in ones
+are the members of :class:`MessageTypes`; applications add their own with
+:func:`register_message_type`. Publishing a type that is neither is an error,
+because a mistyped type is otherwise a message that silently reaches nobody.
+
+A type may carry a schema (a ``msgspec.Struct``): data published with that type
+is validated, and converted, on publish and again on receipt from the wire.
+Types without a schema take any msgspec-encodable data (usually a dict).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from .errors import SchemaError, UnknownMessageType
+
+__all__ = [
+    "Delivery",
+    "Envelope",
+    "MessageTypes",
+    "is_known_type",
+    "make_envelope",
+    "register_message_type",
+    "schema_for",
+    "subsystem_of",
+    "validate_data",
+    "validate_type",
+]
+
+
+class MessageTypes(StrEnum):
+    """The message types of the trading system; each value is its routing key."""
+
+    SYSTEM_STARTUP = "system.startup"
+    SYSTEM_SHUTDOWN = "system.shutdown"
+    SYSTEM_ERROR = "system.error"
+
+    COMPONENT_STATUS = "component.status"
+    COMPONENT_ERROR = "component.error"
+
+    MARKET_DATA_UPDATE = "market_data.update"
+    MARKET_DATA_REQUEST = "market_data.request"
+    MARKET_DATA_ERROR = "market_data.error"
+
+    STRATEGY_SIGNAL = "strategy.signal"
+    STRATEGY_STATUS = "strategy.status"
+    STRATEGY_ERROR = "strategy.error"
+
+    EXECUTION_ORDER_REQUEST = "execution.order_request"
+    EXECUTION_ORDER_STATUS = "execution.order_status"
+    EXECUTION_ERROR = "execution.error"
+
+    EXCHANGE_ORDER_SUBMIT = "exchange.order_submit"
+    EXCHANGE_ORDER_CANCEL = "exchange.order_cancel"
+    EXCHANGE_ORDER_STATUS = "exchange.order_status"
+    EXCHANGE_ERROR = "exchange.error"
+
+    POSITION_UPDATE = "position.update"
+    POSITION_CLOSE = "position.close"
+    POSITION_ERROR = "position.error"
+
+    RISK_LIMIT_BREACH = "risk.limit_breach"
+    RISK_EXPOSURE_UPDATE = "risk.exposure_update"
+    RISK_ERROR = "risk.error"
+
+    @property
+    def subsystem(self) -> str:
+        """The subsystem owning this type: the first word of its routing key."""
+        return subsystem_of(self.value)
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """One message: its data and everything needed to route, trace and retry it."""
+
+    id: str
+    """Unique per message (process prefix + counter); duplicates are detected by it."""
+    type: str
+    """The message type, i.e. the routing key (``"strategy.signal"``)."""
+    data: Any
+    """The payload: a Struct of the type's schema, or any encodable value."""
+    timestamp: float
+    """Seconds since the epoch when the message was created."""
+    source: str = ""
+    """Who published it: an actor name, or the bus's own name."""
+    correlation_id: str | None = None
+    """Ties a reply to its request (the request's id)."""
+    reply_to: str | None = None
+    """Address a reply should go to; set by ``ask``."""
+    attempt: int = 1
+    """Delivery attempt, counted by the retry loop (1 on first delivery)."""
+    headers: dict[str, str] = {}
+    """Free-form string headers carried end to end."""
+
+
+class Delivery:
+    """An envelope handed to a consumer, with the means to settle it.
+
+    The consumer calls :meth:`ack` once the message is handled (or safely
+    dead-lettered), and :meth:`requeue` to give it back unhandled. Each broker
+    provides a subclass; this base is the in-process one, where settling is
+    bookkeeping only.
+    """
+
+    __slots__ = ("envelope",)
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        """The message."""
+
+    def ack(self) -> None:
+        """Mark the message handled: the broker may forget it."""
+
+    def requeue(self) -> None:
+        """Give the message back to its queue unhandled, for another delivery."""
+
+
+def subsystem_of(message_type: str) -> str:
+    """Return the subsystem word of a message type or pattern (``"strategy"``)."""
+    return message_type.partition(".")[0]
+
+
+_registered: dict[str, type[msgspec.Struct] | None] = {t.value: None for t in MessageTypes}
+
+
+def register_message_type(name: str, schema: type[msgspec.Struct] | None = None) -> str:
+    """Declare a message type (and optionally its payload schema); return its name.
+
+    Re-registering a built-in type attaches a schema to it. ``name`` must be two
+    or more non-empty words separated by dots, without wildcards.
+    """
+    words = name.split(".")
+    if len(words) < 2 or not all(words) or "*" in words or "#" in words:
+        raise UnknownMessageType(
+            f"message type {name!r} must be '<subsystem>.<event>': dot-separated words, "
+            "no wildcards"
+        )
+    _registered[name] = schema
+    return name
+
+
+def is_known_type(name: str) -> bool:
+    """Tell whether ``name`` is a built-in or registered message type."""
+    return name in _registered
+
+
+def validate_type(name: str) -> str:
+    """Return a known type ``name`` as a plain string; raise ``UnknownMessageType`` otherwise."""
+    if name in _registered:
+        return str(name)
+    raise UnknownMessageType(
+        f"unknown message type {name!r}: use a MessageTypes member or register_message_type()"
+    )
+
+
+def schema_for(name: str) -> type[msgspec.Struct] | None:
+    """Return the schema registered for a type, or ``None``."""
+    return _registered.get(name)
+
+
+def validate_data(message_type: str, data: Any) -> Any:
+    """Check ``data`` against the type's schema; return it converted to the schema's Struct.
+
+    Data of a type without a schema is returned unchanged. A mismatch raises
+    ``SchemaError`` naming the type and the offending field.
+    """
+    schema = _registered.get(message_type)
+    if schema is None or type(data) is schema:
+        return data
+    try:
+        return msgspec.convert(data, schema, from_attributes=not isinstance(data, dict))
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"{message_type}: {exc}") from None
+
+
+def _new_process_prefix() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+_prefix = _new_process_prefix()
+_counter = itertools.count(1)
+
+
+def _reset_ids_after_fork() -> None:
+    global _prefix, _counter
+    _prefix = _new_process_prefix()
+    _counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reset_ids_after_fork)
+
+
+def new_message_id() -> str:
+    """Return an id unique across processes: a random process prefix and a counter."""
+    return f"{_prefix}-{next(_counter):x}"
+
+
+def make_envelope(
+    message_type: str,
+    data: Any,
+    *,
+    source: str = "",
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Envelope:
+    """Build a validated envelope for a known type; the one way publishers create messages."""
+    message_type = validate_type(message_type)
+    return Envelope(
+        id=new_message_id(),
+        type=message_type,
+        data=validate_data(message_type, data),
+        timestamp=time.time(),
+        source=source,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        headers=headers or {},
+    )

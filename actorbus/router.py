@@ -1,0 +1,216 @@
+"""The router: from message types to queues, and from actors to their mailboxes.
+
+The router is the runtime's one link to a broker. Outbound, it publishes each
+envelope to the exchange of its type's subsystem (the broker's topic routing
+then reaches every queue bound to the type). Inbound, it gives every actor cell
+a queue named ``<prefix>.actor.<name>`` bound to the types the actor handles,
+and feeds the cell's mailbox from it; the prefetch is the mailbox's capacity,
+so a slow actor pushes back through the broker to its publishers.
+
+The same path serves both modes. In memory, the broker delivers straight into
+the mailbox. In RabbitMQ mode every message crosses the broker, even between
+two actors of one process: that is what makes messages durable and lets any
+process (or a client in another language) take part. Where the actors of a
+tree run is their placement (``spawn(tree, actors=[...])``): types whose
+handlers live elsewhere simply find their queues consumed by another process.
+
+The router also owns request/reply (``ask``): one reply address per bus,
+a future per pending request, keyed by the request's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .actor import Actor
+from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker, QueueSpec
+from .cell import ActorCell
+from .errors import AskFailed, AskTimeout
+from .messages import Envelope, make_envelope, new_message_id
+from .supervisor import ChildSpec
+
+__all__ = ["Router"]
+
+logger = logging.getLogger("actorbus.router")
+
+ERROR_HEADER = "x-actorbus-error"
+"""Header of a reply that carries a failure instead of a result."""
+
+
+class _ActorContext:
+    """The runtime as one actor sees it."""
+
+    __slots__ = ("_cell", "_router")
+
+    def __init__(self, router: Router, cell: ActorCell) -> None:
+        self._router = router
+        self._cell = cell
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    async def publish(
+        self,
+        message_type: str,
+        data: Any = None,
+        *,
+        correlation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        envelope = make_envelope(
+            message_type,
+            data,
+            source=self._cell.name,
+            correlation_id=correlation_id,
+            headers=headers,
+        )
+        await self._router.publish(envelope)
+
+    async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
+        return await self._router.ask(message_type, data, timeout=timeout, source=self._cell.name)
+
+    def stop(self) -> None:
+        self._cell.request_stop()
+
+
+class Router:
+    """Connects actor cells and publishers to one broker."""
+
+    def __init__(self, broker: MessageBroker, *, prefix: str, source: str) -> None:
+        self.broker = broker
+        """The transport."""
+        self.prefix = prefix
+        """Prefix of queue names."""
+        self.source = source
+        """Source name of messages the bus itself publishes."""
+        self.cells: list[ActorCell] = []
+        """Every attached cell, in attach order."""
+        self.reply_address: str | None = None
+        """Where replies to this bus's requests arrive."""
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+
+    async def open(self) -> None:
+        """Create the reply address."""
+        self.reply_address = await self.broker.open_reply_address(self._on_reply)
+
+    def queue_for(self, actor_class: type[Actor], name: str) -> str:
+        """The queue an actor consumes from."""
+        return actor_class.queue_name or f"{self.prefix}.actor.{name}"
+
+    def make_cell(self, spec: ChildSpec) -> ActorCell:
+        """Build the cell of a child spec."""
+        name = spec.actor_name
+        factory = spec.factory or spec.actor
+        return ActorCell(factory, spec.actor, name, self.queue_for(spec.actor, name), self)
+
+    async def attach_bindings(self, cell: ActorCell) -> None:
+        """Declare the cell's queue, bound to every type its actor handles now."""
+        await self.broker.declare_queue(
+            QueueSpec(
+                name=cell.queue,
+                patterns=cell.patterns,
+                durable=cell.actor_class.durable,
+                quorum=cell.actor_class.quorum,
+            )
+        )
+
+    async def attach(self, cell: ActorCell) -> None:
+        """Declare the cell's queue and bindings, and start feeding its mailbox."""
+        await self.attach_bindings(cell)
+        cell.consumer = await self.broker.consume(
+            cell.queue, cell.mailbox.put, prefetch=cell.mailbox.capacity
+        )
+        self.cells.append(cell)
+
+    async def detach(self, cell: ActorCell) -> None:
+        """Stop feeding the cell, and give its unread deliveries back to the queue."""
+        consumer, cell.consumer = cell.consumer, None
+        if consumer is None:
+            return
+        await consumer.cancel()
+        for delivery in cell.mailbox.take_all():
+            delivery.requeue()
+        if cell in self.cells:
+            self.cells.remove(cell)
+
+    async def replay_dead_letters(self, actor: str, max_replays: int) -> int:
+        """Replay one actor's dead letters, each at most ``max_replays`` times."""
+        return await self.broker.replay_dead_letters(
+            DeadLetterFilter(actor=actor), max_replays=max_replays
+        )
+
+    def context_for(self, cell: ActorCell) -> _ActorContext:
+        """The context an actor of ``cell`` talks through."""
+        return _ActorContext(self, cell)
+
+    async def publish(self, envelope: Envelope, *, mandatory: bool = False) -> None:
+        """Send an envelope to everyone bound to its type."""
+        await self.broker.publish(envelope, mandatory=mandatory)
+
+    async def dead_letter(
+        self,
+        cell: ActorCell,
+        envelope: Envelope,
+        error: BaseException | str,
+        attempts: int,
+        first_failure: float | None,
+    ) -> None:
+        """Store a message the cell could not handle."""
+        await self.broker.dead_letter(
+            DeadLetter.for_failure(
+                envelope,
+                queue=cell.queue,
+                actor=cell.name,
+                error=error,
+                attempts=attempts,
+                first_failure=first_failure,
+            )
+        )
+
+    async def reply(self, request: Envelope, result: Any, error: str | None = None) -> None:
+        """Answer ``request`` with ``result``, or with ``error`` when its handler failed."""
+        assert request.reply_to is not None
+        reply = Envelope(
+            id=new_message_id(),
+            type=request.type,
+            data=result,
+            timestamp=request.timestamp,
+            source=self.source,
+            correlation_id=request.id,
+            headers={ERROR_HEADER: error} if error is not None else {},
+        )
+        try:
+            await self.broker.send_reply(request.reply_to, reply)
+        except Exception:
+            logger.exception("reply to %s for %s failed", request.reply_to, request.id)
+
+    async def ask(
+        self, message_type: str, data: Any, *, timeout: float, source: str | None = None
+    ) -> Any:
+        """Publish a request and wait for the first reply to it."""
+        envelope = make_envelope(
+            message_type, data, source=source or self.source, reply_to=self.reply_address
+        )
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[envelope.id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await self.broker.publish(envelope, mandatory=True)
+                return await future
+        except TimeoutError:
+            raise AskTimeout(f"no reply to {message_type} within {timeout}s") from None
+        finally:
+            self._pending.pop(envelope.id, None)
+
+    def _on_reply(self, reply: Envelope) -> None:
+        future = self._pending.get(reply.correlation_id or "")
+        if future is None or future.done():
+            return
+        error = reply.headers.get(ERROR_HEADER)
+        if error is not None:
+            future.set_exception(AskFailed(error))
+        else:
+            future.set_result(reply.data)

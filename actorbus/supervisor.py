@@ -1,0 +1,379 @@
+"""Supervisors: Erlang/OTP restart strategies over a tree of actors.
+
+A :class:`Supervisor` runs its children inside its own anyio task group, so no
+child outlives it. Children are Actor classes, :class:`ChildSpec` objects or
+nested supervisors, started in order; ``start`` returns only once every child
+has started (the readiness handshake), so a start-up error reaches the caller.
+
+When a child crashes (``on_start`` raised, or a handler error the retry policy
+marks fatal) the supervisor restarts, with fresh instances:
+
+- ``one_for_one``: the crashed child only;
+- ``one_for_all``: every child (the others are stopped first, in reverse order);
+- ``rest_for_one``: the crashed child and the children started after it.
+
+``restart`` on a child spec says when it is restarted: ``permanent`` always,
+``transient`` only after a crash (not after a normal stop), ``temporary`` never.
+
+Restart intensity: more than ``max_restarts`` restarts within ``within`` seconds
+make the supervisor give up: it stops its children and fails with
+``SupervisorGaveUp``, which its parent sees as a crash of that child. After each
+restart the supervisor replays the restarted actors' dead letters, each at most
+``max_replays`` times, so a poison message cannot loop forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, TypeAlias
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from .actor import Actor, ActorState
+from .cell import ActorCell
+from .errors import ActorbusError, ActorStartError, SupervisorGaveUp
+
+__all__ = ["ChildSpec", "Restart", "Strategy", "Supervisor", "SupervisorRuntime"]
+
+logger = logging.getLogger("actorbus.supervisor")
+
+
+class Strategy(StrEnum):
+    """Which children a supervisor restarts when one crashes."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the crashed child."""
+    ONE_FOR_ALL = "one_for_all"
+    """All children."""
+    REST_FOR_ONE = "rest_for_one"
+    """The crashed child and every child started after it."""
+
+
+class Restart(StrEnum):
+    """When a child is restarted."""
+
+    PERMANENT = "permanent"
+    """Always, whether it crashed or stopped."""
+    TRANSIENT = "transient"
+    """Only after a crash."""
+    TEMPORARY = "temporary"
+    """Never."""
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to build and restart one actor child."""
+
+    actor: type[Actor]
+    """The actor class."""
+    factory: Callable[[], Actor] | None = None
+    """Builds each instance; default: ``actor()``."""
+    name: str | None = None
+    """Actor name; default: the class's ``default_name()``."""
+    restart: Restart = Restart.PERMANENT
+    """When this child is restarted."""
+
+    @property
+    def actor_name(self) -> str:
+        """The effective name."""
+        return self.name or self.actor.default_name()
+
+
+class SupervisorRuntime(Protocol):
+    """What a supervisor needs from the layer above it."""
+
+    def make_cell(self, spec: ChildSpec) -> ActorCell:
+        """Create the cell for a child spec."""
+
+    async def attach(self, cell: ActorCell) -> None:
+        """Bind the cell's queue and start feeding its mailbox."""
+
+    async def detach(self, cell: ActorCell) -> None:
+        """Stop feeding the mailbox and give back what it holds."""
+
+    async def replay_dead_letters(self, actor: str, max_replays: int) -> int:
+        """Replay an actor's dead letters; return how many."""
+
+
+Child: TypeAlias = "type[Actor] | ChildSpec | Supervisor"
+"""What a supervisor accepts as a child."""
+
+
+class _Started:
+    """Forwards readiness to anyio and remembers that it happened."""
+
+    def __init__(self, task_status: TaskStatus[Any]) -> None:
+        self.task_status = task_status
+        self.done = False
+
+    def started(self, value: Any = None) -> None:
+        self.done = True
+        self.task_status.started(value)
+
+
+class _Running:
+    """A child slot: the spec, its cell or supervisor, and its cancel scope."""
+
+    def __init__(self, spec: ChildSpec | Supervisor, cell: ActorCell | None) -> None:
+        self.spec = spec
+        self.cell = cell
+        self.scope: anyio.CancelScope | None = None
+        self.finished = anyio.Event()
+        self.finished.set()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if isinstance(self.spec, Supervisor) else self.spec.actor_name
+
+    @property
+    def restart(self) -> Restart:
+        return Restart.PERMANENT if isinstance(self.spec, Supervisor) else self.spec.restart
+
+
+class Supervisor:
+    """Runs and restarts a list of children by a strategy; see the module documentation."""
+
+    def __init__(
+        self,
+        children: Sequence[Child],
+        *,
+        strategy: Strategy | str = Strategy.ONE_FOR_ONE,
+        max_restarts: int = 3,
+        within: float = 5.0,
+        max_replays: int = 3,
+        name: str | None = None,
+    ) -> None:
+        self.strategy = Strategy(strategy)
+        """The restart strategy."""
+        self.max_restarts = max_restarts
+        """Restarts allowed within ``within`` seconds before giving up."""
+        self.within = within
+        """Window of the restart intensity, in seconds."""
+        self.max_replays = max_replays
+        """Replays of one dead letter allowed after restarts."""
+        self.name = name or "supervisor"
+        """Name, for logs and placement."""
+        self.children: list[ChildSpec | Supervisor] = [_as_spec(child) for child in children]
+        """The child specs, in start order."""
+        self.state = ActorState.NEW
+        """Lifecycle state of the supervisor itself."""
+        self.placement: frozenset[str] | None = None
+        """Names of the actors that run in this process; ``None``: all of them."""
+        self._slots: list[_Running] = []
+        self._restarts: deque[float] = deque()
+        self._crashes: deque[tuple[_Running, BaseException | None]] = deque()
+        self._crash_event = anyio.Event()
+        self._runtime: SupervisorRuntime | None = None
+        self._task_group: TaskGroup | None = None
+        self._cells: dict[int, ActorCell] = {}
+
+    def _cell_for(self, index: int, spec: ChildSpec) -> ActorCell:
+        """The cell of child ``index``, made once and kept across restarts of this supervisor."""
+        assert self._runtime is not None
+        cell = self._cells.get(index)
+        if cell is None:
+            cell = self._cells[index] = self._runtime.make_cell(spec)
+        return cell
+
+    @property
+    def cells(self) -> list[ActorCell]:
+        """Every actor cell of this tree (nested supervisors included), in start order."""
+        cells: list[ActorCell] = []
+        for slot in self._slots:
+            if isinstance(slot.spec, Supervisor):
+                cells.extend(slot.spec.cells)
+            elif slot.cell is not None:
+                cells.append(slot.cell)
+        return cells
+
+    def place(self, actors: frozenset[str] | None) -> None:
+        """Run only the actors named in ``actors`` here (all when ``None``), in the whole tree."""
+        for supervisor in self.walk():
+            supervisor.placement = actors
+
+    def walk(self) -> list[Supervisor]:
+        """This supervisor and every nested one, depth first."""
+        result = [self]
+        for spec in self.children:
+            if isinstance(spec, Supervisor):
+                result.extend(spec.walk())
+        return result
+
+    async def run(
+        self,
+        runtime: SupervisorRuntime,
+        *,
+        task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Start every child, report readiness, then supervise until cancelled or giving up."""
+        if self.state not in (ActorState.NEW, ActorState.STOPPED, ActorState.FAILED):
+            raise RuntimeError(f"supervisor {self.name!r} is already running")
+        self._runtime = runtime
+        self.state = ActorState.STARTING
+        self._slots = [
+            _Running(spec, None if isinstance(spec, Supervisor) else self._cell_for(index, spec))
+            for index, spec in enumerate(self.children)
+            if isinstance(spec, Supervisor)
+            or self.placement is None
+            or spec.actor_name in self.placement
+        ]
+        failure: ActorbusError | None = None
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                # Errors leave the task group as values, so callers get them unwrapped.
+                try:
+                    for slot in self._slots:
+                        await self._start_with_retries(slot)
+                except ActorStartError as exc:
+                    failure = exc
+                else:
+                    self.state = ActorState.RUNNING
+                    task_status.started(self)
+                    failure = await self._supervise()
+                task_group.cancel_scope.cancel()
+        except BaseException:
+            self.state = ActorState.FAILED
+            raise
+        finally:
+            with anyio.move_on_after(5, shield=True):
+                for slot in self._slots:
+                    if slot.cell is not None:
+                        await runtime.detach(slot.cell)
+        if failure is not None:
+            self.state = ActorState.FAILED
+            raise failure
+        self.state = ActorState.STOPPED
+
+    async def _start_with_retries(self, slot: _Running) -> None:
+        while True:
+            try:
+                await self._start(slot)
+                return
+            except Exception as exc:
+                if not self._note_restart():
+                    raise ActorStartError(
+                        f"{slot.name} could not start: {type(exc).__name__}: {exc}"
+                    ) from exc
+                logger.warning(
+                    "%s failed to start (%s: %s); retrying", slot.name, type(exc).__name__, exc
+                )
+                if slot.cell is not None:
+                    slot.cell.stats.restarts += 1
+                await anyio.sleep(0.01)
+
+    async def _start(self, slot: _Running) -> None:
+        assert self._task_group is not None
+        assert self._runtime is not None
+        if slot.cell is not None and slot.cell.consumer is None:
+            await self._runtime.attach(slot.cell)
+        await self._task_group.start(self._run_child, slot)
+
+    async def _run_child(self, slot: _Running, *, task_status: TaskStatus[Any]) -> None:
+        assert self._runtime is not None
+        started = _Started(task_status)
+        slot.finished = anyio.Event()
+        outcome: BaseException | None = None
+        try:
+            with anyio.CancelScope() as slot.scope:
+                try:
+                    if isinstance(slot.spec, Supervisor):
+                        await slot.spec.run(self._runtime, task_status=started)
+                    else:
+                        assert slot.cell is not None
+                        await slot.cell.run(task_status=started)
+                except Exception as exc:
+                    if not started.done:
+                        raise
+                    outcome = exc
+                if slot.scope.cancel_called:
+                    return
+                self._crashes.append((slot, outcome))
+                self._crash_event.set()
+        finally:
+            slot.finished.set()
+
+    def _note_restart(self) -> bool:
+        now = time.monotonic()
+        self._restarts.append(now)
+        while self._restarts and now - self._restarts[0] > self.within:
+            self._restarts.popleft()
+        return len(self._restarts) <= self.max_restarts
+
+    async def _supervise(self) -> SupervisorGaveUp | None:
+        while True:
+            await self._crash_event.wait()
+            self._crash_event = anyio.Event()
+            while self._crashes:
+                slot, error = self._crashes.popleft()
+                gave_up = await self._handle_exit(slot, error)
+                if gave_up is not None:
+                    return gave_up
+
+    async def _handle_exit(
+        self, slot: _Running, error: BaseException | None
+    ) -> SupervisorGaveUp | None:
+        assert self._runtime is not None
+        if slot not in self._slots:
+            return None
+        if slot.restart is Restart.TEMPORARY or (
+            slot.restart is Restart.TRANSIENT and error is None
+        ):
+            logger.info(
+                "%s exited (%s); not restarted (%s)", slot.name, error or "normal", slot.restart
+            )
+            self._slots.remove(slot)
+            if slot.cell is not None:
+                await self._runtime.detach(slot.cell)
+            return None
+        if error is not None:
+            logger.warning("%s crashed: %s: %s", slot.name, type(error).__name__, error)
+        if not self._note_restart():
+            message = (
+                f"supervisor {self.name!r} gave up: more than {self.max_restarts} restarts "
+                f"within {self.within}s (last: {slot.name}: {error})"
+            )
+            logger.error(message)
+            return SupervisorGaveUp(message)
+        index = self._slots.index(slot)
+        if self.strategy is Strategy.ONE_FOR_ONE:
+            group = [slot]
+        elif self.strategy is Strategy.ONE_FOR_ALL:
+            group = list(self._slots)
+        else:
+            group = self._slots[index:]
+        for other in reversed(group):
+            if other is not slot:
+                await self._stop_slot(other)
+        for member in group:
+            if member.cell is not None:
+                member.cell.stats.restarts += 1
+            await self._start_with_retries(member)
+        for member in group:
+            cells = [member.cell] if member.cell is not None else member.spec.cells  # type: ignore[union-attr]
+            for cell in cells:
+                replayed = await self._runtime.replay_dead_letters(cell.name, self.max_replays)
+                if replayed:
+                    logger.info(
+                        "replayed %d dead letter(s) of %s after restart", replayed, cell.name
+                    )
+        return None
+
+    async def _stop_slot(self, slot: _Running) -> None:
+        if slot.scope is not None:
+            slot.scope.cancel()
+        await slot.finished.wait()
+
+
+def _as_spec(child: Child) -> ChildSpec | Supervisor:
+    if isinstance(child, (ChildSpec, Supervisor)):
+        return child
+    if isinstance(child, type) and issubclass(child, Actor):
+        return ChildSpec(actor=child)
+    raise TypeError(f"a child must be an Actor class, a ChildSpec or a Supervisor, not {child!r}")

@@ -1,0 +1,284 @@
+"""``MessageBus``: the synchronous face of :class:`~actorbus.bus.AsyncMessageBus`.
+
+Each sync method is one call through an anyio blocking portal to the async core,
+which runs on a background event-loop thread (uvloop when available) started on
+first use. Nothing here re-implements the bus.
+
+Calls are thread-safe. Two cases never block, so they cannot deadlock:
+
+- ``publish_sync`` from a thread that is running an event loop (a handler of
+  this bus, or async code elsewhere): the message is validated right away (bad
+  input raises here) and then published in the background; ``shutdown`` waits
+  for it.
+- ``subscribe`` from a handler of this bus: it is scheduled the same way.
+
+Other blocking methods (``spawn``, ``ask``, ``shutdown``, ...) raise a clear
+error when called from this bus's own loop thread; there, use the async API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from .actor import Actor
+from .brokers.base import DeadLetter
+from .bus import AsyncMessageBus, validate_pattern
+from .config import Mode
+from .errors import BusClosed
+from .subscription import MessageHandler
+from .supervisor import ChildSpec, Supervisor
+
+__all__ = ["MessageBus"]
+
+logger = logging.getLogger("actorbus.bus")
+
+T = TypeVar("T")
+
+_live: weakref.WeakSet[MessageBus] = weakref.WeakSet()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class MessageBus:
+    """The message bus for synchronous code; same options as ``AsyncMessageBus``."""
+
+    def __init__(self, mode: str | None = None, **options: Any) -> None:
+        self._mode = mode
+        self._options = options
+        self._lock = threading.Lock()
+        self._bus: AsyncMessageBus | None = None
+        self._portal: BlockingPortal | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- the loop thread ---------------------------------------------------------------------
+
+    def _ensure(self) -> AsyncMessageBus:
+        bus = self._bus
+        if bus is not None and not self._closed:
+            return bus
+        with self._lock:
+            if self._closed:
+                raise BusClosed("the message bus was shut down")
+            if self._bus is None:
+                bus = AsyncMessageBus(self._mode, **self._options)
+                self._portal = self._start_loop_thread()
+                try:
+                    self._portal.call(bus.start)
+                except BaseException:
+                    self._stop_loop_thread()
+                    raise
+                self._bus = bus
+                _live.add(self)
+            return self._bus
+
+    def _start_loop_thread(self) -> BlockingPortal:
+        handoff: queue.Queue[BlockingPortal | BaseException] = queue.Queue()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                handoff.put(portal)
+                await portal.sleep_until_stopped()
+
+        def main() -> None:
+            try:
+                anyio.run(serve, backend="asyncio", backend_options=_loop_options())
+            except BaseException as exc:  # reaches the starting thread
+                handoff.put(exc)
+
+        self._thread = threading.Thread(target=main, name="actorbus-loop", daemon=True)
+        self._thread.start()
+        result = handoff.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _stop_loop_thread(self) -> None:
+        portal, thread = self._portal, self._thread
+        self._portal = self._thread = None
+        if portal is not None:
+            portal.call(portal.stop)
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _on_loop_thread(self) -> bool:
+        bus = self._bus
+        return bus is not None and bus.loop is not None and _running_loop() is bus.loop
+
+    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._ensure()
+        if self._on_loop_thread():
+            raise RuntimeError(
+                f"MessageBus.{function.__name__} blocks and cannot run on the bus's own loop "
+                "(inside a handler); use the async API there"
+            )
+        assert self._portal is not None
+        return self._portal.call(partial(function, *args, **kwargs))
+
+    # -- the API -----------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        """The mode in effect (starts the bus to find out)."""
+        return self._ensure().mode
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``shutdown()`` was called."""
+        return self._closed
+
+    def publish_sync(
+        self,
+        message_type: str,
+        data: Any = None,
+        *,
+        correlation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
+    ) -> str:
+        """Publish a message from any thread; return its id.
+
+        Outside an event loop, returns once the broker has the message. Inside one
+        (e.g. from a handler), validates now and publishes in the background.
+        """
+        bus = self._ensure()
+        envelope = bus.envelope(
+            message_type, data, correlation_id=correlation_id, headers=headers, source=source
+        )
+        if _running_loop() is not None:
+            assert bus.loop is not None
+            bus.loop.call_soon_threadsafe(bus.publish_soon, envelope)
+        else:
+            assert self._portal is not None
+            self._portal.call(bus.publish_envelope, envelope)
+        return envelope.id
+
+    publish = publish_sync
+
+    def subscribe(
+        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> None:
+        """Call ``handler(message_type, data)`` for each message of a type or pattern."""
+        bus = self._ensure()
+        if self._on_loop_thread():
+            validate_pattern(message_type)
+            task = asyncio.get_running_loop().create_task(
+                bus.subscribe(message_type, handler, queue=queue)
+            )
+            bus._background.add(task)
+            task.add_done_callback(bus._background_done)
+            return
+        self._call(bus.subscribe, message_type, handler, queue=queue)
+
+    def unsubscribe(
+        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> None:
+        """Stop delivering ``message_type`` to ``handler``."""
+        self._call(self._ensure().unsubscribe, message_type, handler, queue=queue)
+
+    def spawn(
+        self,
+        target: type[Actor] | ChildSpec | Supervisor,
+        *,
+        actors: list[str] | tuple[str, ...] | None = None,
+    ) -> Supervisor:
+        """Start an actor or supervisor tree; return once every child has started."""
+        result: Supervisor = self._call(self._ensure().spawn, target, actors=actors)
+        return result
+
+    def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
+        """Send a request and return its reply."""
+        return self._call(self._ensure().ask, message_type, data, timeout=timeout)
+
+    def dead_letters(
+        self, *, actor: str | None = None, type: str | None = None
+    ) -> list[DeadLetter]:
+        """List dead letters."""
+        result: list[DeadLetter] = self._call(self._ensure().dead_letters, actor=actor, type=type)
+        return result
+
+    def replay_dead_letters(
+        self, *, actor: str | None = None, type: str | None = None, max_replays: int | None = None
+    ) -> int:
+        """Replay dead letters; return how many."""
+        result: int = self._call(
+            self._ensure().replay_dead_letters, actor=actor, type=type, max_replays=max_replays
+        )
+        return result
+
+    def purge_dead_letters(self, *, actor: str | None = None, type: str | None = None) -> int:
+        """Delete dead letters; return how many."""
+        result: int = self._call(self._ensure().purge_dead_letters, actor=actor, type=type)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per actor."""
+        bus = self._ensure()
+        result: dict[str, Any] = self._call(_as_async(bus.stats))
+        return result
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Drain, stop and close; harmless to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            bus = self._bus
+        if bus is None:
+            return
+        if self._on_loop_thread():
+            raise RuntimeError("MessageBus.shutdown cannot run inside a handler of the same bus")
+        try:
+            assert self._portal is not None
+            self._portal.call(bus.shutdown, timeout)
+        finally:
+            self._stop_loop_thread()
+            _live.discard(self)
+
+    def __enter__(self) -> MessageBus:
+        self._ensure()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+def _as_async(function: Callable[[], T]) -> Callable[[], Any]:
+    async def call() -> T:
+        return function()
+
+    call.__name__ = function.__name__
+    return call
+
+
+def _loop_options() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+@atexit.register
+def _shutdown_live_buses() -> None:
+    for bus in list(_live):
+        try:
+            bus.shutdown(timeout=2.0)
+        except Exception:
+            logger.exception("shutdown at exit failed")

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -86,6 +87,7 @@ class AsyncMessageBus:
         self._connect_timeout = connect_timeout
         self._router: Router | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
         self._starting: asyncio.Future[None] | None = None
         self._closed = False
         self._task_group: TaskGroup | None = None
@@ -125,15 +127,16 @@ class AsyncMessageBus:
 
     async def start(self) -> None:
         """Connect and start the runtime; called by every operation, so optional."""
+        if self._closed:
+            raise BusClosed("the message bus was shut down")
         if self._router is not None:
             self._check_loop()
             return
-        if self._closed:
-            raise BusClosed("the message bus was shut down")
         if self._starting is not None:
             await asyncio.shield(self._starting)
             return
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._starting = self._loop.create_future()
         try:
             await self._start()
@@ -276,7 +279,17 @@ class AsyncMessageBus:
         raises ``Unroutable`` when nobody is bound to the type.
         """
         router = self._router
-        if router is None or self._closed or self._loop is not asyncio.get_running_loop():
+        loop = self._loop
+        # "On the bus's loop", cheaply: asyncio.get_running_loop() makes a system call
+        # (getpid) each time. A thread runs one loop at a time, so the bus's thread
+        # with the bus's loop running means this coroutine runs on that loop.
+        if (
+            router is None
+            or self._closed
+            or loop is None
+            or threading.get_ident() != self._thread
+            or not loop.is_running()
+        ):
             router = await self._ready()
             self._check_loop()
         envelope = make_envelope(

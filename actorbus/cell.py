@@ -170,7 +170,8 @@ class ActorCell:
 
     async def _loop(self, actor: Actor) -> None:
         mailbox = self.mailbox
-        handle = self._handle
+        handler_for = actor.handler_for
+        runtime = self.runtime
         while not self._stop_requested:
             delivery = mailbox.get_nowait()
             if delivery is None:
@@ -178,10 +179,37 @@ class ActorCell:
                 if delivery is None:  # interrupted by request_stop
                     continue
             self._current = delivery
-            await handle(actor, delivery)
+            # The first attempt runs here, inline: one coroutine less per message.
+            # A missing handler or a failure goes on in _handle (retries, dead letters).
+            envelope = delivery.envelope
+            handler = handler_for(envelope.type)
+            if handler is None:
+                await self._handle(actor, delivery)
+            else:
+                function, is_async = handler
+                failure: Exception | None = None
+                try:
+                    result = (
+                        await function(actor, envelope) if is_async else function(actor, envelope)
+                    )
+                except Exception as exc:
+                    failure = exc
+                if failure is not None:
+                    await self._handle(actor, delivery, failure)  # outside the except block
+                else:
+                    self.stats.processed += 1
+                    if envelope.reply_to is not None:
+                        await runtime.reply(envelope, result)
+                    delivery.ack()
             self._current = None
 
-    async def _handle(self, actor: Actor, delivery: Delivery) -> None:
+    async def _handle(
+        self, actor: Actor, delivery: Delivery, failure: Exception | None = None
+    ) -> None:
+        """Handle a delivery to the end: attempts, retries, dead letter, reply, ack.
+
+        ``failure`` is the error of a first attempt already made by the loop.
+        """
         envelope = delivery.envelope
         handler = actor.handler_for(envelope.type)
         if handler is None:
@@ -195,14 +223,18 @@ class ActorCell:
         first_failure: float | None = None
         while True:
             try:
+                if failure is not None:
+                    raise failure
                 result = await function(actor, envelope) if is_async else function(actor, envelope)
             except Exception as exc:
+                failure = None
                 stats = self.stats
                 stats.failed += 1
                 if first_failure is None:
                     first_failure = time.time()
                 if isinstance(exc, policy.fatal):
                     await self._dead_letter(delivery, exc, attempt, first_failure)
+                    self._current = None  # settled: not handed back to the next instance
                     raise ActorCrashed(f"{self.name}: {type(exc).__name__}: {exc}") from exc
                 if attempt >= policy.max_attempts:
                     logger.warning(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Coroutine, Hashable, Iterable
 from typing import Any
 
 from .messages import Delivery, Envelope
@@ -23,8 +23,31 @@ from .messages import Delivery, Envelope
 __all__ = ["Conflate", "ConflatingMailbox", "Mailbox"]
 
 
+class _NoItems(deque[Any]):
+    """The one shared, always-empty deque of every mailbox that never held anything.
+
+    An empty deque costs about 760 bytes (its first block), as much as the rest
+    of an idle actor's mailbox, so a mailbox gets its own on its first message.
+    Adding to this one is a bug, and fails loudly instead of leaking items.
+    """
+
+    def append(self, item: Any) -> None:
+        raise RuntimeError("the shared empty deque of mailboxes cannot hold items")
+
+    def appendleft(self, item: Any) -> None:
+        raise RuntimeError("the shared empty deque of mailboxes cannot hold items")
+
+
+_NO_ITEMS = _NoItems()
+
+
 class Mailbox:
-    """A bounded FIFO of deliveries for one consumer."""
+    """A bounded FIFO of deliveries for one consumer.
+
+    A mailbox is the consumer's ``DeliverySink``: calling it is :meth:`put`, and
+    :meth:`offer` lets a broker in the same event loop hand a delivery over
+    without a coroutine when there is room.
+    """
 
     __slots__ = ("_getter", "_interrupted", "_items", "_putters", "capacity")
 
@@ -33,7 +56,7 @@ class Mailbox:
             raise ValueError("mailbox capacity must be at least 1")
         self.capacity = capacity
         """Most deliveries held at once; a put beyond it waits."""
-        self._items: deque[Any] = deque()
+        self._items: deque[Any] = _NO_ITEMS
         self._getter: asyncio.Future[None] | None = None
         self._putters: deque[asyncio.Future[None]] | None = None
         self._interrupted = False
@@ -47,8 +70,27 @@ class Mailbox:
             await self._wait_for_room()
         self._append(delivery)
 
+    def __call__(self, delivery: Delivery) -> Coroutine[Any, Any, None]:
+        """Same as :meth:`put`: a mailbox is a delivery sink."""
+        return self.put(delivery)
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Add a delivery if that needs no wait; return whether it was added.
+
+        Refuses when the mailbox is full or a put is already waiting (so an offer
+        never overtakes a waiting publisher). Same effect as a ``put`` that does
+        not wait, without a coroutine: the broker's fast path.
+        """
+        if len(self._items) >= self.capacity or self._putters:
+            return False
+        self._append(delivery)
+        return True
+
     def _append(self, item: Any) -> None:
-        self._items.append(item)
+        items = self._items
+        if items is _NO_ITEMS:
+            items = self._items = deque()
+        items.append(item)
         getter = self._getter
         if getter is not None:
             self._getter = None
@@ -114,6 +156,8 @@ class Mailbox:
 
     def push_front(self, delivery: Delivery) -> None:
         """Put a delivery back at the head (an interrupted handler's message), over capacity."""
+        if self._items is _NO_ITEMS:
+            self._items = deque()
         self._items.appendleft(delivery)
 
     def take_all(self) -> list[Delivery]:
@@ -159,6 +203,12 @@ class ConflatingMailbox(Mailbox):
         self.conflated = 0
         """How many unread messages were replaced by newer ones."""
         self._latest: dict[Hashable, Delivery] = {}
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Like :meth:`Mailbox.offer`; conflated types always take the waiting path."""
+        if delivery.envelope.type in self.policy.types:
+            return False
+        return super().offer(delivery)
 
     async def put(self, delivery: Delivery) -> None:
         """Replace an unread message with the same key, else queue (waiting when full)."""

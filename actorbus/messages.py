@@ -29,6 +29,7 @@ __all__ = [
     "Envelope",
     "MessageTypes",
     "is_known_type",
+    "known_types",
     "make_envelope",
     "register_message_type",
     "schema_for",
@@ -153,6 +154,11 @@ def is_known_type(name: str) -> bool:
     return name in _registered
 
 
+def known_types() -> tuple[str, ...]:
+    """Return every built-in and registered message type, in registration order."""
+    return tuple(_registered)
+
+
 def validate_type(name: str) -> str:
     """Return a known type ``name`` as a plain string; raise ``UnknownMessageType`` otherwise."""
     if name in _registered:
@@ -199,6 +205,10 @@ def _reset_ids_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_ids_after_fork)
 
 
+_UNKNOWN: Any = object()
+_now = time.time
+
+
 def new_message_id() -> str:
     """Return an id unique across processes: a random process prefix and a counter."""
     return f"{_prefix}-{next(_counter):x}"
@@ -214,12 +224,20 @@ def make_envelope(
     headers: dict[str, str] | None = None,
 ) -> Envelope:
     """Build a validated envelope for a known type; the one way publishers create messages."""
-    message_type = validate_type(message_type)
+    # The hot path of every publish: validate_type, validate_data and new_message_id
+    # inlined (one registry lookup gives both the check and the schema).
+    schema = _registered.get(message_type, _UNKNOWN)
+    if schema is _UNKNOWN:
+        validate_type(message_type)  # raises UnknownMessageType
+    if type(message_type) is not str:
+        message_type = str(message_type)  # a StrEnum member travels as its plain value
+    if schema is not None and type(data) is not schema:
+        data = validate_data(message_type, data)
     return Envelope(
-        id=new_message_id(),
+        id=f"{_prefix}-{next(_counter):x}",
         type=message_type,
-        data=validate_data(message_type, data),
-        timestamp=time.time(),
+        data=data,
+        timestamp=_now(),
         source=source,
         correlation_id=correlation_id,
         reply_to=reply_to,

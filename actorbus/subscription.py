@@ -7,8 +7,9 @@ mailbox, retries, dead letters, counters and a supervisor.
 Queue naming: a module-level function gets the durable queue
 ``<prefix>.sub.<module>.<qualname>``, the same in every process (so several
 processes subscribing the same function share its messages, and messages wait
-for it across restarts). A lambda or a nested function has no stable name; it
-gets a private queue of its own that is deleted when the subscription ends.
+for it across restarts). A lambda, a nested function, a method bound to an
+object or any other callable has no stable name; it gets a private queue of its
+own that is deleted when the subscription ends.
 """
 
 from __future__ import annotations
@@ -67,7 +68,14 @@ def subscription_class(
     """Build the one-off actor class of a subscription to ``handler``."""
     module = getattr(handler, "__module__", None) or "handler"
     qualname = getattr(handler, "__qualname__", None) or type(handler).__name__
-    anonymous = "<" in qualname or (queue is None and not getattr(handler, "__qualname__", None))
+    # A method bound to an object is as anonymous as a lambda: two objects of one class
+    # must each get every message, not compete for them on one queue named after the class.
+    bound_to_object = inspect.ismethod(handler) and not isinstance(handler.__self__, type)
+    anonymous = (
+        "<" in qualname
+        or bound_to_object
+        or (queue is None and not getattr(handler, "__qualname__", None))
+    )
     if anonymous:
         stable = f"{qualname.replace('<', '').replace('>', '')}.{uuid.uuid4().hex[:8]}"
     else:

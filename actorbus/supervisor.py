@@ -77,7 +77,10 @@ class ChildSpec:
     name: str | None = None
     """Actor name; default: the class's ``default_name()``."""
     restart: Restart = Restart.PERMANENT
-    """When this child is restarted."""
+    """When this child is restarted (a ``Restart`` or its value, ``"transient"``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "restart", Restart(self.restart))
 
     @property
     def actor_name(self) -> str:
@@ -106,26 +109,63 @@ Child: TypeAlias = "type[Actor] | ChildSpec | Supervisor"
 
 
 class _Started:
-    """Forwards readiness to anyio and remembers that it happened."""
+    """Forwards readiness to anyio and remembers that it happened.
+
+    It lives as long as the child's task, so it lets go of anyio's task status
+    (and what that holds) once readiness is reported.
+    """
+
+    __slots__ = ("done", "task_status")
 
     def __init__(self, task_status: TaskStatus[Any]) -> None:
-        self.task_status = task_status
+        self.task_status: TaskStatus[Any] | None = task_status
         self.done = False
 
     def started(self, value: Any = None) -> None:
+        status, self.task_status = self.task_status, None
+        if status is None:
+            raise RuntimeError("readiness was already reported")
         self.done = True
-        self.task_status.started(value)
+        status.started(value)
 
 
 class _Running:
-    """A child slot: the spec, its cell or supervisor, and its cancel scope."""
+    """A child slot: the spec, its cell or supervisor, and its cancel scope.
+
+    The event a stopper waits on is made only when someone waits (an
+    ``anyio.Event`` costs about 800 bytes, more than the rest of an idle actor's
+    slot).
+    """
+
+    __slots__ = ("_finished", "cell", "running", "scope", "spec")
 
     def __init__(self, spec: ChildSpec | Supervisor, cell: ActorCell | None) -> None:
         self.spec = spec
         self.cell = cell
         self.scope: anyio.CancelScope | None = None
-        self.finished = anyio.Event()
-        self.finished.set()
+        self.running = False
+        """Whether the child's task is alive."""
+        self._finished: anyio.Event | None = None
+
+    def begin(self) -> None:
+        """The child's task started."""
+        self.running = True
+        self._finished = None
+
+    def end(self) -> None:
+        """The child's task is ending: wake whoever waits for it."""
+        self.running = False
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished.set()
+
+    async def wait_finished(self) -> None:
+        """Return once the child's task has ended (at once when it is not running)."""
+        if not self.running:
+            return
+        if self._finished is None:
+            self._finished = anyio.Event()
+        await self._finished.wait()
 
     @property
     def name(self) -> str:
@@ -146,7 +186,7 @@ class Supervisor:
         strategy: Strategy | str = Strategy.ONE_FOR_ONE,
         max_restarts: int = 3,
         within: float = 5.0,
-        max_replays: int = 3,
+        max_replays: int = 1,
         name: str | None = None,
     ) -> None:
         self.strategy = Strategy(strategy)
@@ -156,7 +196,10 @@ class Supervisor:
         self.within = within
         """Window of the restart intensity, in seconds."""
         self.max_replays = max_replays
-        """Replays of one dead letter allowed after restarts."""
+        """Replays of one dead letter allowed after restarts. The default, 1, gives the
+        message that crashed a child one more try on the fresh instance; a poison
+        message then costs two restarts, within the default ``max_restarts``, so it
+        cannot bring the tree down by itself."""
         self.name = name or "supervisor"
         """Name, for logs and placement."""
         self.children: list[ChildSpec | Supervisor] = [_as_spec(child) for child in children]
@@ -216,6 +259,10 @@ class Supervisor:
             raise RuntimeError(f"supervisor {self.name!r} is already running")
         self._runtime = runtime
         self.state = ActorState.STARTING
+        # A restarted supervisor is a fresh one: its old restarts and crashes are forgotten.
+        self._restarts.clear()
+        self._crashes.clear()
+        self._crash_event = anyio.Event()
         self._slots = [
             _Running(spec, None if isinstance(spec, Supervisor) else self._cell_for(index, spec))
             for index, spec in enumerate(self.children)
@@ -238,6 +285,9 @@ class Supervisor:
                     task_status.started(self)
                     failure = await self._supervise()
                 task_group.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            self.state = ActorState.STOPPED  # stopped from outside: a normal end
+            raise
         except BaseException:
             self.state = ActorState.FAILED
             raise
@@ -278,7 +328,7 @@ class Supervisor:
     async def _run_child(self, slot: _Running, *, task_status: TaskStatus[Any]) -> None:
         assert self._runtime is not None
         started = _Started(task_status)
-        slot.finished = anyio.Event()
+        slot.begin()
         outcome: BaseException | None = None
         try:
             with anyio.CancelScope() as slot.scope:
@@ -297,7 +347,7 @@ class Supervisor:
                 self._crashes.append((slot, outcome))
                 self._crash_event.set()
         finally:
-            slot.finished.set()
+            slot.end()
 
     def _note_restart(self) -> bool:
         now = time.monotonic()
@@ -351,14 +401,25 @@ class Supervisor:
         for other in reversed(group):
             if other is not slot:
                 await self._stop_slot(other)
+        # Every member is down now: crashes they reported meanwhile are covered by this restart.
+        self._crashes = deque(crash for crash in self._crashes if crash[0] not in group)
         for member in group:
             if member.cell is not None:
                 member.cell.stats.restarts += 1
-            await self._start_with_retries(member)
+            try:
+                await self._start_with_retries(member)
+            except ActorStartError as exc:
+                message = f"supervisor {self.name!r} gave up: {exc}"
+                logger.error(message)
+                return SupervisorGaveUp(message)
         for member in group:
             cells = [member.cell] if member.cell is not None else member.spec.cells  # type: ignore[union-attr]
             for cell in cells:
-                replayed = await self._runtime.replay_dead_letters(cell.name, self.max_replays)
+                try:
+                    replayed = await self._runtime.replay_dead_letters(cell.name, self.max_replays)
+                except Exception:
+                    logger.exception("replaying the dead letters of %s failed", cell.name)
+                    continue
                 if replayed:
                     logger.info(
                         "replayed %d dead letter(s) of %s after restart", replayed, cell.name
@@ -368,7 +429,7 @@ class Supervisor:
     async def _stop_slot(self, slot: _Running) -> None:
         if slot.scope is not None:
             slot.scope.cancel()
-        await slot.finished.wait()
+        await slot.wait_finished()
 
 
 def _as_spec(child: Child) -> ChildSpec | Supervisor:

@@ -28,7 +28,7 @@ import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from itertools import count
 from typing import ClassVar
 
@@ -65,15 +65,38 @@ class _MemoryDelivery(Delivery):
 
 
 class _Consumer:
-    __slots__ = ("loop", "queue", "sink")
+    __slots__ = ("loop", "offer", "queue", "sink", "thread")
 
     def __init__(self, queue: _MemoryQueue, sink: DeliverySink, loop: asyncio.AbstractEventLoop):
         self.queue = queue
         self.sink = sink
         self.loop = loop
+        self.thread = threading.get_ident()
+        """The thread of ``loop`` (consumers are made on their own loop)."""
+        # A sink may take a delivery synchronously when it has room (a Mailbox does):
+        # the fast path of a publish in the consumer's own loop, with no coroutine.
+        self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
 
     async def cancel(self) -> None:
         self.queue.remove_consumer(self)
+
+
+class _NoBacklog(deque[Envelope]):
+    """The shared empty backlog of every queue that never needed one.
+
+    An empty deque costs about 760 bytes, and every actor has a queue that is
+    almost always consumed straight away; a queue gets its own deque on its
+    first backlogged message. Adding to this one is a bug and fails loudly.
+    """
+
+    def append(self, item: Envelope) -> None:
+        raise RuntimeError("the shared empty backlog cannot hold messages")
+
+    def appendleft(self, item: Envelope) -> None:
+        raise RuntimeError("the shared empty backlog cannot hold messages")
+
+
+_NO_BACKLOG = _NoBacklog()
 
 
 class _MemoryQueue:
@@ -84,36 +107,56 @@ class _MemoryQueue:
         self.name = spec.name
         self.max_length = spec.max_length or DEFAULT_MAX_LENGTH
         self.consumers: list[_Consumer] = []
-        self.backlog: deque[Envelope] = deque()
+        self.backlog: deque[Envelope] = _NO_BACKLOG
+        """Messages no consumer could take yet (the shared empty deque until the first)."""
         self._turn = count()
         self._lock = threading.Lock()
         self._draining = False
 
     async def deliver(self, envelope: Envelope) -> None:
+        pending = self.hand_over(envelope)
+        if pending is not None:
+            await pending
+
+    def hand_over(self, envelope: Envelope) -> Awaitable[None] | None:
+        """Deliver ``envelope``; return what is left to await (``None``: nothing, it is done).
+
+        In the consumer's loop, a sink with room takes the delivery at once (its
+        ``offer``); otherwise the caller must await the sink, which waits for room.
+        """
         consumers = self.consumers
         if not consumers or self.backlog:
             self._append_backlog(envelope)
-            return
+            return None
         consumer = (
             consumers[next(self._turn) % len(consumers)] if len(consumers) > 1 else consumers[0]
         )
         delivery = _MemoryDelivery(envelope, self)
-        if consumer.loop is asyncio.get_running_loop():
-            await consumer.sink(delivery)
-        else:
-            await _deliver_across_loops(consumer, delivery)
+        if consumer.thread == threading.get_ident() and consumer.loop.is_running():
+            # On the consumer's loop (a thread runs one loop at a time); cheaper than
+            # asyncio.get_running_loop(), which makes a system call (getpid) each time.
+            offer = consumer.offer
+            if offer is not None and offer(delivery):
+                return None
+            return consumer.sink(delivery)
+        return _deliver_across_loops(consumer, delivery)
 
     def requeue(self, envelope: Envelope) -> None:
         with self._lock:
-            self.backlog.appendleft(envelope)
+            self._writable_backlog().appendleft(envelope)
         self._kick_drain()
 
     def _append_backlog(self, envelope: Envelope) -> None:
         with self._lock:
             if len(self.backlog) >= self.max_length:
                 raise QueueFull(f"queue {self.name!r} holds {self.max_length} messages, its limit")
-            self.backlog.append(envelope)
+            self._writable_backlog().append(envelope)
         self._kick_drain()
+
+    def _writable_backlog(self) -> deque[Envelope]:
+        if self.backlog is _NO_BACKLOG:
+            self.backlog = deque()
+        return self.backlog
 
     def add_consumer(self, consumer: _Consumer) -> None:
         self.consumers = [*self.consumers, consumer]
@@ -312,7 +355,9 @@ class InMemoryBroker:
             )
             return
         for queue in queues:
-            await queue.deliver(envelope)
+            pending = queue.hand_over(envelope)
+            if pending is not None:
+                await pending
 
     async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
         """Deliver to one queue by name."""
@@ -364,6 +409,7 @@ class InMemoryBroker:
         """Send selected entries back to their own queues, counting the replay in a header."""
         entries = self.server.take_dead_letters(selection, max_replays=max_replays)
         replayed = 0
+        orphans: list[DeadLetter] = []  # their queue is gone: kept, the others still replayed
         for index, entry in enumerate(entries):
             envelope = entry.envelope
             headers = {**envelope.headers, REPLAYS_HEADER: str(entry.replays + 1)}
@@ -371,10 +417,20 @@ class InMemoryBroker:
                 await self.send_to_queue(
                     entry.queue, msgspec.structs.replace(envelope, attempt=1, headers=headers)
                 )
+            except Unroutable:
+                logger.warning(
+                    "dead letter %s not replayed: its queue %r no longer exists",
+                    envelope.id,
+                    entry.queue,
+                )
+                orphans.append(entry)
+                continue
             except BaseException:
-                self.server.restore_dead_letters(entries[index:])
+                self.server.restore_dead_letters([*orphans, *entries[index:]])
                 raise
             replayed += 1
+        if orphans:
+            self.server.restore_dead_letters(orphans)
         return replayed
 
     async def purge_dead_letters(self, selection: DeadLetterFilter) -> int:

@@ -1,0 +1,463 @@
+"""AsyncMessageBus: mode, lifecycle, subscriptions, shutdown, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import actorbus
+from actorbus import (
+    Actor,
+    AsyncMessageBus,
+    BusClosed,
+    Envelope,
+    MessageTypes,
+    UnknownMessageType,
+    handles,
+)
+from actorbus.brokers.memory import InMemoryServer
+from actorbus.config import MODE_VARIABLE
+from actorbus.errors import ConfigurationError, SchemaError
+
+pytestmark = pytest.mark.anyio
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+received: list[tuple[str, Any]] = []
+
+
+async def module_handler(message_type: str, data: Any) -> None:
+    """A module-level subscriber: it gets a durable queue named after it."""
+    received.append((message_type, data))
+
+
+@pytest.fixture(autouse=True)
+def _clear_received() -> None:
+    received.clear()
+
+
+# -- mode ----------------------------------------------------------------------------------
+
+
+async def test_mode_default_is_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MODE_VARIABLE, raising=False)
+    assert AsyncMessageBus().mode == "in_memory"
+
+
+async def test_mode_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MODE_VARIABLE, "rabbitmq")
+    assert AsyncMessageBus().mode == "rabbitmq"
+    monkeypatch.setenv(MODE_VARIABLE, "in_memory")
+    assert AsyncMessageBus().mode == "in_memory"
+    monkeypatch.setenv(MODE_VARIABLE, "")
+    assert AsyncMessageBus().mode == "in_memory"
+
+
+async def test_mode_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MODE_VARIABLE, "rabbitmq")
+    assert AsyncMessageBus(mode="in_memory").mode == "in_memory"
+    monkeypatch.setenv(MODE_VARIABLE, "in_memory")
+    assert AsyncMessageBus(mode="rabbitmq").mode == "rabbitmq"
+
+
+async def test_unknown_mode_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="'kafka'.*in_memory.*rabbitmq"):
+        AsyncMessageBus(mode="kafka")
+    monkeypatch.setenv(MODE_VARIABLE, "zeromq")
+    with pytest.raises(ConfigurationError, match=MODE_VARIABLE):
+        AsyncMessageBus()
+    with pytest.raises(ValueError):  # ConfigurationError is a ValueError too
+        actorbus.MessageBus(mode="bogus").mode  # noqa: B018
+
+
+async def test_mode_of_a_started_bus(bus: AsyncMessageBus) -> None:
+    assert bus.mode == "in_memory"
+    assert bus.stats()["mode"] == "in_memory"
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+async def test_starts_lazily_on_first_use(server: InMemoryServer) -> None:
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    assert bus.loop is None
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    assert bus.loop is asyncio.get_running_loop()
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"x": 1})
+    await wait_until(lambda: len(received) == 1)
+    await bus.shutdown()
+
+
+async def test_concurrent_first_uses_start_once(server: InMemoryServer) -> None:
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    startups: list[Any] = []
+
+    def on_startup(message_type: str, data: Any) -> None:
+        startups.append(data)
+
+    async with AsyncMessageBus(mode="in_memory", server=server) as watcher:
+        await watcher.subscribe(MessageTypes.SYSTEM_STARTUP, on_startup)
+        await asyncio.gather(*(bus.publish(MessageTypes.STRATEGY_SIGNAL, {}) for _ in range(10)))
+        await wait_until(lambda: len(startups) == 1)
+        await bus.shutdown()
+    assert startups[0]["mode"] == "in_memory"
+
+
+async def test_system_startup_and_shutdown_are_published(server: InMemoryServer) -> None:
+    seen: list[str] = []
+
+    def on_system(message_type: str, data: Any) -> None:
+        seen.append(message_type)
+
+    async with AsyncMessageBus(mode="in_memory", server=server) as watcher:
+        await watcher.subscribe("system.*", on_system)
+        async with AsyncMessageBus(mode="in_memory", server=server, source="other"):
+            pass
+        await wait_until(lambda: len(seen) == 2)
+    assert seen[:2] == [MessageTypes.SYSTEM_STARTUP, MessageTypes.SYSTEM_SHUTDOWN]
+    assert all(isinstance(t, MessageTypes) for t in seen)  # subscribers get the enum member
+
+
+async def test_shutdown_twice_is_harmless_and_publish_after_is_bus_closed(
+    server: InMemoryServer,
+) -> None:
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    await bus.start()
+    await bus.shutdown()
+    await bus.shutdown()
+    assert bus.closed
+    assert bus.stats()["closed"] is True
+    with pytest.raises(BusClosed):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
+    with pytest.raises(BusClosed):
+        await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    with pytest.raises(BusClosed):
+        await bus.start()
+    with pytest.raises(BusClosed):
+        bus.publish_soon(bus.envelope(MessageTypes.STRATEGY_SIGNAL, {}))
+
+
+async def test_shutdown_of_a_never_started_bus(server: InMemoryServer) -> None:
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    await bus.shutdown()
+    with pytest.raises(BusClosed):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
+
+
+async def test_shutdown_drains_in_flight_messages(server: InMemoryServer) -> None:
+    handled: list[int] = []
+
+    class Slowish(Actor):
+        @handles(MessageTypes.STRATEGY_SIGNAL)
+        async def on_signal(self, msg: Envelope) -> None:
+            await asyncio.sleep(0.001)
+            handled.append(msg.data["n"])
+
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    await bus.spawn(Slowish)
+    for n in range(50):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    await bus.shutdown()
+    assert handled == list(range(50))
+
+
+async def test_shutdown_gives_unread_messages_back_in_order(server: InMemoryServer) -> None:
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    class Stuck(Actor):
+        mailbox_size = 100
+
+        @handles(MessageTypes.STRATEGY_SIGNAL)
+        async def on_signal(self, msg: Envelope) -> None:
+            await gate.wait()
+            handled.append(msg.data["n"])
+
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    await bus.spawn(Stuck)
+    for n in range(10):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    await bus.shutdown(timeout=0.05)  # the drain times out: the handler is stuck
+    assert handled == []
+    # a later bus on the same server finds every message, in order, in the durable queue
+    gate.set()
+    async with AsyncMessageBus(mode="in_memory", server=server) as later:
+        await later.spawn(Stuck)
+        await wait_until(lambda: len(handled) == 10)
+    assert handled == list(range(10))
+
+
+async def test_shutdown_while_a_publish_waits_on_a_full_mailbox(server: InMemoryServer) -> None:
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    class Tiny(Actor):
+        mailbox_size = 2
+
+        @handles(MessageTypes.STRATEGY_SIGNAL)
+        async def on_signal(self, msg: Envelope) -> None:
+            await gate.wait()
+            handled.append(msg.data["n"])
+
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    await bus.spawn(Tiny)
+    for n in range(3):  # one being handled, two in the mailbox
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    blocked = asyncio.ensure_future(bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 3}))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()
+    await asyncio.wait_for(bus.shutdown(timeout=0.05), 5)
+    await asyncio.wait_for(blocked, 5)  # released, not hung
+    # nothing is lost: every message waits in the durable queue for the next bus
+    gate.set()
+    async with AsyncMessageBus(mode="in_memory", server=server) as later:
+        await later.spawn(Tiny)
+        await wait_until(lambda: len(handled) == 4)
+    assert handled == [0, 1, 2, 3]
+
+
+async def test_using_a_bus_from_another_loop_is_a_clear_error(bus: AsyncMessageBus) -> None:
+    def elsewhere() -> None:
+        asyncio.run(bus.publish(MessageTypes.STRATEGY_SIGNAL, {}))
+
+    with pytest.raises(RuntimeError, match="another event loop"):
+        await asyncio.to_thread(elsewhere)
+
+
+# -- subscriptions -------------------------------------------------------------------------
+
+
+async def test_sync_and_async_subscribers(bus: AsyncMessageBus) -> None:
+    plain: list[Any] = []
+
+    def sync_handler(message_type: str, data: Any) -> None:
+        plain.append((message_type, data))
+
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, sync_handler)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"a": 1})
+    await wait_until(lambda: len(received) == 1 and len(plain) == 1)
+    assert received == [(MessageTypes.STRATEGY_SIGNAL, {"a": 1})]
+    assert plain == received
+
+
+async def test_subscribe_to_a_pattern(bus: AsyncMessageBus) -> None:
+    await bus.subscribe("risk.*", module_handler)
+    await bus.publish(MessageTypes.RISK_ERROR, {})
+    await bus.publish(MessageTypes.RISK_LIMIT_BREACH, {})
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
+    await wait_until(lambda: len(received) == 2)
+    assert [t for t, _ in received] == ["risk.error", "risk.limit_breach"]
+
+
+async def test_subscribe_validates_the_type(bus: AsyncMessageBus) -> None:
+    with pytest.raises(UnknownMessageType):
+        await bus.subscribe("strategy.signalz", module_handler)
+    with pytest.raises(UnknownMessageType, match="empty word"):
+        await bus.subscribe("risk..*", module_handler)
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
+    await wait_until(lambda: len(received) == 1)
+
+
+async def test_subscribing_the_same_handler_twice_delivers_once(bus: AsyncMessageBus) -> None:
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    await wait_until(lambda: len(received) == 1)
+    await bus.subscribe(MessageTypes.RISK_ERROR, module_handler)
+    await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
+    await wait_until(lambda: len(received) == 2)
+    await asyncio.sleep(0.01)
+    assert received == [(MessageTypes.STRATEGY_SIGNAL, {"n": 1}), (MessageTypes.RISK_ERROR, {"n": 2})]
+    assert len([n for n in bus.stats()["actors"] if "module_handler" in n]) == 1
+
+
+async def test_concurrent_subscribes_of_one_handler_are_ready_when_they_return(
+    bus: AsyncMessageBus,
+) -> None:
+    await asyncio.gather(
+        bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler),
+        bus.subscribe(MessageTypes.RISK_ERROR, module_handler),
+        bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler),
+    )
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
+    await wait_until(lambda: len(received) == 2)
+
+
+async def test_unsubscribe(bus: AsyncMessageBus) -> None:
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    await bus.subscribe(MessageTypes.RISK_ERROR, module_handler)
+    await bus.unsubscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
+    await wait_until(lambda: len(received) == 1)
+    await bus.unsubscribe(MessageTypes.RISK_ERROR, module_handler)
+    await bus.unsubscribe(MessageTypes.RISK_ERROR, module_handler)  # harmless
+    assert not [n for n in bus.stats()["actors"] if "module_handler" in n]
+    await bus.publish(MessageTypes.RISK_ERROR, {"n": 3})
+    await asyncio.sleep(0.01)
+    assert received == [(MessageTypes.RISK_ERROR, {"n": 2})]
+
+
+async def test_anonymous_handlers_get_private_queues(server: InMemoryServer) -> None:
+    got: list[str] = []
+
+    def nested(message_type: str, data: Any) -> None:
+        got.append("nested")
+
+    class Callable_:
+        def __call__(self, message_type: str, data: Any) -> None:
+            got.append("callable")
+
+    handlers: list[Any] = [
+        lambda t, d: got.append("lambda"),
+        nested,
+        Callable_(),
+        functools.partial(lambda tag, t, d: got.append(tag), "partial"),
+    ]
+    async with AsyncMessageBus(mode="in_memory", server=server) as first:
+        async with AsyncMessageBus(mode="in_memory", server=server) as second:
+            for handler in handlers:
+                await first.subscribe(MessageTypes.STRATEGY_SIGNAL, handler)
+                await second.subscribe(MessageTypes.STRATEGY_SIGNAL, handler)
+            queues = {name for name in server.queues if ".sub." in name}
+            assert len(queues) == 8  # one private queue per subscription
+            await first.publish(MessageTypes.STRATEGY_SIGNAL, {})
+            await wait_until(lambda: len(got) == 8)
+        await asyncio.sleep(0.01)
+        assert sorted(got) == sorted(["lambda", "nested", "callable", "partial"] * 2)
+        # the private queues die with their bus
+        assert len({name for name in server.queues if ".sub." in name}) == 4
+    assert not {name for name in server.queues if ".sub." in name}
+
+
+class Component:
+    """A module-level class whose instances subscribe a method each."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def on_signal(self, message_type: str, data: Any) -> None:
+        self.seen.append(data)
+
+
+async def test_bound_methods_of_two_objects_each_get_every_message(bus: AsyncMessageBus) -> None:
+    one, two = Component(), Component()
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, one.on_signal)
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, two.on_signal)
+    for n in range(4):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    await wait_until(lambda: len(one.seen) == 4 and len(two.seen) == 4)
+
+
+async def test_module_level_handlers_share_a_durable_queue(server: InMemoryServer) -> None:
+    async with AsyncMessageBus(mode="in_memory", server=server) as first:
+        async with AsyncMessageBus(mode="in_memory", server=server) as second:
+            await first.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+            await second.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+            queues = [name for name in server.queues if "module_handler" in name]
+            assert queues == [f"trading.sub.{__name__}.module_handler"]
+            for n in range(10):
+                await first.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+            await wait_until(lambda: len(received) == 10)  # competing consumers: once each
+    assert queues[0] in server.queues  # durable: outlives the buses
+
+
+async def test_explicit_queue_name(bus: AsyncMessageBus, server: InMemoryServer) -> None:
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, lambda t, d: received.append((t, d)), queue="my.q")
+    assert "my.q" in server.queues
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
+    await wait_until(lambda: len(received) == 1)
+
+
+async def test_subscribe_from_inside_a_handler(bus: AsyncMessageBus) -> None:
+    async def late(message_type: str, data: Any) -> None:
+        received.append((message_type, data))
+
+    async def first(message_type: str, data: Any) -> None:
+        await bus.subscribe(MessageTypes.RISK_ERROR, late)
+        await bus.publish(MessageTypes.RISK_ERROR, {"from": "handler"})
+
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, first)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
+    await wait_until(lambda: received == [(MessageTypes.RISK_ERROR, {"from": "handler"})])
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+async def test_bad_input_is_a_clear_error_and_the_bus_keeps_working(bus: AsyncMessageBus) -> None:
+    from actorbus.messages import register_message_type
+    import msgspec
+
+    class Order(msgspec.Struct):
+        symbol: str
+        quantity: float
+
+    order_type = register_message_type("testbus.order", Order)
+    await bus.subscribe(order_type, module_handler)
+    with pytest.raises(UnknownMessageType, match="no.such"):
+        await bus.publish("no.such", {})
+    with pytest.raises(SchemaError, match="quantity"):
+        await bus.publish(order_type, {"symbol": "BTC", "quantity": "lots"})
+    await bus.publish(order_type, {"symbol": "BTC", "quantity": 2})
+    await wait_until(lambda: len(received) == 1)
+    assert received[0][1] == Order(symbol="BTC", quantity=2.0)
+
+
+async def test_mandatory_publish(bus: AsyncMessageBus) -> None:
+    from actorbus.errors import Unroutable
+
+    with pytest.raises(Unroutable):
+        await bus.publish(MessageTypes.RISK_ERROR, {}, mandatory=True)
+    await bus.subscribe(MessageTypes.RISK_ERROR, module_handler)
+    await bus.publish(MessageTypes.RISK_ERROR, {}, mandatory=True)
+    await wait_until(lambda: len(received) == 1)
+
+
+async def test_publish_returns_the_message_id(bus: AsyncMessageBus) -> None:
+    ids: list[str] = []
+
+    class Recorder(Actor):
+        @handles(MessageTypes.STRATEGY_SIGNAL)
+        def on_signal(self, msg: Envelope) -> None:
+            ids.append(msg.id)
+            assert msg.source == "test-source"
+            assert msg.correlation_id == "corr"
+            assert msg.headers == {"trace": "t1"}
+
+    await bus.spawn(Recorder)
+    message_id = await bus.publish(
+        MessageTypes.STRATEGY_SIGNAL,
+        {},
+        correlation_id="corr",
+        headers={"trace": "t1"},
+        source="test-source",
+    )
+    await wait_until(lambda: ids == [message_id])
+    assert bus.stats()["actors"]["recorder"]["processed"] == 1
+
+
+def test_loop_thread_identity() -> None:
+    assert threading.current_thread() is threading.main_thread()
+
+
+async def test_a_repeated_subscribe_waits_for_the_first_to_be_ready(bus: AsyncMessageBus) -> None:
+    first = asyncio.ensure_future(bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler))
+    await asyncio.sleep(0)  # the first subscribe is under way
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    await first
+    await wait_until(lambda: len(received) == 1)

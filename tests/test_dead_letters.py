@@ -1,0 +1,170 @@
+"""Retry with backoff, then the dead-letter queue, then replay after a fix."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, RetryPolicy, handles
+
+pytestmark = pytest.mark.anyio
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+class Switch:
+    """Whether the (simulated) bug is fixed."""
+
+    def __init__(self) -> None:
+        self.fixed = False
+        self.handled: list[Any] = []
+        self.attempts: list[int] = []
+
+
+def buggy(switch: Switch, name: str, *types: str) -> type[Actor]:
+    """An actor handling ``types`` that fails until ``switch.fixed``."""
+
+    async def handle(self: Actor, msg: Envelope) -> None:
+        switch.attempts.append(msg.attempt)
+        if not switch.fixed:
+            raise KeyError(f"no field in {msg.data}")
+        switch.handled.append(msg.data)
+
+    return type(
+        f"{name}Actor",
+        (Actor,),
+        {
+            "name": name,
+            "retry": RetryPolicy(max_attempts=3, backoff=0.001, multiplier=2.0),
+            "handle": handles(*(types or (MessageTypes.STRATEGY_SIGNAL,)))(handle),
+        },
+    )
+
+
+async def test_retry_then_dead_letter_then_replay_after_a_fix(bus: AsyncMessageBus) -> None:
+    switch = Switch()
+    await bus.spawn(buggy(switch, "worker"))
+    before = time.time()
+    message_id = await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"symbol": "BTC"})
+    await wait_until(lambda: bus.stats()["actors"]["worker"]["dead_lettered"] == 1)
+    assert switch.attempts == [1, 2, 3]
+    (entry,) = await bus.dead_letters()
+    assert entry.envelope.id == message_id
+    assert entry.envelope.data == {"symbol": "BTC"}
+    assert entry.envelope.attempt == 1  # as first delivered
+    assert entry.actor == "worker"
+    assert entry.error_type == "KeyError"
+    assert "no field in" in entry.reason
+    assert entry.attempts == 3
+    assert before <= entry.first_failure < entry.last_failure <= time.time()
+    assert entry.replays == 0
+    stats = bus.stats()["actors"]["worker"]
+    assert (stats["failed"], stats["retried"], stats["processed"]) == (3, 2, 0)
+
+    switch.fixed = True
+    assert await bus.replay_dead_letters() == 1
+    await wait_until(lambda: switch.handled == [{"symbol": "BTC"}])
+    assert await bus.dead_letters() == []
+    assert switch.attempts[-1] == 1  # a replay starts its attempts afresh
+
+
+async def test_replay_filters_and_purge(bus: AsyncMessageBus) -> None:
+    first, second = Switch(), Switch()
+    await bus.spawn(buggy(first, "first", MessageTypes.STRATEGY_SIGNAL, MessageTypes.RISK_ERROR))
+    await bus.spawn(buggy(second, "second", MessageTypes.STRATEGY_SIGNAL))
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
+    await wait_until(lambda: len(first.attempts) == 6 and len(second.attempts) == 3)
+    await wait_until(lambda: bus.stats()["actors"]["first"]["dead_lettered"] == 2)
+    await wait_until(lambda: bus.stats()["actors"]["second"]["dead_lettered"] == 1)
+    assert len(await bus.dead_letters()) == 3
+    assert len(await bus.dead_letters(actor="first")) == 2
+    assert len(await bus.dead_letters(type=MessageTypes.RISK_ERROR)) == 1
+    assert len(await bus.dead_letters(actor="second", type=MessageTypes.RISK_ERROR)) == 0
+
+    first.fixed = True
+    assert await bus.replay_dead_letters(actor="first", type=MessageTypes.RISK_ERROR) == 1
+    await wait_until(lambda: first.handled == [{"n": 2}])
+    assert await bus.replay_dead_letters(actor="nobody") == 0
+    assert await bus.replay_dead_letters(actor="first") == 1
+    await wait_until(lambda: first.handled == [{"n": 2}, {"n": 1}])
+    # the replay went to `first` only, though `second` handles the type too
+    assert second.handled == []
+    assert len(second.attempts) == 3
+    assert await bus.purge_dead_letters(actor="second") == 1
+    assert await bus.dead_letters() == []
+    assert await bus.purge_dead_letters() == 0
+
+
+async def test_replay_cap_through_the_bus(bus: AsyncMessageBus) -> None:
+    switch = Switch()
+    await bus.spawn(buggy(switch, "poisoned"))
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    for replays in range(1, 3):
+        await wait_until(lambda: len(switch.attempts) == 3 * replays)
+        await wait_until(
+            lambda r=replays: bus.stats()["actors"]["poisoned"]["dead_lettered"] == r  # type: ignore[misc]
+        )
+        assert await bus.replay_dead_letters(max_replays=2) == 1
+    await wait_until(lambda: bus.stats()["actors"]["poisoned"]["dead_lettered"] == 3)
+    assert await bus.replay_dead_letters(max_replays=2) == 0
+    (entry,) = await bus.dead_letters()
+    assert entry.replays == 2
+    # without a cap, an explicit replay still works
+    assert await bus.replay_dead_letters() == 1
+
+
+async def test_replay_of_an_entry_whose_queue_is_gone(bus: AsyncMessageBus) -> None:
+    switch = Switch()
+    supervisor = await bus.spawn(buggy(switch, "gone"))
+    keeper = Switch()
+    await bus.spawn(buggy(keeper, "keeper", MessageTypes.RISK_ERROR))
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
+    await wait_until(lambda: len(switch.attempts) == 3 and len(keeper.attempts) == 3)
+    await wait_until(lambda: len(bus.stats()["actors"]) >= 2)
+    await wait_until(
+        lambda: bus.stats()["actors"]["gone"]["dead_lettered"]
+        + bus.stats()["actors"]["keeper"]["dead_lettered"]
+        == 2
+    )
+    await bus.stop(supervisor)
+    (orphan,) = await bus.dead_letters(actor="gone")
+    assert bus._router is not None
+    await bus._router.broker.delete_queue(orphan.queue)  # e.g. removed by an operator
+    keeper.fixed = True
+    assert await bus.replay_dead_letters() == 1
+    await wait_until(lambda: keeper.handled == [{"n": 2}])
+    (entry,) = await bus.dead_letters()
+    assert entry.actor == "gone"
+
+
+async def test_subscriber_failures_are_dead_lettered(bus: AsyncMessageBus) -> None:
+    calls: list[Any] = []
+
+    async def failing(message_type: str, data: Any) -> None:
+        calls.append(data)
+        raise RuntimeError("subscriber bug")
+
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, failing)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+    await wait_until(lambda: len(calls) == 3)
+    (entry,) = await _eventually_one(bus)
+    assert entry.error_type == "RuntimeError"
+    assert entry.reason == "subscriber bug"
+    assert entry.actor.startswith("sub.")
+
+
+async def _eventually_one(bus: AsyncMessageBus) -> list[Any]:
+    async with asyncio.timeout(5):
+        while not (entries := await bus.dead_letters()):
+            await asyncio.sleep(0.001)
+    return entries

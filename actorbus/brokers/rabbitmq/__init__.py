@@ -1,0 +1,21 @@
+"""The RabbitMQ broker: ``AsyncRabbitMQBroker`` and its connection settings.
+
+Modules: ``_params`` (settings, URL, TLS, redaction), ``_wire`` (an envelope
+as an AMQP message), ``_link`` (the self-healing connection), ``_consumer``
+(consumers and batched acks), ``broker`` (the ``MessageBroker`` itself). The
+sync face is :class:`actorbus.brokers.rabbitmq_sync.RabbitMQBroker`.
+"""
+
+from ._params import DEFAULT_CONNECTION_PARAMS as DEFAULT_CONNECTION_PARAMS
+from ._params import ConnectionSettings as ConnectionSettings
+from ._params import redact as redact
+from .broker import DIRECT_REPLY_TO as DIRECT_REPLY_TO
+from .broker import AsyncRabbitMQBroker as AsyncRabbitMQBroker
+
+__all__ = [
+    "DEFAULT_CONNECTION_PARAMS",
+    "DIRECT_REPLY_TO",
+    "AsyncRabbitMQBroker",
+    "ConnectionSettings",
+    "redact",
+]

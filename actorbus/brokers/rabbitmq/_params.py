@@ -1,0 +1,161 @@
+"""Connection settings: defaults, the AMQP URL that overrides them, TLS, and redaction.
+
+Precedence follows the rest of actorbus: the ``url=`` argument, else the
+``TRADING_SYSTEM_RABBITMQ_URL`` variable, else :data:`DEFAULT_CONNECTION_PARAMS`.
+A URL only overrides what it spells out (``amqp://broker-host`` keeps the
+default port, virtual host and credentials). Passwords never leave this module
+except inside the URL handed to the AMQP client: :func:`redact` is what logs see.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any
+from urllib.parse import unquote
+
+from yarl import URL
+
+from ...config import URL_VARIABLE
+from ...errors import ConfigurationError
+
+__all__ = ["DEFAULT_CONNECTION_PARAMS", "ConnectionSettings", "redact"]
+
+DEFAULT_CONNECTION_PARAMS: dict[str, Any] = {
+    "host": "localhost",
+    "port": 5672,
+    "virtual_host": "/",
+    "username": "guest",
+    "password": "guest",
+}
+"""Where the broker is when neither ``url=`` nor ``TRADING_SYSTEM_RABBITMQ_URL`` says."""
+
+_SCHEMES = {"amqp": 5672, "amqps": 5671}
+
+
+class ConnectionSettings:
+    """The resolved settings of one broker connection."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        heartbeat: int = 3,
+        ssl_context: ssl.SSLContext | None = None,
+        ssl_options: dict[str, Any] | None = None,
+        connection_name: str | None = None,
+    ) -> None:
+        raw = url or os.environ.get(URL_VARIABLE)
+        params = dict(DEFAULT_CONNECTION_PARAMS)
+        scheme = "amqp"
+        query: dict[str, str] = {}
+        if raw:
+            try:
+                parsed = URL(raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"malformed AMQP URL: {exc}") from None
+            if parsed.scheme not in _SCHEMES:
+                raise ConfigurationError(
+                    f"AMQP URL scheme must be amqp or amqps, not {parsed.scheme!r}"
+                )
+            scheme = parsed.scheme
+            if scheme == "amqps":
+                params["port"] = _SCHEMES["amqps"]
+            if parsed.host:
+                params["host"] = parsed.host
+            if parsed.explicit_port:
+                params["port"] = parsed.explicit_port
+            if parsed.raw_user:
+                params["username"] = unquote(parsed.raw_user)
+            if parsed.raw_password is not None:
+                params["password"] = unquote(parsed.raw_password)
+            path = parsed.raw_path
+            if path not in ("", "/"):
+                params["virtual_host"] = unquote(path[1:])
+            query = dict(parsed.query)
+        self.scheme = scheme
+        """``amqp`` or ``amqps``."""
+        self.host: str = params["host"]
+        """Broker host."""
+        self.port: int = int(params["port"])
+        """Broker port."""
+        self.virtual_host: str = params["virtual_host"]
+        """Virtual host."""
+        self.username: str = params["username"]
+        """User name (may appear in logs)."""
+        self._password: str = params["password"]
+        self.heartbeat = int(query.pop("heartbeat", heartbeat))
+        """Heartbeat in seconds; a silent link is noticed after about three of them."""
+        self.connection_name = connection_name
+        """Name shown for the connection in the broker's management tools."""
+        self.ssl_context = ssl_context
+        """TLS context for ``amqps`` (built from ``ssl_options`` or the URL when not given)."""
+        if scheme == "amqps" and ssl_context is None:
+            options = {**_ssl_options_from_query(query), **(ssl_options or {})}
+            self.ssl_context = _make_ssl_context(options)
+        for key in ("cafile", "capath", "keyfile", "certfile", "no_verify_ssl", "verify"):
+            query.pop(key, None)
+        self._query = query
+
+    def amqp_url(self) -> URL:
+        """The URL handed to the AMQP client (holds the password: never log it)."""
+        vhost = "" if self.virtual_host == "/" else self.virtual_host  # the client reads path[1:]
+        query = {**self._query, "heartbeat": str(self.heartbeat)}
+        if self.connection_name:
+            query["name"] = self.connection_name
+        return URL.build(
+            scheme=self.scheme,
+            user=self.username,
+            password=self._password,
+            host=self.host,
+            port=self.port,
+            path="/" + vhost,
+            query=query,
+            encoded=False,
+        )
+
+    def __str__(self) -> str:
+        return redact(str(self.amqp_url()))
+
+    def __repr__(self) -> str:
+        return f"ConnectionSettings({self})"
+
+
+def redact(url: str) -> str:
+    """Return ``url`` without its credentials, fit for a log line."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return "<malformed URL>"
+    if parsed.user is None and parsed.password is None:
+        return str(parsed.with_query(None))
+    return str(parsed.with_user(None).with_query(None))
+
+
+def _ssl_options_from_query(query: dict[str, str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key in ("cafile", "capath", "keyfile", "certfile"):
+        if key in query:
+            options[key] = query[key]
+    if query.get("no_verify_ssl", "0") not in ("0", "false", ""):
+        options["verify"] = False
+    return options
+
+
+def _make_ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """Build a client TLS context from ``cafile``/``capath``/``certfile``/``keyfile``/``verify``."""
+    unknown = set(options) - {"cafile", "capath", "cadata", "certfile", "keyfile", "verify"}
+    if unknown:
+        raise ConfigurationError(f"unknown TLS option(s): {', '.join(sorted(unknown))}")
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH,
+        cafile=options.get("cafile"),
+        capath=options.get("capath"),
+        cadata=options.get("cadata"),
+    )
+    if options.get("certfile"):
+        context.load_cert_chain(options["certfile"], options.get("keyfile"))
+    if options.get("verify", True) is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

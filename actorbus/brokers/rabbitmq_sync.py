@@ -1,0 +1,183 @@
+"""``RabbitMQBroker``: the thread-safe synchronous face of ``AsyncRabbitMQBroker``.
+
+The async broker runs on a background event-loop thread (an anyio blocking
+portal, as :class:`~actorbus.sync_bus.MessageBus` does); every method here is
+one call through the portal, so any number of threads may call at once and each
+call returns when the async one did (``publish`` once the broker confirmed).
+Nothing is implemented twice.
+
+``consume`` takes a plain function ``callback(delivery)``; it runs in a worker
+thread, and the delivery is acknowledged when it returns (requeued when it
+raises), so a slow callback holds back only its own consumer's prefetch window.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ..messages import Delivery, Envelope
+from .base import ConsumerHandle, DeadLetter, DeadLetterFilter, QueueSpec, ReplyHandler
+from .rabbitmq import AsyncRabbitMQBroker
+
+__all__ = ["RabbitMQBroker", "SyncConsumer"]
+
+T = TypeVar("T")
+
+
+class SyncConsumer:
+    """A consumer started through the sync face; :meth:`cancel` stops it."""
+
+    def __init__(self, broker: RabbitMQBroker, handle: ConsumerHandle) -> None:
+        self._broker = broker
+        self._handle = handle
+
+    def cancel(self) -> None:
+        """Stop consuming; unsettled deliveries go back to the queue."""
+        self._broker._call(self._handle.cancel)
+
+
+class RabbitMQBroker:
+    """Thread-safe blocking RabbitMQ broker; takes the same options as the async one."""
+
+    name = "rabbitmq"
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._lock = threading.Lock()
+        self._url = url
+        self._options = options
+        self._broker: AsyncRabbitMQBroker | None = None
+
+    @property
+    def async_broker(self) -> AsyncRabbitMQBroker:
+        """The async broker doing the work (on the portal's loop)."""
+        if self._broker is None:
+            raise RuntimeError("RabbitMQBroker is not connected: call connect() first")
+        return self._broker
+
+    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        portal = self._portal
+        if portal is None:
+            raise RuntimeError("RabbitMQBroker is not connected: call connect() first")
+        return portal.call(partial(function, *args, **kwargs))
+
+    def connect(self) -> None:
+        """Start the loop thread and connect (``BrokerUnavailable`` when unreachable)."""
+        with self._lock:
+            if self._portal is not None:
+                return
+            portal_cm = start_blocking_portal(backend="asyncio")
+            portal = portal_cm.__enter__()
+            try:
+                broker = portal.call(self._make_broker)
+                portal.call(broker.connect)
+            except BaseException:
+                portal_cm.__exit__(None, None, None)
+                raise
+            self._portal_cm, self._portal, self._broker = portal_cm, portal, broker
+
+    async def _make_broker(self) -> AsyncRabbitMQBroker:
+        return AsyncRabbitMQBroker(self._url, **self._options)
+
+    def close(self) -> None:
+        """Close the broker and stop the loop thread; harmless twice."""
+        with self._lock:
+            portal_cm, broker = self._portal_cm, self._broker
+            if portal_cm is None or broker is None:
+                return
+            try:
+                self._call(broker.close)
+            finally:
+                self._portal_cm = self._portal = None
+                portal_cm.__exit__(None, None, None)
+
+    def __enter__(self) -> RabbitMQBroker:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def declare_queue(self, spec: QueueSpec) -> None:
+        """Create a queue and its bindings."""
+        self._call(self.async_broker.declare_queue, spec)
+
+    def delete_queue(self, name: str) -> None:
+        """Delete a queue."""
+        self._call(self.async_broker.delete_queue, name)
+
+    def unbind_queue(self, name: str, pattern: str) -> None:
+        """Remove one binding."""
+        self._call(self.async_broker.unbind_queue, name, pattern)
+
+    def publish(self, envelope: Envelope, *, mandatory: bool = False) -> None:
+        """Publish; return once the broker confirmed."""
+        self._call(self.async_broker.publish, envelope, mandatory=mandatory)
+
+    def send_to_queue(self, queue: str, envelope: Envelope) -> None:
+        """Put an envelope straight into one queue."""
+        self._call(self.async_broker.send_to_queue, queue, envelope)
+
+    def consume(
+        self, queue: str, callback: Callable[[Delivery], None], *, prefetch: int = 100
+    ) -> SyncConsumer:
+        """Call ``callback(delivery)`` in a worker thread per message; ack when it returns."""
+
+        async def sink(delivery: Delivery) -> None:
+            try:
+                await anyio.to_thread.run_sync(callback, delivery)
+            except Exception:
+                delivery.requeue()
+                raise
+            delivery.ack()
+
+        handle: ConsumerHandle = self._call(
+            self.async_broker.consume, queue, sink, prefetch=prefetch
+        )
+        return SyncConsumer(self, handle)
+
+    def open_reply_address(self, on_reply: ReplyHandler) -> str:
+        """Create the reply address (``on_reply`` runs on the broker's loop thread)."""
+        address: str = self._call(self.async_broker.open_reply_address, on_reply)
+        return address
+
+    def send_reply(self, address: str, envelope: Envelope) -> None:
+        """Send a reply."""
+        self._call(self.async_broker.send_reply, address, envelope)
+
+    def dead_letter(self, entry: DeadLetter) -> None:
+        """Store a dead letter."""
+        self._call(self.async_broker.dead_letter, entry)
+
+    def dead_letters(self, selection: DeadLetterFilter | None = None) -> list[DeadLetter]:
+        """List dead letters."""
+        entries: list[DeadLetter] = self._call(
+            self.async_broker.dead_letters, selection or DeadLetterFilter()
+        )
+        return entries
+
+    def replay_dead_letters(
+        self, selection: DeadLetterFilter | None = None, *, max_replays: int | None = None
+    ) -> int:
+        """Replay dead letters to their queues; return how many."""
+        count: int = self._call(
+            self.async_broker.replay_dead_letters,
+            selection or DeadLetterFilter(),
+            max_replays=max_replays,
+        )
+        return count
+
+    def purge_dead_letters(self, selection: DeadLetterFilter | None = None) -> int:
+        """Delete dead letters; return how many."""
+        count: int = self._call(
+            self.async_broker.purge_dead_letters, selection or DeadLetterFilter()
+        )
+        return count

@@ -1,0 +1,79 @@
+"""The contract fixture: the same tests on the in-memory broker and on the real RabbitMQ."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiormq
+import pytest
+
+from actorbus import AsyncMessageBus
+from actorbus.brokers.memory import InMemoryServer
+
+BusFactory = Callable[..., AsyncMessageBus]
+
+
+async def delete_names(url: str, queues: list[str], exchanges: list[str]) -> None:
+    """Delete queues and exchanges on the broker at ``url``, ignoring missing ones."""
+    connection = await aiormq.connect(url)
+    try:
+        for name in queues:
+            channel = await connection.channel()
+            await channel.queue_delete(name)
+            await channel.close()
+        for name in exchanges:
+            channel = await connection.channel()
+            await channel.exchange_delete(name)
+            await channel.close()
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(
+    params=["in_memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)],
+)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """Which broker the contract test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_bus(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[BusFactory]:
+    """Build started-on-use buses that share one broker (a private server, or a test prefix)."""
+    buses: list[AsyncMessageBus] = []
+    server = InMemoryServer()
+    url = request.getfixturevalue("rabbitmq_url") if broker_kind == "rabbitmq" else None
+    prefix = f"contract-{uuid.uuid4().hex[:10]}"
+
+    def factory(**options: Any) -> AsyncMessageBus:
+        if broker_kind == "rabbitmq":
+            bus = AsyncMessageBus(
+                mode="rabbitmq", url=url, prefix=prefix, fallback=False, **options
+            )
+        else:
+            bus = AsyncMessageBus(mode="in_memory", server=server, prefix=prefix, **options)
+        buses.append(bus)
+        return bus
+
+    yield factory
+    queues: set[str] = set()
+    exchanges: set[str] = set()
+    for bus in buses:
+        router = bus._router
+        if router is not None and hasattr(router.broker, "declared_names"):
+            declared_queues, declared_exchanges = router.broker.declared_names()
+            queues.update(declared_queues)
+            exchanges.update(declared_exchanges)
+        await bus.shutdown(timeout=1.0)
+    if url is not None and (queues or exchanges):
+        await delete_names(url, sorted(queues), sorted(exchanges))
+
+
+@pytest.fixture
+async def bus(make_bus: BusFactory) -> AsyncMessageBus:
+    """One started bus on the broker under test."""
+    started = make_bus()
+    await started.start()
+    return started

@@ -1,0 +1,95 @@
+"""Fixtures of the RabbitMQ integration tests: buses on a test prefix, cleanup, a private node."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiormq
+import pytest
+from rabbit_cleanup import delete_names
+from support.rabbit_node import RabbitNode, RabbitNodeError, rabbitmq_installed
+
+from actorbus import AsyncMessageBus
+
+BusFactory = Callable[..., AsyncMessageBus]
+
+
+async def shutdown_and_clean(buses: list[AsyncMessageBus], url: str) -> None:
+    """Shut buses down, then delete every queue and exchange they declared."""
+    queues: set[str] = set()
+    exchanges: set[str] = set()
+    for bus in buses:
+        router = bus._router
+        if router is not None and hasattr(router.broker, "declared_names"):
+            declared_queues, declared_exchanges = router.broker.declared_names()
+            queues.update(declared_queues)
+            exchanges.update(declared_exchanges)
+        await bus.shutdown(timeout=1.0)
+    if queues or exchanges:
+        await delete_names(url, sorted(queues), sorted(exchanges))
+
+
+@pytest.fixture
+async def rabbit_bus(rabbitmq_url: str, unique_prefix: str) -> AsyncIterator[BusFactory]:
+    """Build RabbitMQ buses on this test's prefix; all are shut down and cleaned up after."""
+    buses: list[AsyncMessageBus] = []
+
+    def factory(**options: Any) -> AsyncMessageBus:
+        options.setdefault("url", rabbitmq_url)
+        options.setdefault("prefix", unique_prefix)
+        bus = AsyncMessageBus(mode="rabbitmq", fallback=False, **options)
+        buses.append(bus)
+        return bus
+
+    yield factory
+    await shutdown_and_clean(buses, rabbitmq_url)
+
+
+@pytest.fixture
+async def amqp(rabbitmq_url: str) -> AsyncIterator[aiormq.abc.AbstractConnection]:
+    """A plain AMQP connection to the shared broker, as another client would have."""
+    connection = await aiormq.connect(rabbitmq_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture(scope="session")
+def private_node() -> Iterator[RabbitNode]:
+    """A private RabbitMQ node of this session, to restart and disconnect at will."""
+    message = ""
+    if not rabbitmq_installed():
+        message = "rabbitmq-server is not installed: no private node"
+    else:
+        node = RabbitNode()
+        atexit.register(node.cleanup)
+        try:
+            node.start()
+        except RabbitNodeError as exc:
+            node.cleanup()
+            message = f"the private RabbitMQ node did not start: {exc}"
+    if message:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield node
+    finally:
+        node.cleanup()
+        atexit.unregister(node.cleanup)
+
+
+@pytest.fixture
+def node(private_node: RabbitNode) -> RabbitNode:
+    """The private node, running and ready when the test starts."""
+    private_node.ensure_ready()
+    return private_node
+
+
+@pytest.fixture
+def node_prefix() -> str:
+    """A prefix for names on the private node."""
+    return f"it-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,120 @@
+"""Queue options on the real broker: quorum queues, bounded queues, wire details."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable
+from typing import ClassVar
+
+import pytest
+
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
+from actorbus.brokers.base import QueueSpec
+from actorbus.errors import QueueFull, Unroutable
+from actorbus.messages import make_envelope
+
+pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
+
+BusFactory = Callable[..., AsyncMessageBus]
+ORDER = MessageTypes.EXECUTION_ORDER_REQUEST
+
+
+class Replicated(Actor):
+    """Consumes from a quorum queue."""
+
+    quorum = True
+    seen: ClassVar[list[int]] = []
+
+    @handles(ORDER)
+    async def on_order(self, envelope: Envelope) -> None:
+        self.seen.append(envelope.data["i"])
+
+
+def queue_type(name: str) -> str:
+    """The broker's type of queue ``name`` (classic or quorum)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "type"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    for line in listing.splitlines():
+        parts = line.split()
+        if parts and parts[0] == name:
+            return parts[1]
+    raise AssertionError(f"queue {name} not found")
+
+
+async def test_quorum_queue(rabbit_bus: BusFactory, unique_prefix: str) -> None:
+    Replicated.seen = []
+    bus = rabbit_bus()
+    await bus.spawn(Replicated)
+    for i in range(20):
+        await bus.publish(ORDER, {"i": i})
+    for _ in range(1000):
+        if len(Replicated.seen) == 20:
+            break
+        await asyncio.sleep(0.01)
+    assert Replicated.seen == list(range(20))
+    assert await asyncio.to_thread(queue_type, f"{unique_prefix}.actor.replicated") == "quorum"
+
+
+async def test_bounded_queue_refuses_past_its_length(
+    rabbit_bus: BusFactory, unique_prefix: str
+) -> None:
+    bus = rabbit_bus()
+    await bus.start()
+    assert bus._router is not None
+    broker = bus._router.broker
+    await broker.declare_queue(
+        QueueSpec(name=f"{unique_prefix}.bounded", patterns=(ORDER,), max_length=3)
+    )
+    for i in range(3):
+        await broker.publish(make_envelope(ORDER, {"i": i}))
+    with pytest.raises(QueueFull):
+        await broker.publish(make_envelope(ORDER, {"i": 3}))
+
+
+async def test_send_to_missing_queue_is_unroutable(
+    rabbit_bus: BusFactory, unique_prefix: str
+) -> None:
+    bus = rabbit_bus()
+    await bus.start()
+    assert bus._router is not None
+    with pytest.raises(Unroutable):
+        await bus._router.broker.send_to_queue(
+            f"{unique_prefix}.nowhere", make_envelope(ORDER, {"i": 1})
+        )
+    # the publishing channel survived the refusal
+    await bus.publish(ORDER, {"i": 2})
+
+
+class Once(Actor):
+    """Records every call, to see copies."""
+
+    seen: ClassVar[list[str]] = []
+
+    @handles(ORDER)
+    async def on_order(self, envelope: Envelope) -> None:
+        self.seen.append(envelope.id)
+
+
+async def test_copies_of_a_message_are_handled_once(rabbit_bus: BusFactory) -> None:
+    Once.seen = []
+    bus = rabbit_bus()
+    await bus.spawn(Once)
+    assert bus._router is not None
+    broker = bus._router.broker
+    envelope = make_envelope(ORDER, {"i": 1})
+    await broker.publish(envelope)
+    await broker.publish(envelope)  # as after a lost confirm: the same id again
+    other = make_envelope(ORDER, {"i": 2})
+    await broker.publish(other)
+    for _ in range(500):
+        if other.id in Once.seen:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert Once.seen == [envelope.id, other.id]

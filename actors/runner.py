@@ -1,0 +1,195 @@
+"""Running the trading system on a bus: start, trade, wind down, report.
+
+:func:`run_trading_system` is what ``actorbus run`` does, without the command
+line: spawn the tree (or the part of it placed in this process), let the feed
+run for the given time, then wind down in an order that leaves a book worth
+auditing:
+
+1. stop the feed (and, with ``flatten``, send POSITION_CLOSE for every symbol);
+2. wait until this process is quiet (mailboxes empty, counters still);
+3. switch chaos off and replay this process's dead letters until none are left
+   (or three rounds have passed), waiting for quiet after each;
+4. take the report: the system's snapshot, the bus's per-actor counters, the
+   dead letters left, the throughput, and the audit's findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from actorbus import ActorState, AsyncMessageBus, MessageTypes
+
+from .audit import audit
+from .schemas import PositionClose
+from .system import ACTOR_CLASSES, TradingSystem
+
+__all__ = ["HEARTBEAT_COMPONENT", "Progress", "quiesce", "run_trading_system"]
+
+HEARTBEAT_COMPONENT = "trading_system"
+"""``component`` of the COMPONENT_STATUS heartbeat of a running system (``actorbus stats``)."""
+HEARTBEAT_INTERVAL = 1.0
+PUBLISH_WINDOW = 64
+"""Ticks in flight at once over RabbitMQ (each publish waits for its confirm)."""
+
+Progress = Callable[[dict[str, Any]], None]
+"""Called about every ``interval`` seconds with the live numbers (see :func:`live_numbers`)."""
+
+
+async def quiesce(bus: AsyncMessageBus, *, quiet: float = 0.3, timeout: float = 15.0) -> bool:
+    """Wait until this process's actors are idle for ``quiet`` seconds; False on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        actors = bus.stats()["actors"]
+        key = tuple(
+            (name, a["processed"], a["failed"], a["dead_lettered"], a["conflated"], a["mailbox"])
+            for name, a in sorted(actors.items())
+        )
+        depth = sum(a["mailbox"] for a in actors.values())
+        now = time.monotonic()
+        if depth or key != last:
+            last, since = key, now
+        elif now - since >= quiet:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def live_numbers(
+    system: TradingSystem, bus: AsyncMessageBus, elapsed: float, tree: Any
+) -> dict[str, Any]:
+    """The numbers the live view shows."""
+    return {
+        "elapsed": elapsed,
+        "counts": system.counts(),
+        "positions": system.positions_report() if "position" in system.placed else {},
+        "actors": bus.stats()["actors"],
+        "state": str(tree.state),
+    }
+
+
+async def _heartbeat(bus: AsyncMessageBus, system: TradingSystem, numbers: dict[str, Any]) -> None:
+    """Publish this process's counters as a COMPONENT_STATUS heartbeat."""
+    await bus.publish(
+        MessageTypes.COMPONENT_STATUS,
+        {
+            "component": HEARTBEAT_COMPONENT,
+            "source": bus.source,
+            "placed": list(system.placed),
+            **numbers,
+        },
+    )
+
+
+async def run_trading_system(
+    bus: AsyncMessageBus,
+    system: TradingSystem,
+    *,
+    duration: float,
+    only: Sequence[str] | None = None,
+    flatten: bool = False,
+    progress: Progress | None = None,
+    interval: float = 0.5,
+    stop: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Run the system for ``duration`` seconds (or until ``stop``, or the feed ends); report."""
+    stop = stop or asyncio.Event()
+    tree = system.tree(only)
+    system.market.window = 1 if bus.mode == "in_memory" else PUBLISH_WINDOW
+    started = time.monotonic()
+    await bus.spawn(tree, actors=list(system.placed) if only is not None else None)
+    placed = set(system.placed)
+    feed_here = "market_data" in placed
+    next_progress = started + interval
+    next_heartbeat = started
+    ended_by = "duration"
+    while True:
+        now = time.monotonic()
+        if now - started >= duration:
+            break
+        if stop.is_set():
+            ended_by = "interrupted"
+            break
+        if tree.state is ActorState.FAILED:
+            ended_by = "failed"
+            break
+        if feed_here and system.market.exhausted:
+            ended_by = "feed ended"
+            break
+        if progress is not None and now >= next_progress:
+            next_progress = now + interval
+            progress(live_numbers(system, bus, now - started, tree))
+        if now >= next_heartbeat:
+            next_heartbeat = now + HEARTBEAT_INTERVAL
+            await _heartbeat(bus, system, live_numbers(system, bus, now - started, tree))
+        await asyncio.sleep(min(0.05, max(0.0, duration - (now - started))))
+    system.market.stop_feed()
+    feed_seconds = time.monotonic() - (system.market.started_at or started)
+    ticks = system.market.ticks
+    strategy_ticks = bus.stats()["actors"].get("strategy", {}).get("processed", 0)
+    if flatten and "position" in placed and ended_by != "failed":
+        await quiesce(bus)
+        for symbol in system.config.symbols:
+            await bus.publish(MessageTypes.POSITION_CLOSE, PositionClose(symbol=symbol))
+            system.env.published[MessageTypes.POSITION_CLOSE] += 1
+    drained = await quiesce(bus)
+    system.env.chaos.enabled = False
+    replayed = 0
+    if ended_by != "failed":
+        for _ in range(3):
+            count = 0
+            for name in system.placed:
+                count += await bus.replay_dead_letters(actor=name)
+            replayed += count
+            if not count:
+                break
+            drained = await quiesce(bus)
+    if progress is not None:
+        progress(live_numbers(system, bus, time.monotonic() - started, tree))
+    report = system.snapshot()
+    stats = bus.stats()
+    report["mode"] = stats["mode"]
+    report["ended_by"] = ended_by
+    report["supervisor"] = str(tree.state)
+    report["drained"] = drained
+    report["duration"] = round(time.monotonic() - started, 3)
+    report["actors"] = {
+        name: counters for name, counters in stats["actors"].items() if name in placed
+    }
+    letters = await bus.dead_letters()
+    by_actor = Counter(entry.actor for entry in letters if entry.actor in placed)
+    report["dead_letters"] = {
+        "dead_lettered": sum(a["dead_lettered"] for a in report["actors"].values()),
+        "replayed_at_end": replayed,
+        "remaining": sum(by_actor.values()),
+        "by_actor": dict(by_actor),
+    }
+    report["throughput"] = {
+        "feed_seconds": round(feed_seconds, 3),
+        "ticks": ticks,
+        "ticks_per_second": round(ticks / feed_seconds, 1) if feed_here and feed_seconds else 0.0,
+        "strategy_ticks_per_second": (
+            round(strategy_ticks / feed_seconds, 1)
+            if "strategy" in placed and feed_seconds
+            else 0.0
+        ),
+    }
+    if only is None:
+        published = report["published"]
+        report["accounting"] = {
+            "delivered": sum(
+                published.get(t, 0)
+                for name in system.placed
+                for t in ACTOR_CLASSES[name].handled_types()
+            ),
+            "handled": sum(a["processed"] for a in report["actors"].values()),
+            "conflated": sum(a["conflated"] for a in report["actors"].values()),
+            "dead_lettered": report["dead_letters"]["remaining"],
+        }
+    report["problems"] = audit([report], messages=only is None)
+    return report

@@ -1,0 +1,111 @@
+"""Market data: the seeded feed, CSV replay, latest quotes by request/reply, conflation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from trading_helpers import collect, field, wait_for
+
+from actorbus import AsyncMessageBus, ChildSpec, Conflate, MessageTypes
+from actors import Environment
+from actors.market_data import CsvFeed, FeedError, MarketDataActor, MarketState, SimulatedFeed
+from actors.position import PositionActor
+from actors.risk import RiskActor
+from actors.strategy import StrategyActor
+
+DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
+
+
+def take(feed: SimulatedFeed | CsvFeed, count: int) -> list[object]:
+    ticks = []
+    for _ in range(count):
+        tick = feed.next_tick()
+        if tick is None:
+            break
+        ticks.append(tick)
+    return ticks
+
+
+def test_the_same_seed_gives_the_same_prices() -> None:
+    first = [t.price for t in take(SimulatedFeed(["A", "B"], seed=5), 50)]  # type: ignore[attr-defined]
+    again = [t.price for t in take(SimulatedFeed(["A", "B"], seed=5), 50)]  # type: ignore[attr-defined]
+    other = [t.price for t in take(SimulatedFeed(["A", "B"], seed=6), 50)]  # type: ignore[attr-defined]
+    assert first == again
+    assert first != other
+
+
+def test_simulated_ticks_take_turns_and_count_per_symbol() -> None:
+    ticks = take(SimulatedFeed(["A", "B"], seed=1), 4)
+    assert [field(t, "symbol") for t in ticks] == ["A", "B", "A", "B"]
+    assert [field(t, "seq") for t in ticks] == [1, 1, 2, 2]
+    for tick in ticks:
+        assert field(tick, "bid") < field(tick, "price") < field(tick, "ask")
+
+
+def test_csv_ticks_replay_in_order_and_filter_symbols() -> None:
+    ticks = take(CsvFeed(DATA / "ticks.csv", symbols=["ETH/USDT"]), 10_000)
+    assert len(ticks) == 600
+    assert {field(t, "symbol") for t in ticks} == {"ETH/USDT"}
+    assert [field(t, "seq") for t in ticks[:3]] == [1, 2, 3]
+
+
+def test_csv_bars_give_one_tick_per_bar_at_the_close() -> None:
+    feed = CsvFeed(DATA / "bars.csv")
+    ticks = take(feed, 10_000)
+    assert len(ticks) == 200
+    first_close = float((DATA / "bars.csv").read_text().splitlines()[1].split(",")[5])
+    assert field(ticks[0], "price") == first_close
+
+
+def test_bad_csv_files_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(FeedError, match="cannot read"):
+        CsvFeed(tmp_path / "missing.csv")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("time,ticker,last\n1,A,2\n")
+    with pytest.raises(FeedError, match="need a header"):
+        CsvFeed(wrong)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("symbol,price\nA,2\nA,two\n")
+    feed = CsvFeed(bad)
+    assert feed.next_tick() is not None
+    with pytest.raises(FeedError, match="data row 2"):
+        feed.next_tick()
+
+
+@pytest.mark.anyio
+async def test_actor_publishes_the_feed_and_answers_quote_requests(bus: AsyncMessageBus) -> None:
+    env = Environment()
+    market = MarketState(CsvFeed(DATA / "ticks.csv"), rate=0)
+    seen = await collect(bus, MessageTypes.MARKET_DATA_UPDATE)
+    await bus.spawn(ChildSpec(MarketDataActor, factory=lambda: MarketDataActor(env, market)))
+    await wait_for(lambda: market.exhausted)
+    await wait_for(lambda: len(seen) == 1200)
+    assert market.ticks == 1200 == env.published[MessageTypes.MARKET_DATA_UPDATE]
+    quote = await bus.ask(MessageTypes.MARKET_DATA_REQUEST, {"symbol": "BTC/USDT"})
+    assert field(quote, "seq") == 600
+    assert await bus.ask(MessageTypes.MARKET_DATA_REQUEST, {"symbol": "NOPE"}) is None
+
+
+@pytest.mark.anyio
+async def test_a_restarted_feed_continues_where_it_stopped(bus: AsyncMessageBus) -> None:
+    env = Environment()
+    market = MarketState(SimulatedFeed(["A"], seed=1), rate=2000)
+    seen = await collect(bus, MessageTypes.MARKET_DATA_UPDATE)
+    tree = await bus.spawn(ChildSpec(MarketDataActor, factory=lambda: MarketDataActor(env, market)))
+    await wait_for(lambda: len(seen) >= 20)
+    await bus.stop(tree)
+    stopped_at = market.ticks
+    await bus.spawn(ChildSpec(MarketDataActor, factory=lambda: MarketDataActor(env, market)))
+    await wait_for(lambda: len(seen) >= stopped_at + 20)
+    market.stop_feed()
+    await wait_for(lambda: market.exhausted)
+    await wait_for(lambda: len(seen) == market.ticks)
+    assert [field(t, "seq") for _, t in seen] == list(range(1, market.ticks + 1))
+
+
+def test_consumers_that_only_need_the_latest_price_conflate() -> None:
+    for actor in (RiskActor, PositionActor):
+        assert isinstance(actor.mailbox_policy, Conflate)
+        assert MessageTypes.MARKET_DATA_UPDATE in actor.mailbox_policy.types
+    assert StrategyActor.mailbox_policy is None  # its averages need every tick

@@ -1,0 +1,14 @@
+"""Throughput, latency and memory of actorbus, side by side with raw baselines and peers.
+
+Run ``python -m benchmarks`` for the fixed set and its table (``--json`` for
+machine output, ``--quick`` for a smoke run). Every figure is shown with its
+ratio to a baseline measured in the same run, because only ratios measured side
+by side mean anything on a shared, noisy machine. The pytest-benchmark suites
+(``pytest benchmarks --benchmark-enable``) time the same scenarios one by one.
+
+Modules: :mod:`benchmarks.local` (in-process scenarios and their raw
+``asyncio`` baselines), :mod:`benchmarks.memory` (memory per idle actor, each
+measurement in a fresh process), :mod:`benchmarks.remote` (RabbitMQ scenarios
+and the raw aio-pika baseline), :mod:`benchmarks.peers` (Pykka and FastStream,
+when installed), :mod:`benchmarks.harness` (repetition, statistics, the table).
+"""

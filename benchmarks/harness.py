@@ -1,0 +1,300 @@
+"""Repetition, statistics and the table: what ``python -m benchmarks`` is built on.
+
+A :class:`Scenario` is a plain callable taking a size and returning named
+metrics (``rate``, ``p50_us``, ``p99_us``, ``bytes_per_actor``, ...). The
+runner repeats every scenario, interleaving them (baseline, subject, baseline,
+subject, ...) so that the load of a shared machine spreads evenly, and reports
+the median, min and max of each metric with its ratio to the same metric of the
+scenario's baseline, measured in the same run.
+
+Ratios are ``value / baseline``: above 1 is better for rates, below 1 is better
+for latencies and memory (the ``better`` column says which).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+Metrics = dict[str, float]
+"""What one run of a scenario measures, by metric name."""
+
+UNITS: dict[str, str] = {
+    "rate": "msgs/s",
+    "deliveries": "deliveries/s",
+    "round_trips": "round-trips/s",
+    "p50_us": "us",
+    "p99_us": "us",
+    "bytes_per_actor": "bytes",
+    "ticks": "ticks/s",
+}
+"""Unit of each metric name."""
+
+LOWER_IS_BETTER = frozenset({"p50_us", "p99_us", "bytes_per_actor"})
+"""Metrics where a smaller value is the better one."""
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine function on a fresh event loop, uvloop when installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def latency_metrics(samples_ns: Sequence[int], elapsed: float) -> Metrics:
+    """Round trips per second and p50/p99 in microseconds from per-call latencies."""
+    return {
+        "round_trips": len(samples_ns) / elapsed,
+        "p50_us": percentile(samples_ns, 0.50) / 1000,
+        "p99_us": percentile(samples_ns, 0.99) / 1000,
+    }
+
+
+@dataclass
+class Scenario:
+    """One measured thing: a callable, its sizes, and the baseline it is compared to."""
+
+    name: str
+    """Row label, e.g. ``"tell: actorbus"``."""
+    run: Callable[[int], Metrics]
+    """Measures once at the given size and returns its metrics."""
+    size: int
+    """Size of a full run (messages, round trips, actors)."""
+    quick_size: int
+    """Size of a ``--quick`` smoke run."""
+    baseline: str | None = None
+    """Name of the scenario whose medians this one is divided by."""
+    skip: Callable[[], str | None] = lambda: None
+    """Returns why the scenario cannot run here, or ``None`` when it can."""
+    note: str = ""
+    """Shown under the table (what is compared, what guarantees hold)."""
+
+
+@dataclass
+class Row:
+    """One line of the table: a metric of a scenario over the repeated runs."""
+
+    scenario: str
+    metric: str
+    median: float
+    min: float
+    max: float
+    baseline: str | None = None
+    ratio: float | None = None
+    runs: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as plain data, for ``--json``."""
+        return {
+            "scenario": self.scenario,
+            "metric": self.metric,
+            "unit": UNITS.get(self.metric, ""),
+            "better": "lower" if self.metric in LOWER_IS_BETTER else "higher",
+            "median": self.median,
+            "min": self.min,
+            "max": self.max,
+            "baseline": self.baseline,
+            "ratio": self.ratio,
+            "runs": self.runs,
+        }
+
+
+@dataclass
+class Report:
+    """Everything one run of the benchmark set produced."""
+
+    rows: list[Row]
+    skipped: dict[str, str]
+    failed: dict[str, str]
+    notes: dict[str, str]
+    repeats: int
+    started: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain data, for ``--json``."""
+        return {
+            "started": self.started,
+            "seconds": round(self.seconds, 1),
+            "repeats": self.repeats,
+            "machine": machine(),
+            "rows": [row.as_dict() for row in self.rows],
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "notes": self.notes,
+        }
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import os
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def run_all(
+    scenarios: Sequence[Scenario],
+    *,
+    repeats: int,
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Run every available scenario ``repeats`` times, interleaved, and build the rows."""
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    begin = time.perf_counter()
+    skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    active: list[Scenario] = []
+    for scenario in scenarios:
+        reason = scenario.skip()
+        if reason is None:
+            active.append(scenario)
+        else:
+            skipped[scenario.name] = reason
+    samples: dict[str, list[Metrics]] = {scenario.name: [] for scenario in active}
+    for repeat in range(repeats):
+        for scenario in active:
+            if scenario.name in failed:
+                continue
+            if progress is not None:
+                progress(f"[{repeat + 1}/{repeats}] {scenario.name}")
+            try:
+                samples[scenario.name].append(
+                    scenario.run(scenario.quick_size if quick else scenario.size)
+                )
+            except Exception as exc:
+                failed[scenario.name] = f"{type(exc).__name__}: {exc}"
+                if progress is not None:
+                    progress(traceback.format_exc())
+    medians: dict[str, dict[str, float]] = {}
+    rows: list[Row] = []
+    for scenario in active:
+        runs = samples[scenario.name]
+        if scenario.name in failed or not runs:
+            continue
+        medians[scenario.name] = {
+            metric: statistics.median(run[metric] for run in runs) for metric in runs[0]
+        }
+    for scenario in active:
+        if scenario.name not in medians:
+            continue
+        base = medians.get(scenario.baseline or "")
+        for metric, median in medians[scenario.name].items():
+            values = [run[metric] for run in samples[scenario.name]]
+            reference = base.get(metric) if base is not None else None
+            rows.append(
+                Row(
+                    scenario=scenario.name,
+                    metric=metric,
+                    median=median,
+                    min=min(values),
+                    max=max(values),
+                    baseline=scenario.baseline if reference is not None else None,
+                    ratio=median / reference if reference else None,
+                    runs=values,
+                )
+            )
+    notes = {scenario.name: scenario.note for scenario in active if scenario.note}
+    return Report(
+        rows=rows,
+        skipped=skipped,
+        failed=failed,
+        notes=notes,
+        repeats=repeats,
+        started=started,
+        seconds=time.perf_counter() - begin,
+    )
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def format_table(report: Report) -> str:
+    """The report as a Markdown table, with skipped and failed scenarios below it."""
+    header = ["scenario", "metric", "unit", "median", "min", "max", "ratio", "baseline"]
+    lines = [[*header], ["---"] * len(header)]
+    for row in report.rows:
+        better = "lower" if row.metric in LOWER_IS_BETTER else "higher"
+        lines.append(
+            [
+                row.scenario,
+                row.metric,
+                UNITS.get(row.metric, ""),
+                _fmt(row.median),
+                _fmt(row.min),
+                _fmt(row.max),
+                f"{row.ratio:.2f}x ({better} is better)" if row.ratio is not None else "",
+                row.baseline or "",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = [
+        "| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |"
+        for line in lines
+    ]
+    info = machine()
+    out.insert(
+        0,
+        f"{report.started}; {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, "
+        f"{info['implementation']} {info['python']}; median/min/max of {report.repeats} "
+        f"run(s); {report.seconds:.0f}s\n",
+    )
+    for name, reason in report.skipped.items():
+        out.append(f"skipped {name}: {reason}")
+    for name, reason in report.failed.items():
+        out.append(f"FAILED {name}: {reason}")
+    if report.notes:
+        out.append("")
+        out.extend(f"- {name}: {note}" for name, note in report.notes.items())
+    return "\n".join(out)
+
+
+def dump_json(report: Report) -> str:
+    """The report as JSON."""
+    return json.dumps(report.as_dict(), indent=2)
+
+
+def log(message: str) -> None:
+    """Progress on standard error, so standard output stays the table (or the JSON)."""
+    print(message, file=sys.stderr, flush=True)

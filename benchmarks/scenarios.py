@@ -1,0 +1,119 @@
+"""The fixed set ``python -m benchmarks`` runs, in table order, with their baselines."""
+
+from __future__ import annotations
+
+from . import demo, local, memory, peers, remote
+from .harness import Scenario
+
+__all__ = ["scenarios"]
+
+RAW_TELL = "tell: raw asyncio.Queue(1000)"
+RAW_FANOUT = "fan-out x4: raw 4 x asyncio.Queue(1000)"
+RAW_ASK = "ask: raw future round trip"
+RAW_THREADS = "4 threads: raw run_coroutine_threadsafe(put)"
+RAW_MEMORY = "idle actor: raw task + asyncio.Queue"
+RAW_PIKA = "rabbitmq: raw aio-pika, 1 process"
+RAW_PIKA_2 = "rabbitmq: raw aio-pika, 2 processes"
+RAW_PIKA_ASK = "rabbitmq ask: raw aio-pika rpc"
+
+
+def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
+    """Every scenario, baselines first in each group; ``rabbitmq=False`` leaves the broker out."""
+    down = remote.rabbitmq_down
+    selected = [
+        Scenario(RAW_TELL, local.raw_queue_tell, 200_000, 2_000),
+        Scenario(
+            "tell: actorbus",
+            local.actorbus_tell,
+            200_000,
+            2_000,
+            RAW_TELL,
+            note="1 producer -> 1 actor, in memory, full envelopes (id, timestamp, validation)",
+        ),
+        Scenario("tell: pykka", peers.pykka_tell, 200_000, 2_000, RAW_TELL, peers.pykka_missing),
+        Scenario(RAW_FANOUT, local.raw_fanout, 100_000, 1_000),
+        Scenario("fan-out x4: actorbus", local.actorbus_fanout, 100_000, 1_000, RAW_FANOUT),
+        Scenario(RAW_ASK, local.raw_ask, 50_000, 500),
+        Scenario("ask: actorbus", local.actorbus_ask, 50_000, 500, RAW_ASK),
+        Scenario("ask: pykka", peers.pykka_ask, 10_000, 100, RAW_ASK, peers.pykka_missing),
+        Scenario(RAW_THREADS, local.raw_threads_put, 20_000, 400),
+        Scenario(
+            "4 threads: actorbus publish_sync",
+            local.actorbus_publish_sync,
+            20_000,
+            400,
+            RAW_THREADS,
+        ),
+        Scenario(RAW_MEMORY, memory.raw_idle_task, 20_000, 200),
+        Scenario(
+            "idle actor: actorbus",
+            memory.actorbus_idle_actor,
+            20_000,
+            200,
+            RAW_MEMORY,
+            note="RSS delta / actors, 20k actors under one supervisor, each in a fresh process",
+        ),
+        Scenario(
+            "trading demo: actorbus run, in memory",
+            demo.ticks_in_memory,
+            3,
+            1,
+            skip=demo.demo_missing,
+            note="`actorbus run --rate 0 --json`: simulated feed as fast as the six actors "
+            "go (size = seconds of feed); no baseline",
+        ),
+    ]
+    if rabbitmq:
+        selected += [
+            Scenario(RAW_PIKA, remote.raw_aio_pika, 3_000, 50, skip=down),
+            Scenario(
+                "rabbitmq: actorbus, 1 process",
+                remote.actorbus_rabbitmq,
+                3_000,
+                50,
+                RAW_PIKA,
+                skip=remote.actorbus_missing,
+                note="persistent, durable queue, publisher confirms, ack after the handler, "
+                f"prefetch {remote.PREFETCH}, up to {remote.WINDOW} publishes in flight "
+                "(same for the raw aio-pika and FastStream runs)",
+            ),
+            Scenario(
+                "rabbitmq: actorbus batched x100, 1 process",
+                remote.actorbus_rabbitmq_batched,
+                100_000,
+                500,
+                RAW_PIKA,
+                skip=remote.batching_missing,
+                note="opt-in batching of the type: up to 100 envelopes per AMQP message "
+                "(1 ms linger), one publish confirm and one ack per batch, at-least-once",
+            ),
+            Scenario(
+                "rabbitmq: faststream, 1 process",
+                peers.faststream_rabbit,
+                3_000,
+                50,
+                RAW_PIKA,
+                skip=lambda: peers.faststream_missing() or down(),
+            ),
+            Scenario(RAW_PIKA_2, remote.raw_aio_pika_two_processes, 3_000, 50, skip=down),
+            Scenario(
+                "rabbitmq: actorbus, 2 processes",
+                remote.actorbus_rabbitmq_two_processes,
+                3_000,
+                50,
+                RAW_PIKA_2,
+                skip=remote.actorbus_missing,
+            ),
+            Scenario(RAW_PIKA_ASK, remote.raw_aio_pika_ask, 300, 10, skip=down),
+            Scenario(
+                "rabbitmq ask: actorbus",
+                remote.actorbus_rabbitmq_ask,
+                300,
+                10,
+                RAW_PIKA_ASK,
+                skip=remote.actorbus_missing,
+                note="request persistent and confirmed, acked after the reply; the raw "
+                "baseline replies through an exclusive queue",
+            ),
+        ]
+    return selected

@@ -22,20 +22,21 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 import time
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._loops import running_loop
 from .actor import Actor
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
 from .config import Mode, resolve_mode, resolve_url
 from .errors import BrokerUnavailable, BusClosed, SupervisorGaveUp, UnknownMessageType
-from .messages import Envelope, MessageTypes, make_envelope, validate_type
+from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
 from .router import Router
 from .subscription import FunctionActor, MessageHandler, subscription_class
 from .supervisor import ChildSpec, Supervisor
@@ -87,9 +88,9 @@ class AsyncMessageBus:
         self._connect_timeout = connect_timeout
         self._router: Router | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: int | None = None
         self._starting: asyncio.Future[None] | None = None
         self._closed = False
+        self._closing = False
         self._task_group: TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -98,6 +99,8 @@ class AsyncMessageBus:
             tuple[Any, str | None], tuple[type[FunctionActor], Supervisor]
         ] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._announcements: set[asyncio.Task[None]] = set()
+        self._subscribing: dict[tuple[Any, str | None], asyncio.Future[None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -111,7 +114,7 @@ class AsyncMessageBus:
     @property
     def closed(self) -> bool:
         """Whether ``shutdown()`` was called."""
-        return self._closed
+        return self._closed or self._closing
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -136,7 +139,6 @@ class AsyncMessageBus:
             await asyncio.shield(self._starting)
             return
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
         self._starting = self._loop.create_future()
         try:
             await self._start()
@@ -164,7 +166,7 @@ class AsyncMessageBus:
         await ready
         self._router = router
         logger.info("message bus started in %s mode", broker.name)
-        await self._publish_system(MessageTypes.SYSTEM_STARTUP, {"mode": broker.name})
+        self._announce(MessageTypes.SYSTEM_STARTUP, {"mode": broker.name})
 
     def _make_broker(self, mode: Mode) -> MessageBroker:
         if mode == "in_memory":
@@ -204,20 +206,24 @@ class AsyncMessageBus:
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Drain in-flight messages (up to ``timeout`` s), stop every actor, close the broker."""
-        if self._closed:
+        if self._closed or self._closing:
             return
-        self._closed = True
+        self._closing = True
         if self._router is None:
-            if self._starting is not None:
-                await asyncio.shield(self._starting)
+            try:
+                if self._starting is not None:
+                    await asyncio.shield(self._starting)
+            finally:
+                if self._router is None:
+                    self._closed = True
             if self._router is None:
                 return
         router = self._router
-        try:
-            await self._publish_system(MessageTypes.SYSTEM_SHUTDOWN, {"mode": self.mode})
-        except Exception:
-            logger.exception("could not announce shutdown")
+        self._announce(MessageTypes.SYSTEM_SHUTDOWN, {"mode": self.mode})
+        # The bus takes publishes while it drains: handlers finishing in-flight messages
+        # publish their follow-ups, and those are in flight too. It refuses them after.
         drained = await self._drain(router, timeout)
+        self._closed = True
         if not drained:
             logger.warning("shutdown: still busy after %.1fs; stopping anyway", timeout)
         self._stop.set()
@@ -227,6 +233,12 @@ class AsyncMessageBus:
             if not subscription_class_.durable:
                 await _quietly(router.broker.delete_queue(subscription_class_.queue_name or ""))
         self._subscriptions.clear()
+        if self._announcements:  # a moment for them to arrive, then they are given up
+            await asyncio.wait(set(self._announcements), timeout=min(timeout, 1.0))
+            for task in self._announcements:
+                task.cancel()
+        # No reply can come any more: askers get a clear error now, not a timeout later.
+        router.fail_pending(BusClosed("the message bus was shut down before the reply came"))
         await router.broker.close()
         logger.info("message bus shut down")
 
@@ -279,17 +291,7 @@ class AsyncMessageBus:
         raises ``Unroutable`` when nobody is bound to the type.
         """
         router = self._router
-        loop = self._loop
-        # "On the bus's loop", cheaply: asyncio.get_running_loop() makes a system call
-        # (getpid) each time. A thread runs one loop at a time, so the bus's thread
-        # with the bus's loop running means this coroutine runs on that loop.
-        if (
-            router is None
-            or self._closed
-            or loop is None
-            or threading.get_ident() != self._thread
-            or not loop.is_running()
-        ):
+        if router is None or self._closed or self._loop is not running_loop():
             router = await self._ready()
             self._check_loop()
         envelope = make_envelope(
@@ -299,11 +301,20 @@ class AsyncMessageBus:
             correlation_id=correlation_id,
             headers=headers,
         )
-        await router.publish(envelope, mandatory=mandatory)
+        pending = router.publish_nowait(envelope, mandatory=mandatory)
+        if pending is not None:
+            await pending
         return envelope.id
 
     async def publish_envelope(self, envelope: Envelope, *, mandatory: bool = False) -> None:
-        """Publish an envelope built beforehand (by :meth:`envelope`)."""
+        """Publish an envelope built beforehand (by :meth:`envelope`).
+
+        A hand-built envelope is checked like any publish: an unknown type raises
+        ``UnknownMessageType``, data not matching the type's schema ``SchemaError``.
+        """
+        data = validate_data(validate_type(envelope.type), envelope.data)
+        if data is not envelope.data:
+            envelope = msgspec.structs.replace(envelope, data=data)
         router = await self._ready()
         await router.publish(envelope, mandatory=mandatory)
 
@@ -320,6 +331,22 @@ class AsyncMessageBus:
         if not task.cancelled() and task.exception() is not None:
             logger.error("background publish failed", exc_info=task.exception())
 
+    def _announce(self, message_type: MessageTypes, data: dict[str, Any]) -> None:
+        """Publish a system message (startup, shutdown) in the background.
+
+        Not awaited: a subscriber may live on an event loop that is blocked waiting
+        for this very start or shutdown (the sync face called from async code), and
+        an announcement must never deadlock the bus. Shutdown gives them a moment.
+        """
+        task = asyncio.get_running_loop().create_task(self._publish_system(message_type, data))
+        self._announcements.add(task)
+        task.add_done_callback(self._announcement_done)
+
+    def _announcement_done(self, task: asyncio.Task[None]) -> None:
+        self._announcements.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("could not announce a system message", exc_info=task.exception())
+
     async def _publish_system(self, message_type: MessageTypes, data: dict[str, Any]) -> None:
         assert self._router is not None
         await self._router.publish(
@@ -328,7 +355,9 @@ class AsyncMessageBus:
 
     async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
         """Send a request; return the first reply (``AskTimeout`` when none comes in time)."""
-        router = await self._ready()
+        router = self._router
+        if router is None or self._closed:
+            router = await self._ready()
         return await router.ask(message_type, data, timeout=timeout)
 
     # -- subscribers and actors ---------------------------------------------------------------
@@ -346,19 +375,34 @@ class AsyncMessageBus:
         existing = self._subscriptions.get(key)
         if existing is not None:
             cls, supervisor = existing
-            if pattern not in cls._handlers:
+            added = pattern not in cls._handlers
+            if added:
                 cls._handlers[pattern] = "function"
+            starting = self._subscribing.get(key)
+            if starting is not None:  # the first subscribe is still starting: share its outcome
+                await asyncio.shield(starting)
+            if added:
                 await self._rebind(cls, supervisor)
             return
         cls = subscription_class(handler, self.prefix, queue)
         cls._handlers = {pattern: "function"}
         supervisor = Supervisor([cls], max_restarts=10, within=1.0, name=cls.name)
         self._subscriptions[key] = (cls, supervisor)
+        starting = self._subscribing[key] = asyncio.get_running_loop().create_future()
         try:
             await self.spawn(supervisor)
-        except BaseException:
+        except BaseException as exc:
             del self._subscriptions[key]
+            if isinstance(exc, Exception):
+                starting.set_exception(exc)
+                starting.exception()  # retrieved: whoever waits on it gets it too
+            else:
+                starting.cancel()
             raise
+        else:
+            starting.set_result(None)
+        finally:
+            del self._subscribing[key]
 
     async def unsubscribe(
         self, message_type: str, handler: MessageHandler, *, queue: str | None = None
@@ -475,7 +519,7 @@ class AsyncMessageBus:
                 "mailbox": len(cell.mailbox),
                 "conflated": getattr(cell.mailbox, "conflated", 0),
             }
-        return {"mode": self.mode, "closed": self._closed, "actors": actors}
+        return {"mode": self.mode, "closed": self.closed, "actors": actors}
 
 
 def _name_of(target: type[Actor] | ChildSpec) -> str:

@@ -24,7 +24,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from .actor import Actor, ActorContext, ActorState
+from .actor import Actor, ActorContext, ActorState, Handler
 from .errors import ActorCrashed
 from .mailbox import ConflatingMailbox, Mailbox
 from .messages import Delivery, Envelope
@@ -147,7 +147,50 @@ class ActorCell:
         task_status.started(self)
         outcome = ActorState.STOPPED
         try:
-            await self._loop(actor)
+            # The message loop, inline in run (one coroutine frame less per actor and
+            # per wake-up): take a delivery, waiting for one if need be, handle it.
+            mailbox = self.mailbox
+            handler_for = actor.handler_for
+            handlers: dict[str, Handler | None] = {}  # this incarnation's lookups, kept at hand
+            runtime = self.runtime
+            while not self._stop_requested:
+                delivery = mailbox.get_nowait()
+                if delivery is None:
+                    waiter = mailbox.waiter()  # awaited here: one coroutine less per wake-up
+                    if waiter is not None:
+                        await waiter
+                    delivery = mailbox.get_nowait()
+                    if delivery is None:  # interrupted by request_stop
+                        continue
+                self._current = delivery
+                # The first attempt runs here, inline: one coroutine less per message.
+                # A missing handler or a failure goes on in _handle (retries, dead letters).
+                envelope = delivery.envelope
+                try:
+                    handler = handlers[envelope.type]
+                except KeyError:
+                    handler = handlers[envelope.type] = handler_for(envelope.type)
+                if handler is None:
+                    await self._handle(actor, delivery)
+                else:
+                    function, is_async = handler
+                    failure: Exception | None = None
+                    try:
+                        result = (
+                            await function(actor, envelope)
+                            if is_async
+                            else function(actor, envelope)
+                        )
+                    except Exception as exc:
+                        failure = exc
+                    if failure is not None:
+                        await self._handle(actor, delivery, failure)  # outside the except block
+                    else:
+                        self.stats.processed += 1
+                        if envelope.reply_to is not None:
+                            await runtime.reply(envelope, result)
+                        delivery.ack()
+                self._current = None
         except ActorCrashed:
             outcome = ActorState.FAILED
             raise
@@ -167,41 +210,6 @@ class ActorCell:
                     logger.exception("on_stop of %s failed", self.name)
             self.instance = None
             self.state = outcome
-
-    async def _loop(self, actor: Actor) -> None:
-        mailbox = self.mailbox
-        handler_for = actor.handler_for
-        runtime = self.runtime
-        while not self._stop_requested:
-            delivery = mailbox.get_nowait()
-            if delivery is None:
-                delivery = await mailbox.get()
-                if delivery is None:  # interrupted by request_stop
-                    continue
-            self._current = delivery
-            # The first attempt runs here, inline: one coroutine less per message.
-            # A missing handler or a failure goes on in _handle (retries, dead letters).
-            envelope = delivery.envelope
-            handler = handler_for(envelope.type)
-            if handler is None:
-                await self._handle(actor, delivery)
-            else:
-                function, is_async = handler
-                failure: Exception | None = None
-                try:
-                    result = (
-                        await function(actor, envelope) if is_async else function(actor, envelope)
-                    )
-                except Exception as exc:
-                    failure = exc
-                if failure is not None:
-                    await self._handle(actor, delivery, failure)  # outside the except block
-                else:
-                    self.stats.processed += 1
-                    if envelope.reply_to is not None:
-                        await runtime.reply(envelope, result)
-                    delivery.ack()
-            self._current = None
 
     async def _handle(
         self, actor: Actor, delivery: Delivery, failure: Exception | None = None

@@ -72,7 +72,7 @@ class Codec:
                 raise DecodeError(
                     f"{message_type}: payload does not match its schema: {exc}"
                 ) from None
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a str
                 last = exc
         raise DecodeError(
             f"{message_type}: body is not valid {content_type or 'JSON or msgpack'}: {last}"
@@ -94,7 +94,7 @@ class Codec:
                 break
             except msgspec.ValidationError as exc:
                 raise DecodeError(f"not an envelope: {exc}") from None
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a str
                 last = exc
         else:
             raise DecodeError(f"body is not a valid envelope: {last}")

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from typing import Any
 
+from ._loops import running_loop
 from .messages import Delivery, Envelope
 
 __all__ = ["Conflate", "ConflatingMailbox", "Mailbox"]
@@ -81,9 +82,17 @@ class Mailbox:
         never overtakes a waiting publisher). Same effect as a ``put`` that does
         not wait, without a coroutine: the broker's fast path.
         """
-        if len(self._items) >= self.capacity or self._putters:
+        items = self._items
+        if len(items) >= self.capacity or self._putters:
             return False
-        self._append(delivery)
+        if items is _NO_ITEMS:
+            items = self._items = deque()
+        items.append(delivery)  # _append, inlined
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
         return True
 
     def _append(self, item: Any) -> None:
@@ -100,7 +109,7 @@ class Mailbox:
     async def _wait_for_room(self) -> None:
         if self._putters is None:
             self._putters = deque()
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = running_loop().create_future()
         self._putters.append(waiter)
         try:
             await waiter
@@ -121,12 +130,28 @@ class Mailbox:
 
     def get_nowait(self) -> Delivery | None:
         """Take the oldest delivery, or ``None`` when empty."""
-        if not self._items:
+        items = self._items
+        if not items:
             return None
-        item = self._items.popleft()
+        item = items.popleft()
         if self._putters:
             self._wake_putter()
-        return self._unwrap(item)
+        return item  # type: ignore[no-any-return]  # (ConflatingMailbox unwraps its slots)
+
+    def waiter(self) -> asyncio.Future[None] | None:
+        """A future that completes when a delivery arrives or on :meth:`interrupt`.
+
+        ``None`` when there is nothing to wait for: a delivery is waiting, or an
+        interrupt came (which this consumes). The consumer's loop awaits it and
+        then takes with :meth:`get_nowait`: :meth:`get` without a coroutine.
+        """
+        if self._items:
+            return None
+        if self._interrupted:
+            self._interrupted = False
+            return None
+        getter = self._getter = running_loop().create_future()
+        return getter
 
     async def get(self) -> Delivery | None:
         """Take the oldest delivery, waiting for one; ``None`` after :meth:`interrupt`."""
@@ -134,7 +159,7 @@ class Mailbox:
             if self._interrupted:
                 self._interrupted = False
                 return None
-            self._getter = asyncio.get_running_loop().create_future()
+            self._getter = running_loop().create_future()
             try:
                 await self._getter
             finally:
@@ -235,6 +260,11 @@ class ConflatingMailbox(Mailbox):
         if type(item) is _Slot:
             return self._latest.pop(item.key)
         return item  # type: ignore[no-any-return]
+
+    def get_nowait(self) -> Delivery | None:
+        """Take the oldest delivery (the latest of its key, if conflated), or ``None``."""
+        item = super().get_nowait()
+        return None if item is None else self._unwrap(item)
 
 
 class _Slot:

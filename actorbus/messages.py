@@ -17,6 +17,7 @@ import itertools
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -192,14 +193,19 @@ def _new_process_prefix() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def _id_stream(prefix: str) -> Iterator[str]:
+    # "<prefix>-<counter in hex>", formatted in C: next() on it runs no Python code.
+    return map(f"{prefix}-%x".__mod__, itertools.count(1))
+
+
 _prefix = _new_process_prefix()
-_counter = itertools.count(1)
+_ids = _id_stream(_prefix)
 
 
 def _reset_ids_after_fork() -> None:
-    global _prefix, _counter
+    global _prefix, _ids
     _prefix = _new_process_prefix()
-    _counter = itertools.count(1)
+    _ids = _id_stream(_prefix)
 
 
 os.register_at_fork(after_in_child=_reset_ids_after_fork)
@@ -211,7 +217,7 @@ _now = time.time
 
 def new_message_id() -> str:
     """Return an id unique across processes: a random process prefix and a counter."""
-    return f"{_prefix}-{next(_counter):x}"
+    return next(_ids)
 
 
 def make_envelope(
@@ -234,7 +240,7 @@ def make_envelope(
     if schema is not None and type(data) is not schema:
         data = validate_data(message_type, data)
     return Envelope(
-        id=f"{_prefix}-{next(_counter):x}",
+        id=next(_ids),
         type=message_type,
         data=data,
         timestamp=_now(),

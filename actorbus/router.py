@@ -21,10 +21,14 @@ a future per pending request, keyed by the request's id.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
+import time
 from collections.abc import Awaitable
 from typing import Any
 
+from ._loops import running_loop
 from .actor import Actor
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker, QueueSpec
 from .cell import ActorCell
@@ -68,13 +72,117 @@ class _ActorContext:
             correlation_id=correlation_id,
             headers=headers,
         )
-        await self._router.publish(envelope)
+        pending = self._router.publish_nowait(envelope)
+        if pending is not None:
+            await pending
 
     async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
         return await self._router.ask(message_type, data, timeout=timeout, source=self._cell.name)
 
     def stop(self) -> None:
         self._cell.request_stop()
+
+
+class _Deadline:
+    """The timeout of one pending ask: ``asyncio.timeout(delay)`` semantics, on a shared timer.
+
+    At the deadline the asking task is cancelled, and the cancellation leaves the
+    ``with`` block as ``TimeoutError`` unless someone else also cancelled the task.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_key", "_owner", "_task", "timeout", "when")
+
+    def __init__(
+        self, owner: _Deadlines, task: asyncio.Task[Any], timeout: float, key: int
+    ) -> None:
+        self._owner = owner
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._expired = False
+        self._key = key
+        self.timeout = timeout
+        self.when = time.monotonic() + timeout
+
+    def expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def __enter__(self) -> _Deadline:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if not self._expired:
+            self._owner.forget(self.timeout, self._key)
+        elif self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+
+class _Deadlines:
+    """The timeouts of a router's pending asks, all on one timer.
+
+    A timer per ask (``loop.call_later`` and its cancel) costs more than the rest
+    of a local round trip. Asks with the same timeout expire in the order they
+    started, so each timeout value keeps its asks in an insertion-ordered dict,
+    and one timer is armed for the earliest deadline of all; in a steady stream
+    of asks that timer is re-armed about once per timeout, not once per ask.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._groups: dict[float, dict[int, _Deadline]] = {}
+        self._keys = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf
+
+    def start(self, timeout: float) -> _Deadline:
+        """The deadline of an ask starting now in the current task."""
+        task = asyncio.current_task(self.loop)
+        if task is None:
+            raise RuntimeError("ask must run inside a task")
+        key = next(self._keys)
+        deadline = _Deadline(self, task, timeout, key)
+        group = self._groups.get(timeout)
+        if group is None:
+            group = self._groups[timeout] = {}
+        group[key] = deadline
+        if deadline.when < self._armed_at:
+            self._arm(deadline.when)
+        return deadline
+
+    def forget(self, timeout: float, key: int) -> None:
+        """Drop the deadline of an ask that ended in time."""
+        group = self._groups.get(timeout)
+        if group is not None:
+            group.pop(key, None)
+            if not group:
+                del self._groups[timeout]
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = when
+        self._timer = self.loop.call_later(max(0.0, when - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._armed_at = math.inf
+        now = time.monotonic()
+        earliest = math.inf
+        for timeout, group in list(self._groups.items()):
+            while group:
+                key = next(iter(group))
+                deadline = group[key]
+                if deadline.when > now:
+                    earliest = min(earliest, deadline.when)
+                    break
+                del group[key]
+                deadline.expire()
+            if not group:
+                del self._groups[timeout]
+        if earliest < math.inf:
+            self._arm(earliest)
 
 
 class Router:
@@ -92,6 +200,11 @@ class Router:
         self.reply_address: str | None = None
         """Where replies to this bus's requests arrive."""
         self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._deadlines: _Deadlines | None = None
+        # Optional synchronous forms of publish and send_reply (the in-memory broker's),
+        # used when present to save a coroutine per message on the local hot path.
+        self._publish_nowait: Any = getattr(broker, "publish_nowait", None)
+        self._send_reply_nowait: Any = getattr(broker, "send_reply_nowait", None)
 
     async def open(self) -> None:
         """Create the reply address."""
@@ -132,20 +245,22 @@ class Router:
         if consumer is None:
             return
         await consumer.cancel()
+        if cell in self.cells:
+            self.cells.remove(cell)
         # Emptying the mailbox wakes publishers waiting on it (backpressure); let them put
         # their delivery in too, so it goes back to the queue rather than into a dead mailbox.
         unread = cell.mailbox.take_all()
-        while True:
-            await asyncio.sleep(0)
-            batch = cell.mailbox.take_all()
-            if not batch:
-                break
-            unread.extend(batch)
-        # Each requeue goes to the head of the queue: requeue the newest first to keep order.
-        for delivery in reversed(unread):
-            delivery.requeue()
-        if cell in self.cells:
-            self.cells.remove(cell)
+        try:
+            while True:
+                await asyncio.sleep(0)
+                batch = cell.mailbox.take_all()
+                if not batch:
+                    break
+                unread.extend(batch)
+        finally:
+            # Each requeue goes to the head of the queue: requeue the newest first, keeping order.
+            for delivery in reversed(unread):
+                delivery.requeue()
 
     async def replay_dead_letters(self, actor: str, max_replays: int) -> int:
         """Replay one actor's dead letters, each at most ``max_replays`` times."""
@@ -156,6 +271,19 @@ class Router:
     def context_for(self, cell: ActorCell) -> _ActorContext:
         """The context an actor of ``cell`` talks through."""
         return _ActorContext(self, cell)
+
+    def publish_nowait(
+        self, envelope: Envelope, *, mandatory: bool = False
+    ) -> Awaitable[None] | None:
+        """Start publishing; return what is left to await, or ``None`` when it is done.
+
+        A broker with a ``publish_nowait`` (the in-memory one) delivers without any
+        coroutine while no receiver is full: the local hot path.
+        """
+        nowait = self._publish_nowait
+        if nowait is not None:
+            return nowait(envelope, mandatory=mandatory)  # type: ignore[no-any-return]
+        return self.broker.publish(envelope, mandatory=mandatory)
 
     def publish(self, envelope: Envelope, *, mandatory: bool = False) -> Awaitable[None]:
         """Send an envelope to everyone bound to its type (await the result).
@@ -198,7 +326,11 @@ class Router:
             headers={ERROR_HEADER: error} if error is not None else {},
         )
         try:
-            await self.broker.send_reply(request.reply_to, reply)
+            nowait = self._send_reply_nowait
+            if nowait is not None:
+                nowait(request.reply_to, reply)
+            else:
+                await self.broker.send_reply(request.reply_to, reply)
         except Exception:
             logger.exception("reply to %s for %s failed", request.reply_to, request.id)
 
@@ -209,11 +341,17 @@ class Router:
         envelope = make_envelope(
             message_type, data, source=source or self.source, reply_to=self.reply_address
         )
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = running_loop()
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = _Deadlines(loop)
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending[envelope.id] = future
         try:
-            async with asyncio.timeout(timeout):
-                await self.broker.publish(envelope, mandatory=True)
+            with deadlines.start(timeout):
+                pending = self.publish_nowait(envelope, mandatory=True)
+                if pending is not None:
+                    await pending
                 return await future
         except TimeoutError:
             raise AskTimeout(f"no reply to {message_type} within {timeout}s") from None
@@ -229,3 +367,9 @@ class Router:
             future.set_exception(AskFailed(error))
         else:
             future.set_result(reply.data)
+
+    def fail_pending(self, error: BaseException) -> None:
+        """Fail every ask still waiting for its reply (the bus is going away)."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)

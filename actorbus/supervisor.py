@@ -24,6 +24,7 @@ restart the supervisor replays the restarted actors' dead letters, each at most
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -36,7 +37,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .actor import Actor, ActorState
-from .cell import ActorCell
+from .cell import STOP_TIMEOUT, ActorCell
 from .errors import ActorbusError, ActorStartError, SupervisorGaveUp
 
 __all__ = ["ChildSpec", "Restart", "Strategy", "Supervisor", "SupervisorRuntime"]
@@ -109,40 +110,51 @@ Child: TypeAlias = "type[Actor] | ChildSpec | Supervisor"
 
 
 class _Started:
-    """Forwards readiness to anyio and remembers that it happened.
+    """The ``task_status`` of a child: readiness resolves the future its starter awaits.
 
-    It lives as long as the child's task, so it lets go of anyio's task status
-    (and what that holds) once readiness is reported.
+    It lives as long as the child's task, so it lets go of the future once used.
     """
 
-    __slots__ = ("done", "task_status")
+    __slots__ = ("_ready", "done")
 
-    def __init__(self, task_status: TaskStatus[Any]) -> None:
-        self.task_status: TaskStatus[Any] | None = task_status
+    def __init__(self, ready: asyncio.Future[None]) -> None:
+        self._ready: asyncio.Future[None] | None = ready
         self.done = False
+        """Whether readiness was reported."""
 
     def started(self, value: Any = None) -> None:
-        status, self.task_status = self.task_status, None
-        if status is None:
+        """The child is ready: its starter returns."""
+        ready, self._ready = self._ready, None
+        if ready is None:
             raise RuntimeError("readiness was already reported")
         self.done = True
-        status.started(value)
+        if not ready.done():
+            ready.set_result(None)
+
+    def failed(self, error: BaseException) -> None:
+        """The child could not start: its starter raises ``error``."""
+        ready, self._ready = self._ready, None
+        if ready is not None and not ready.done():
+            ready.set_exception(error)
 
 
 class _Running:
-    """A child slot: the spec, its cell or supervisor, and its cancel scope.
+    """A child slot: the spec, its cell or supervisor, and its task.
 
     The event a stopper waits on is made only when someone waits (an
     ``anyio.Event`` costs about 800 bytes, more than the rest of an idle actor's
     slot).
     """
 
-    __slots__ = ("_finished", "cell", "running", "scope", "spec")
+    __slots__ = ("_finished", "cell", "running", "spec", "stopping", "task")
 
     def __init__(self, spec: ChildSpec | Supervisor, cell: ActorCell | None) -> None:
         self.spec = spec
         self.cell = cell
-        self.scope: anyio.CancelScope | None = None
+        self.stopping = False
+        """Whether its supervisor is stopping the current incarnation (not a crash)."""
+        self.task: asyncio.Task[None] | None = None
+        """The task of the current (or last) incarnation."""
         self.running = False
         """Whether the child's task is alive."""
         self._finished: anyio.Event | None = None
@@ -150,6 +162,7 @@ class _Running:
     def begin(self) -> None:
         """The child's task started."""
         self.running = True
+        self.stopping = False
         self._finished = None
 
     def end(self) -> None:
@@ -214,6 +227,7 @@ class Supervisor:
         self._crash_event = anyio.Event()
         self._runtime: SupervisorRuntime | None = None
         self._task_group: TaskGroup | None = None
+        self._escaped: BaseException | None = None
         self._cells: dict[int, ActorCell] = {}
 
     def _cell_for(self, index: int, spec: ChildSpec) -> ActorCell:
@@ -293,6 +307,7 @@ class Supervisor:
             raise
         finally:
             with anyio.move_on_after(5, shield=True):
+                await self._stop_children()
                 for slot in self._slots:
                     if slot.cell is not None:
                         await runtime.detach(slot.cell)
@@ -319,33 +334,84 @@ class Supervisor:
                 await anyio.sleep(0.01)
 
     async def _start(self, slot: _Running) -> None:
-        assert self._task_group is not None
         assert self._runtime is not None
         if slot.cell is not None and slot.cell.consumer is None:
             await self._runtime.attach(slot.cell)
-        await self._task_group.start(self._run_child, slot)
+        await self._spawn(slot)
 
-    async def _run_child(self, slot: _Running, *, task_status: TaskStatus[Any]) -> None:
+    async def _spawn(self, slot: _Running) -> None:
+        """Run a child in a task of its own; return once it reported readiness.
+
+        The child's task is a plain asyncio task held by its slot, not a task of
+        anyio's task group nor in a cancel scope of its own: those cost about 4 KB
+        more (a handle, an event, cancel scopes and their bookkeeping), most of
+        what an idle actor would weigh. Structure is kept by hand: a child is
+        stopped by cancelling its task (again, should it swallow the
+        cancellation), and :meth:`run` stops and awaits every child before it
+        returns. An error before readiness is raised here, as
+        ``TaskGroup.start`` would.
+        """
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        task = loop.create_task(self._run_child(slot, _Started(ready)))
+        slot.task = task
+        try:
+            await ready
+        except BaseException:
+            if not task.done():
+                task.cancel()
+            raise
+
+    async def _stop_children(self) -> None:
+        """Cancel every child's task and await them all (the caller bounds the wait)."""
+        tasks = [s.task for s in self._slots if s.task is not None and not s.task.done()]
+        for slot in reversed(self._slots):
+            slot.stopping = True
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+        while tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT + 1)
+            tasks = [task for task in tasks if not task.done()]
+            for task in tasks:  # it swallowed the cancellation: cancel again
+                task.cancel()
+
+    async def _run_child(self, slot: _Running, started: _Started) -> None:
+        """The task of one child incarnation; a failure before readiness goes to its starter."""
         assert self._runtime is not None
-        started = _Started(task_status)
         slot.begin()
         outcome: BaseException | None = None
         try:
-            with anyio.CancelScope() as slot.scope:
-                try:
-                    if isinstance(slot.spec, Supervisor):
-                        await slot.spec.run(self._runtime, task_status=started)
-                    else:
-                        assert slot.cell is not None
-                        await slot.cell.run(task_status=started)
-                except Exception as exc:
-                    if not started.done:
-                        raise
-                    outcome = exc
-                if slot.scope.cancel_called:
+            try:
+                if isinstance(slot.spec, Supervisor):
+                    await slot.spec.run(self._runtime, task_status=started)
+                else:
+                    assert slot.cell is not None
+                    await slot.cell.run(task_status=started)
+            except Exception as exc:
+                if not started.done:
+                    started.failed(exc)
                     return
-                self._crashes.append((slot, outcome))
+                outcome = exc
+            if not started.done:
+                started.failed(RuntimeError(f"{slot.name} ended before it was ready"))
+                return
+            if slot.stopping:
+                return
+            self._crashes.append((slot, outcome))
+            self._crash_event.set()
+        except asyncio.CancelledError:
+            if not started.done:
+                started.failed(RuntimeError(f"{slot.name} was stopped before it was ready"))
+            if slot.stopping:
+                return  # stopped by its supervisor: the normal end of this task
+            raise
+        except BaseException as exc:  # KeyboardInterrupt and the like
+            if not started.done:
+                started.failed(exc)
+            else:
+                self._escaped = exc  # re-raised by the supervising loop
                 self._crash_event.set()
+            raise
         finally:
             slot.end()
 
@@ -360,6 +426,9 @@ class Supervisor:
         while True:
             await self._crash_event.wait()
             self._crash_event = anyio.Event()
+            if self._escaped is not None:  # KeyboardInterrupt, SystemExit, ... in a child
+                escaped, self._escaped = self._escaped, None
+                raise escaped
             while self._crashes:
                 slot, error = self._crashes.popleft()
                 gave_up = await self._handle_exit(slot, error)
@@ -427,8 +496,11 @@ class Supervisor:
         return None
 
     async def _stop_slot(self, slot: _Running) -> None:
-        if slot.scope is not None:
-            slot.scope.cancel()
+        slot.stopping = True
+        task = slot.task
+        while task is not None and not task.done():
+            task.cancel()  # again after a grace period, should it swallow the cancellation
+            await asyncio.wait([task], timeout=STOP_TIMEOUT + 1)
         await slot.wait_finished()
 
 

@@ -66,15 +66,16 @@ class MessageBus:
         self._portal: BlockingPortal | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._stopped = False  # the loop thread is gone: nothing reaches the core any more
 
     # -- the loop thread ---------------------------------------------------------------------
 
     def _ensure(self) -> AsyncMessageBus:
         bus = self._bus
-        if bus is not None and not self._closed:
-            return bus
+        if bus is not None and not self._stopped:
+            return bus  # while shutdown drains too: the core decides what it still takes
         with self._lock:
-            if self._closed:
+            if self._closed and (self._bus is None or self._stopped):
                 raise BusClosed("the message bus was shut down")
             if self._bus is None:
                 bus = AsyncMessageBus(self._mode, **self._options)
@@ -128,8 +129,19 @@ class MessageBus:
                 f"MessageBus.{function.__name__} blocks and cannot run on the bus's own loop "
                 "(inside a handler); use the async API there"
             )
-        assert self._portal is not None
-        return self._portal.call(partial(function, *args, **kwargs))
+        return self._through_portal(partial(function, *args, **kwargs))
+
+    def _through_portal(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function`` on the loop thread; a shutdown that won the race is ``BusClosed``."""
+        portal = self._portal
+        try:
+            if portal is None:
+                raise RuntimeError("the bus's event loop thread is gone")
+            return portal.call(function, *args)
+        except RuntimeError:
+            if self._closed:
+                raise BusClosed("the message bus was shut down") from None
+            raise
 
     # -- the API -----------------------------------------------------------------------------
 
@@ -163,10 +175,12 @@ class MessageBus:
         )
         if _running_loop() is not None:
             assert bus.loop is not None
-            bus.loop.call_soon_threadsafe(bus.publish_soon, envelope)
+            try:
+                bus.loop.call_soon_threadsafe(bus.publish_soon, envelope)
+            except RuntimeError:  # the loop is closed: the bus was shut down meanwhile
+                raise BusClosed("the message bus was shut down") from None
         else:
-            assert self._portal is not None
-            self._portal.call(bus.publish_envelope, envelope)
+            self._through_portal(bus.publish_envelope, envelope)
         return envelope.id
 
     publish = publish_sync
@@ -235,6 +249,8 @@ class MessageBus:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Drain, stop and close; harmless to call twice."""
+        if self._on_loop_thread():  # refused before anything changes: the bus stays usable
+            raise RuntimeError("MessageBus.shutdown cannot run inside a handler of the same bus")
         with self._lock:
             if self._closed:
                 return
@@ -242,12 +258,11 @@ class MessageBus:
             bus = self._bus
         if bus is None:
             return
-        if self._on_loop_thread():
-            raise RuntimeError("MessageBus.shutdown cannot run inside a handler of the same bus")
         try:
             assert self._portal is not None
             self._portal.call(bus.shutdown, timeout)
         finally:
+            self._stopped = True
             self._stop_loop_thread()
             _live.discard(self)
 

@@ -28,9 +28,12 @@ pytestmark = pytest.mark.anyio
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.001)
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.001)):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"condition not met within {timeout}s")
 
 
 received: list[tuple[str, Any]] = []
@@ -71,12 +74,12 @@ async def test_mode_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) 
 
 
 async def test_unknown_mode_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigurationError, match="'kafka'.*in_memory.*rabbitmq"):
+    with pytest.raises(ConfigurationError, match=r"'kafka'.*in_memory.*rabbitmq"):
         AsyncMessageBus(mode="kafka")
     monkeypatch.setenv(MODE_VARIABLE, "zeromq")
     with pytest.raises(ConfigurationError, match=MODE_VARIABLE):
         AsyncMessageBus()
-    with pytest.raises(ValueError):  # ConfigurationError is a ValueError too
+    with pytest.raises(ValueError, match="bogus"):  # ConfigurationError is a ValueError too
         actorbus.MessageBus(mode="bogus").mode  # noqa: B018
 
 
@@ -279,7 +282,10 @@ async def test_subscribing_the_same_handler_twice_delivers_once(bus: AsyncMessag
     await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
     await wait_until(lambda: len(received) == 2)
     await asyncio.sleep(0.01)
-    assert received == [(MessageTypes.STRATEGY_SIGNAL, {"n": 1}), (MessageTypes.RISK_ERROR, {"n": 2})]
+    assert received == [
+        (MessageTypes.STRATEGY_SIGNAL, {"n": 1}),
+        (MessageTypes.RISK_ERROR, {"n": 2}),
+    ]
     assert len([n for n in bus.stats()["actors"] if "module_handler" in n]) == 1
 
 
@@ -363,20 +369,24 @@ async def test_bound_methods_of_two_objects_each_get_every_message(bus: AsyncMes
 
 
 async def test_module_level_handlers_share_a_durable_queue(server: InMemoryServer) -> None:
-    async with AsyncMessageBus(mode="in_memory", server=server) as first:
-        async with AsyncMessageBus(mode="in_memory", server=server) as second:
-            await first.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
-            await second.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
-            queues = [name for name in server.queues if "module_handler" in name]
-            assert queues == [f"trading.sub.{__name__}.module_handler"]
-            for n in range(10):
-                await first.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
-            await wait_until(lambda: len(received) == 10)  # competing consumers: once each
+    async with (
+        AsyncMessageBus(mode="in_memory", server=server) as first,
+        AsyncMessageBus(mode="in_memory", server=server) as second,
+    ):
+        await first.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+        await second.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+        queues = [name for name in server.queues if "module_handler" in name]
+        assert queues == [f"trading.sub.{__name__}.module_handler"]
+        for n in range(10):
+            await first.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+        await wait_until(lambda: len(received) == 10)  # competing consumers: once each
     assert queues[0] in server.queues  # durable: outlives the buses
 
 
 async def test_explicit_queue_name(bus: AsyncMessageBus, server: InMemoryServer) -> None:
-    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, lambda t, d: received.append((t, d)), queue="my.q")
+    await bus.subscribe(
+        MessageTypes.STRATEGY_SIGNAL, lambda t, d: received.append((t, d)), queue="my.q"
+    )
     assert "my.q" in server.queues
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
     await wait_until(lambda: len(received) == 1)
@@ -399,8 +409,9 @@ async def test_subscribe_from_inside_a_handler(bus: AsyncMessageBus) -> None:
 
 
 async def test_bad_input_is_a_clear_error_and_the_bus_keeps_working(bus: AsyncMessageBus) -> None:
-    from actorbus.messages import register_message_type
     import msgspec
+
+    from actorbus.messages import register_message_type
 
     class Order(msgspec.Struct):
         symbol: str
@@ -408,7 +419,7 @@ async def test_bad_input_is_a_clear_error_and_the_bus_keeps_working(bus: AsyncMe
 
     order_type = register_message_type("testbus.order", Order)
     await bus.subscribe(order_type, module_handler)
-    with pytest.raises(UnknownMessageType, match="no.such"):
+    with pytest.raises(UnknownMessageType, match=r"no\.such"):
         await bus.publish("no.such", {})
     with pytest.raises(SchemaError, match="quantity"):
         await bus.publish(order_type, {"symbol": "BTC", "quantity": "lots"})
@@ -461,3 +472,197 @@ async def test_a_repeated_subscribe_waits_for_the_first_to_be_ready(bus: AsyncMe
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
     await first
     await wait_until(lambda: len(received) == 1)
+
+
+async def test_publish_envelope_checks_hand_built_envelopes(bus: AsyncMessageBus) -> None:
+    import msgspec
+
+    from actorbus.messages import register_message_type
+
+    class Level(msgspec.Struct):
+        price: float
+
+    level_type = register_message_type("testbus.level", Level)
+    await bus.subscribe(level_type, module_handler)
+    with pytest.raises(UnknownMessageType):
+        await bus.publish_envelope(Envelope(id="x1", type="bogus.type", data={}, timestamp=0.0))
+    with pytest.raises(SchemaError):
+        await bus.publish_envelope(
+            Envelope(id="x2", type=level_type, data={"price": "high"}, timestamp=0.0)
+        )
+    await bus.publish_envelope(Envelope(id="x3", type=level_type, data={"price": 1}, timestamp=0.0))
+    await bus.publish_envelope(bus.envelope(level_type, {"price": 2.0}))
+    await wait_until(lambda: len(received) == 2)
+    assert [data for _, data in received] == [Level(price=1.0), Level(price=2.0)]
+
+
+async def test_ask_answered_by_a_subscribed_function(bus: AsyncMessageBus) -> None:
+    def quote(message_type: str, data: Any) -> dict[str, Any]:
+        return {"symbol": data["symbol"], "bid": 1.0}
+
+    async def async_quote(message_type: str, data: Any) -> str:
+        return "async"
+
+    await bus.subscribe(MessageTypes.MARKET_DATA_REQUEST, quote)
+    assert await bus.ask(MessageTypes.MARKET_DATA_REQUEST, {"symbol": "BTC"}, timeout=2) == {
+        "symbol": "BTC",
+        "bid": 1.0,
+    }
+    await bus.subscribe(MessageTypes.POSITION_UPDATE, async_quote)
+    assert await bus.ask(MessageTypes.POSITION_UPDATE, {}, timeout=2) == "async"
+
+
+async def test_placement_runs_only_the_named_actors(bus: AsyncMessageBus) -> None:
+    from actorbus import Supervisor
+
+    started: list[str] = []
+
+    class Here(Actor):
+        async def on_start(self) -> None:
+            started.append("here")
+
+    class Elsewhere(Actor):
+        async def on_start(self) -> None:
+            started.append("elsewhere")
+
+    tree = await bus.spawn(Supervisor([Here, Elsewhere]), actors=["here"])
+    assert started == ["here"]
+    assert [cell.name for cell in tree.cells] == ["here"]
+
+
+async def test_shutdown_while_a_publish_waits_behind_a_backlog(server: InMemoryServer) -> None:
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    class Tiny(Actor):
+        mailbox_size = 1
+
+        @handles(MessageTypes.STRATEGY_SIGNAL)
+        async def on_signal(self, msg: Envelope) -> None:
+            await gate.wait()
+            handled.append(msg.data["n"])
+
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    tree = await bus.spawn(Tiny)
+    await bus.stop(tree)
+    for n in range(5):  # waiting in the queue
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    await bus.spawn(Tiny)
+    blocked = asyncio.ensure_future(bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 5}))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()  # behind the backlog, the publisher feels the slow actor
+    await asyncio.wait_for(bus.shutdown(timeout=0.05), 5)
+    await asyncio.wait_for(blocked, 5)
+    gate.set()
+    async with AsyncMessageBus(mode="in_memory", server=server) as later:
+        await later.spawn(Tiny)
+        await wait_until(lambda: len(handled) == 6)
+    assert handled == [0, 1, 2, 3, 4, 5]
+
+
+async def test_shutdown_fails_pending_asks_at_once(server: InMemoryServer) -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    class Mute(Actor):
+        @handles(MessageTypes.MARKET_DATA_REQUEST)
+        async def on_request(self, msg: Envelope) -> None:
+            entered.set()
+            await gate.wait()
+
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    await bus.spawn(Mute)
+    pending = asyncio.ensure_future(bus.ask(MessageTypes.MARKET_DATA_REQUEST, {}, timeout=60))
+    await asyncio.wait_for(entered.wait(), 5)
+    await bus.shutdown(timeout=0.05)
+    with pytest.raises(BusClosed, match="before the reply"):
+        await asyncio.wait_for(pending, 5)
+
+
+async def test_handlers_publish_follow_ups_while_shutdown_drains(server: InMemoryServer) -> None:
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    follow_ups: list[Any] = []
+
+    async def relay(message_type: str, data: Any) -> None:
+        await asyncio.sleep(0.001)
+        await bus.publish(MessageTypes.RISK_ERROR, data)
+
+    async def sink(message_type: str, data: Any) -> None:
+        follow_ups.append(data)
+
+    await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, relay)
+    await bus.subscribe(MessageTypes.RISK_ERROR, sink)
+    for n in range(10):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    await bus.shutdown()
+    assert follow_ups == [{"n": n} for n in range(10)]
+    assert _dead_letter_count(server) == 0
+    with pytest.raises(BusClosed):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
+
+
+def _dead_letter_count(server: InMemoryServer) -> int:
+    from actorbus.brokers.base import DeadLetterFilter
+
+    return len(server.list_dead_letters(DeadLetterFilter()))
+
+
+UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
+
+
+async def test_unreachable_rabbitmq_falls_back_to_memory(server: InMemoryServer) -> None:
+    bus = AsyncMessageBus(mode="rabbitmq", url=UNREACHABLE, connect_timeout=2, server=server)
+    assert bus.mode == "rabbitmq"  # what was asked for, until started
+    async with bus:
+        assert bus.mode == "in_memory"  # what is in effect
+        await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
+        await wait_until(lambda: len(received) == 1)
+
+
+async def test_unreachable_rabbitmq_without_fallback_is_a_clear_error() -> None:
+    from actorbus import BrokerUnavailable
+
+    bus = AsyncMessageBus(mode="rabbitmq", url=UNREACHABLE, connect_timeout=2, fallback=False)
+    with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1"):
+        await bus.start()
+    await bus.shutdown()
+
+
+class Service:
+    """Its classmethod has a stable name; its instances' methods do not."""
+
+    @classmethod
+    def on_class(cls, message_type: str, data: Any) -> None: ...
+
+    def on_instance(self, message_type: str, data: Any) -> None: ...
+
+
+def test_subscription_queue_names() -> None:
+    from actorbus.subscription import subscription_class
+
+    def nested(message_type: str, data: Any) -> None: ...
+
+    named = subscription_class(module_handler, "trading", None)
+    assert named.queue_name == f"trading.sub.{__name__}.module_handler"
+    assert named.durable
+    assert subscription_class(Service.on_class, "p", None).queue_name == (
+        f"p.sub.{__name__}.Service.on_class"
+    )
+    private = [
+        subscription_class(handler, "trading", None)
+        for handler in (nested, lambda t, d: None, Service().on_instance, functools.partial(nested))
+    ]
+    for cls in private:
+        assert not cls.durable
+        assert "<" not in (cls.queue_name or "")
+    assert len({cls.queue_name for cls in private}) == len(private)
+    # the same anonymous handler subscribed twice gets two queues (two subscriptions)
+    assert (
+        subscription_class(nested, "t", None).queue_name
+        != subscription_class(nested, "t", None).queue_name
+    )
+    # an explicit queue is durable and used as given
+    explicit = subscription_class(nested, "trading", "my.queue")
+    assert explicit.queue_name == "my.queue"
+    assert explicit.durable

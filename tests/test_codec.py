@@ -7,6 +7,8 @@ import pickle
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import actorbus
 from actorbus import Codec, DecodeError, Envelope, MessageTypes
@@ -170,3 +172,23 @@ def test_no_pickle_anywhere_in_the_package() -> None:
         text = path.read_text()
         assert "import pickle" not in text, path
         assert "from pickle" not in text, path
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=200),
+    content_type=st.sampled_from([None, "application/msgpack", "application/json"]),
+)
+def test_random_bytes_only_ever_raise_decode_error(body: bytes, content_type: str | None) -> None:
+    codec = Codec()
+    reasons: list[str] = []
+    for decode in (
+        lambda: codec.decode_envelope(body, content_type),
+        lambda: codec.decode_data(body, content_type, QUOTE),
+        lambda: codec.decode_data(body, content_type, "strategy.signal"),
+    ):
+        try:
+            decode()
+        except DecodeError as exc:  # anything else fails the test
+            reasons.append(exc.reason)
+    assert all(reasons)

@@ -29,7 +29,9 @@ class Counted(Delivery):
 
 
 def tick(symbol: str, price: float) -> Counted:
-    return Counted(make_envelope(MessageTypes.MARKET_DATA_UPDATE, {"symbol": symbol, "price": price}))
+    return Counted(
+        make_envelope(MessageTypes.MARKET_DATA_UPDATE, {"symbol": symbol, "price": price})
+    )
 
 
 def signal(n: int) -> Counted:

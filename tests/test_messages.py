@@ -137,7 +137,7 @@ def test_ids_are_unique() -> None:
 
 
 def test_unknown_type_is_a_clear_error() -> None:
-    with pytest.raises(UnknownMessageType, match="strategy.signals"):
+    with pytest.raises(UnknownMessageType, match=r"strategy\.signals"):
         make_envelope("strategy.signals", {})
     with pytest.raises(UnknownMessageType):
         validate_type("nonsense")
@@ -174,7 +174,7 @@ def test_schema_validates_and_converts_on_publish() -> None:
     ],
 )
 def test_schema_mismatch_is_a_schema_error(data: object) -> None:
-    with pytest.raises(SchemaError, match="testmessages.fill"):
+    with pytest.raises(SchemaError, match=r"testmessages\.fill"):
         validate_data(FILL, data)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from actorbus import (
     Supervisor,
     handles,
 )
+from actorbus import supervisor as supervisor_module
 from actorbus.brokers.memory import InMemoryServer
 
 pytestmark = pytest.mark.anyio
@@ -39,9 +41,11 @@ FATAL = RetryPolicy(max_attempts=1, backoff=0.001, fatal=(Crash,))
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.001)
+    for _ in range(int(timeout / 0.001)):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Log:
@@ -215,15 +219,25 @@ async def test_root_giving_up_publishes_system_error_and_stops_the_tree(
     assert await bus.ask(PING, {}, timeout=2) == "c"
 
 
-async def test_restart_intensity_window_forgets_old_restarts(bus: AsyncMessageBus) -> None:
+async def test_restart_intensity_window_forgets_old_restarts(
+    bus: AsyncMessageBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    # the supervisor's own clock, moved by hand (the event loop keeps the real one)
+    monkeypatch.setattr(supervisor_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     log = Log()
-    tree = sup(family(log, "a"), max_restarts=1, within=0.05)
+    tree = sup(family(log, "a"), max_restarts=1, within=10.0)
     await bus.spawn(tree)
     for n in range(3):
         await bus.publish(CRASH, {"target": "a"})
         await wait_until(lambda n=n: log.starts.get("a") == n + 2)  # type: ignore[misc]
-        await asyncio.sleep(0.06)  # let the window pass: this test is about the window
+        now[0] += 11.0  # the window passes: older restarts no longer count
     assert tree.state is ActorState.RUNNING
+    # two restarts within the window are one too many
+    await bus.publish(CRASH, {"target": "a"})
+    await wait_until(lambda: log.starts.get("a") == 5)
+    await bus.publish(CRASH, {"target": "a"})
+    await wait_until(lambda: tree.state is ActorState.FAILED)
 
 
 async def test_nested_supervisor_escalates_to_its_parent(bus: AsyncMessageBus) -> None:
@@ -443,7 +457,7 @@ async def test_restart_replays_messages_that_now_succeed(bus: AsyncMessageBus) -
 def test_child_validation() -> None:
     with pytest.raises(TypeError, match="child must be"):
         Supervisor([object()])  # type: ignore[list-item]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one_for_some"):
         Supervisor([], strategy="one_for_some")
 
 
@@ -464,3 +478,66 @@ async def test_stop_a_tree(bus: AsyncMessageBus) -> None:
     assert [cell.state for cell in tree.cells] == [ActorState.STOPPED] * 2
     assert bus.stats()["actors"] == {}
     await bus.stop(tree)  # twice is harmless
+
+
+async def test_factory_builds_each_incarnation_and_on_stop_errors_are_contained(
+    bus: AsyncMessageBus,
+) -> None:
+    built: list[int] = []
+
+    class Configured(Actor):
+        retry = FATAL
+
+        def __init__(self, threshold: int) -> None:
+            super().__init__()
+            self.threshold = threshold
+            built.append(threshold)
+
+        @handles(CRASH)
+        async def on_crash(self, msg: Envelope) -> None:
+            raise Crash("again")
+
+        @handles(PING)
+        async def on_ping(self, msg: Envelope) -> int:
+            return self.threshold
+
+        async def on_stop(self) -> None:
+            raise RuntimeError("on_stop is broken too")
+
+    spec = ChildSpec(Configured, factory=lambda: Configured(7), name="configured")
+    await bus.spawn(sup([spec]))
+    await bus.publish(CRASH, {})
+    await wait_until(lambda: len(built) == 2)
+    assert await bus.ask(PING, {}, timeout=2) == 7
+    assert bus.stats()["actors"]["configured"]["restarts"] == 1
+
+
+def test_child_spec_restart_values() -> None:
+    class Plain(Actor):
+        pass
+
+    assert ChildSpec(Plain, restart="transient").restart is Restart.TRANSIENT  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sometimes"):
+        ChildSpec(Plain, restart="sometimes")  # type: ignore[arg-type]
+    assert ChildSpec(Plain).actor_name == "plain"
+    assert ChildSpec(Plain, name="other").actor_name == "other"
+
+
+async def test_one_for_all_restarts_a_nested_supervisor_without_losing_messages(
+    bus: AsyncMessageBus,
+) -> None:
+    log = Log()
+    inner = sup(family(log, "x"), name="inner")
+    outer = sup([inner, *family(log, "z")], strategy="one_for_all", name="outer")
+    await bus.spawn(outer)
+    for _ in range(10):
+        await bus.publish(PING, {})
+    await bus.publish(CRASH, {"target": "z"})
+    for _ in range(10):
+        await bus.publish(PING, {})
+    await wait_until(lambda: log.starts == {"x": 2, "z": 2})
+    # x handles the crash message too (it is not the target), z dead-lettered it
+    await wait_until(lambda: bus.stats()["actors"]["x"]["processed"] == 21)
+    await wait_until(lambda: bus.stats()["actors"]["z"]["processed"] == 20)
+    assert inner.state is ActorState.RUNNING
+    assert bus.stats()["actors"]["x"]["restarts"] == 0  # restarted by way of its supervisor

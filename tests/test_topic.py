@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actorbus.topic import is_pattern, topic_matches
 
@@ -58,3 +60,31 @@ def test_is_pattern() -> None:
     assert is_pattern("a.#.b")
     assert not is_pattern("a.b")
     assert not is_pattern("a*.b")  # a wildcard is a whole word, never part of one
+
+
+def reference_match(pattern: str, key: str) -> bool:
+    """RabbitMQ's topic semantics by dynamic programming, independent of the matcher."""
+    p = pattern.split(".")
+    k = key.split(".")
+    # table[i][j]: the first i pattern words match the first j key words
+    table = [[False] * (len(k) + 1) for _ in range(len(p) + 1)]
+    table[0][0] = True
+    for i in range(1, len(p) + 1):
+        word = p[i - 1]
+        for j in range(len(k) + 1):
+            if word == "#":
+                table[i][j] = table[i - 1][j] or (j > 0 and table[i][j - 1])
+            elif j > 0:
+                table[i][j] = table[i - 1][j - 1] and word in ("*", k[j - 1])
+    return table[len(p)][len(k)]
+
+
+words = st.sampled_from(["a", "b", "c"])
+patterns = st.lists(st.sampled_from(["a", "b", "*", "#"]), min_size=1, max_size=6).map(".".join)
+keys = st.lists(words, min_size=1, max_size=6).map(".".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(pattern=patterns, key=keys)
+def test_matcher_agrees_with_the_reference(pattern: str, key: str) -> None:
+    assert topic_matches(pattern, key) is reference_match(pattern, key)

@@ -24,6 +24,7 @@ tables are changed under a lock and read without one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
@@ -34,6 +35,7 @@ from typing import ClassVar
 
 import msgspec
 
+from .._loops import running_loop
 from ..errors import QueueFull, Unroutable
 from ..messages import Delivery, Envelope
 from ..topic import topic_matches
@@ -65,14 +67,12 @@ class _MemoryDelivery(Delivery):
 
 
 class _Consumer:
-    __slots__ = ("loop", "offer", "queue", "sink", "thread")
+    __slots__ = ("loop", "offer", "queue", "sink")
 
     def __init__(self, queue: _MemoryQueue, sink: DeliverySink, loop: asyncio.AbstractEventLoop):
         self.queue = queue
         self.sink = sink
         self.loop = loop
-        self.thread = threading.get_ident()
-        """The thread of ``loop`` (consumers are made on their own loop)."""
         # A sink may take a delivery synchronously when it has room (a Mailbox does):
         # the fast path of a publish in the consumer's own loop, with no coroutine.
         self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
@@ -112,6 +112,7 @@ class _MemoryQueue:
         self._turn = count()
         self._lock = threading.Lock()
         self._draining = False
+        self._drain_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     async def deliver(self, envelope: Envelope) -> None:
         pending = self.hand_over(envelope)
@@ -127,14 +128,13 @@ class _MemoryQueue:
         consumers = self.consumers
         if not consumers or self.backlog:
             self._append_backlog(envelope)
-            return None
+            # Behind a backlog the consumer cannot push back directly: wait for the drain.
+            return self._backlog_drained() if consumers else None
         consumer = (
             consumers[next(self._turn) % len(consumers)] if len(consumers) > 1 else consumers[0]
         )
         delivery = _MemoryDelivery(envelope, self)
-        if consumer.thread == threading.get_ident() and consumer.loop.is_running():
-            # On the consumer's loop (a thread runs one loop at a time); cheaper than
-            # asyncio.get_running_loop(), which makes a system call (getpid) each time.
+        if consumer.loop is running_loop():
             offer = consumer.offer
             if offer is not None and offer(delivery):
                 return None
@@ -152,6 +152,23 @@ class _MemoryQueue:
                 raise QueueFull(f"queue {self.name!r} holds {self.max_length} messages, its limit")
             self._writable_backlog().append(envelope)
         self._kick_drain()
+
+    async def _backlog_drained(self) -> None:
+        """Wait until the drain has emptied the backlog (or lost its consumers)."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        with self._lock:
+            if not self.backlog or not self.consumers:
+                return
+            self._drain_waiters.append((loop, waiter))
+        await waiter
+
+    def _wake_drain_waiters(self) -> None:
+        with self._lock:
+            waiters, self._drain_waiters = self._drain_waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
+                loop.call_soon_threadsafe(_settle, waiter)
 
     def _writable_backlog(self) -> deque[Envelope]:
         if self.backlog is _NO_BACKLOG:
@@ -193,8 +210,14 @@ class _MemoryQueue:
         finally:
             with self._lock:
                 self._draining = False
+            self._wake_drain_waiters()
             if self.backlog and self.consumers:
                 self._kick_drain()
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def _deliver_across_loops(consumer: _Consumer, delivery: Delivery) -> None:
@@ -204,6 +227,16 @@ async def _deliver_across_loops(consumer: _Consumer, delivery: Delivery) -> None
 
 async def _await(awaitable: Awaitable[None]) -> None:
     await awaitable
+
+
+async def _finish_delivery(
+    pending: Awaitable[None], queues: tuple[_MemoryQueue, ...], envelope: Envelope
+) -> None:
+    await pending
+    for queue in queues:
+        more = queue.hand_over(envelope)
+        if more is not None:
+            await more
 
 
 class InMemoryServer:
@@ -346,18 +379,37 @@ class InMemoryBroker:
 
     async def publish(self, envelope: Envelope, *, mandatory: bool = False) -> None:
         """Deliver to every bound queue, waiting while a consumer's mailbox is full."""
-        queues = self.server.route(envelope.type)
+        pending = self.publish_nowait(envelope, mandatory=mandatory)
+        if pending is not None:
+            await pending
+
+    def publish_nowait(
+        self, envelope: Envelope, *, mandatory: bool = False
+    ) -> Awaitable[None] | None:
+        """:meth:`publish` without a coroutine while no receiver makes it wait.
+
+        Hands the envelope to every bound queue that takes it at once and returns
+        ``None``; at the first that would wait, returns an awaitable finishing the
+        delivery (that queue and the ones after it), which the caller must await.
+        """
+        server = self.server
+        queues = server._routes.get(envelope.type)
+        if queues is None:
+            queues = server.route(envelope.type)
         if not queues:
             if mandatory:
                 raise Unroutable(f"no queue is bound to {envelope.type!r}")
             logger.debug(
                 "no queue bound to %s; message %s not delivered", envelope.type, envelope.id
             )
-            return
-        for queue in queues:
+            return None
+        if len(queues) == 1:
+            return queues[0].hand_over(envelope)
+        for index, queue in enumerate(queues):
             pending = queue.hand_over(envelope)
             if pending is not None:
-                await pending
+                return _finish_delivery(pending, queues[index + 1 :], envelope)
+        return None
 
     async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
         """Deliver to one queue by name."""
@@ -385,12 +437,16 @@ class InMemoryBroker:
 
     async def send_reply(self, address: str, envelope: Envelope) -> None:
         """Call the reply handler of ``address`` in its own loop; unknown addresses are dropped."""
+        self.send_reply_nowait(address, envelope)
+
+    def send_reply_nowait(self, address: str, envelope: Envelope) -> None:
+        """:meth:`send_reply` without a coroutine (it never waits)."""
         target = self.server._replies.get(address)
         if target is None:
             logger.warning("reply to %s dropped: the asking bus is gone", address)
             return
         loop, handler = target
-        if loop is asyncio.get_running_loop():
+        if loop is running_loop():
             handler(envelope)
         else:
             loop.call_soon_threadsafe(handler, envelope)

@@ -21,6 +21,7 @@ from support.scenario import (
     probe,
     queues_consumed,
     rabbit_bus,
+    slack,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.anyio]
@@ -75,6 +76,6 @@ async def test_kill_9_loses_no_confirmed_message(node: RabbitNode, prefix: str) 
     for result in results:
         assert result.lost == 0, result.summary()
         assert result.failed_publishes == 0, result.summary()
-        assert result.recovered_within(RECOVERY_WITHIN), result.summary()
+        assert result.recovered_within(slack(RECOVERY_WITHIN)), result.summary()
     for result in results:
         expect_no_duplicates(result)

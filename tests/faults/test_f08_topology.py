@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from support.checker import LossChecker, record_row
 from support.rabbit_node import RabbitNode
-from support.scenario import TICK, Publisher, counting_actor, poll_sync, rabbit_bus
+from support.scenario import TICK, Publisher, counting_actor, poll_sync, rabbit_bus, slack
 
 from actorbus.messages import register_message_type
 
@@ -113,7 +113,7 @@ async def test_topology_and_consumers_come_back(node: RabbitNode, prefix: str) -
     assert consumers_back
     for result in results.values():
         assert result.lost == 0, result.summary()
-        assert result.recovered_within(RECEIVE_WITHIN), result.summary()
+        assert result.recovered_within(slack(RECEIVE_WITHIN)), result.summary()
     assert same_connection, "the repair should not need a reconnect"
     assert repaired, "the deleted queue's consumer was not restored"
     assert rebound == before

@@ -11,6 +11,7 @@ the dead-letter count is exact and the queue ends empty.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aio_pika
@@ -102,14 +103,12 @@ async def test_poison_and_retry_on_a_quorum_queue(node: RabbitNode, prefix: str)
         await checker.wait_for(GOOD + FLAKY, timeout=60)
         await checker.wait_quiet(0.5)
         queue = f"{prefix}.actor.orders"
-        assert await poll_sync_async(
-            lambda: (
-                next(r for r in node.list_queues("name", "messages") if r["name"] == queue)[
-                    "messages"
-                ]
-                == 0
-            )
-        )
+
+        def queue_empty() -> bool:
+            info = node.queue_info(queue)
+            return info is not None and info["messages"] == 0
+
+        assert await asyncio.to_thread(poll_sync, queue_empty, 10.0)
         dead = await bus.dead_letters(actor="orders")
     result = checker.result()
     by_type: dict[str, list] = {}
@@ -145,9 +144,3 @@ async def test_poison_and_retry_on_a_quorum_queue(node: RabbitNode, prefix: str)
         f"schema-{i}" for i in range(WRONG_SCHEMA)
     }
     assert not any(i.startswith(("malformed-", "schema-")) for i in calls)
-
-
-async def poll_sync_async(predicate: object, timeout: float = 10.0) -> bool:
-    import asyncio
-
-    return await asyncio.to_thread(poll_sync, predicate, timeout)

@@ -42,7 +42,15 @@ from typing import Any
 
 import anyio.to_thread
 
-__all__ = ["RabbitNode", "RabbitNodeError", "find_rabbitmq", "rabbitmq_installed"]
+__all__ = [
+    "RabbitNode",
+    "RabbitNodeError",
+    "amqp_ready",
+    "find_rabbitmq",
+    "pick_ports",
+    "rabbitmq_installed",
+    "running_node",
+]
 
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 """What an AMQP 0-9-1 client sends first; a ready broker answers with Connection.Start."""

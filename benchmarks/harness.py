@@ -7,8 +7,11 @@ subject, ...) so that the load of a shared machine spreads evenly, and reports
 the median, min and max of each metric with its ratio to the same metric of the
 scenario's baseline, measured in the same run.
 
-Ratios are ``value / baseline``: above 1 is better for rates, below 1 is better
-for latencies and memory (the ``better`` column says which).
+A ratio is ``value / baseline`` taken per repeat (the subject's run against the
+baseline's run of the same round, minutes or seconds apart at most), and the
+table shows the median of those: a slow spell of the machine then slows both
+sides of a pair instead of skewing one median. Above 1 is better for rates,
+below 1 for latencies and memory (the ``better`` column says which).
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ Metrics = dict[str, float]
 
 UNITS: dict[str, str] = {
     "rate": "msgs/s",
+    "rate_cpu": "msgs/CPU-s",
     "deliveries": "deliveries/s",
+    "deliveries_cpu": "deliveries/CPU-s",
     "round_trips": "round-trips/s",
+    "round_trips_cpu": "round-trips/CPU-s",
     "p50_us": "us",
     "p99_us": "us",
     "bytes_per_actor": "bytes",
@@ -215,9 +221,17 @@ def run_all(
         if scenario.name not in medians:
             continue
         base = medians.get(scenario.baseline or "")
+        base_runs = samples.get(scenario.baseline or "", [])
         for metric, median in medians[scenario.name].items():
             values = [run[metric] for run in samples[scenario.name]]
-            reference = base.get(metric) if base is not None else None
+            ratio: float | None = None
+            if base is not None and base.get(metric):
+                pairs = [
+                    value / reference[metric]
+                    for value, reference in zip(values, base_runs, strict=False)
+                    if reference.get(metric)
+                ]
+                ratio = statistics.median(pairs) if pairs else median / base[metric]
             rows.append(
                 Row(
                     scenario=scenario.name,
@@ -225,8 +239,8 @@ def run_all(
                     median=median,
                     min=min(values),
                     max=max(values),
-                    baseline=scenario.baseline if reference is not None else None,
-                    ratio=median / reference if reference else None,
+                    baseline=scenario.baseline if ratio is not None else None,
+                    ratio=ratio,
                     runs=values,
                 )
             )
@@ -252,7 +266,7 @@ def _fmt(value: float) -> str:
 
 def format_table(report: Report) -> str:
     """The report as a Markdown table, with skipped and failed scenarios below it."""
-    header = ["scenario", "metric", "unit", "median", "min", "max", "ratio", "baseline"]
+    header = ["scenario", "metric", "unit", "median", "min", "max", "ratio", "better", "baseline"]
     lines = [[*header], ["---"] * len(header)]
     for row in report.rows:
         better = "lower" if row.metric in LOWER_IS_BETTER else "higher"
@@ -264,7 +278,8 @@ def format_table(report: Report) -> str:
                 _fmt(row.median),
                 _fmt(row.min),
                 _fmt(row.max),
-                f"{row.ratio:.2f}x ({better} is better)" if row.ratio is not None else "",
+                f"{row.ratio:.2f}x" if row.ratio is not None else "",
+                better if row.ratio is not None else "",
                 row.baseline or "",
             ]
         )

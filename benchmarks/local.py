@@ -17,6 +17,10 @@ the messages (start-up and shutdown are outside the clock).
   face's ``publish_sync`` (each call returns once the broker has the message).
   Baseline: four threads doing ``run_coroutine_threadsafe(queue.put(item))`` and
   waiting for each, into an ``asyncio.Queue(1000)`` on a uvloop thread.
+
+The single-loop scenarios report each rate twice, per wall-clock second and per
+CPU second of the loop's thread (``*_cpu``, see :class:`Stopwatch`): on a
+shared, loaded machine the second is the steadier measure of the code itself.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "raw_ask",
     "raw_fanout",
     "raw_queue_tell",
+    "raw_queue_tell_envelopes",
     "raw_threads_put",
 ]
 
@@ -64,6 +69,34 @@ QUEUE_SIZE = 1000
 
 FANOUT_ACTORS = 4
 SYNC_THREADS = 4
+
+
+class Stopwatch:
+    """Wall-clock time and this thread's CPU time, from creation on.
+
+    The in-process scenarios report each rate twice: per wall-clock second, and
+    per CPU second of the thread running the event loop (``*_cpu``). On a shared
+    machine the second is what the code itself costs: time spent preempted by
+    other processes is not in it.
+    """
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.thread_time()
+
+    def rates(self, count: int, name: str = "rate") -> Metrics:
+        """``count`` per wall second and per CPU second, as ``name`` and ``name_cpu``."""
+        wall = time.perf_counter() - self.wall
+        cpu = time.thread_time() - self.cpu
+        return {name: count / wall, f"{name}_cpu": count / max(cpu, 1e-9)}
+
+    def latencies(self, samples_ns: list[int]) -> Metrics:
+        """Round trips per second (wall and CPU) and p50/p99 of the per-call latencies."""
+        wall = time.perf_counter() - self.wall
+        cpu = time.thread_time() - self.cpu
+        metrics = latency_metrics(samples_ns, wall)
+        metrics["round_trips_cpu"] = len(samples_ns) / max(cpu, 1e-9)
+        return metrics
 
 
 # -- raw baselines ---------------------------------------------------------------------------
@@ -83,11 +116,35 @@ def raw_queue_tell(n: int) -> Metrics:
         consumer = asyncio.get_running_loop().create_task(consume())
         await asyncio.sleep(0)
         put = queue.put
-        start = time.perf_counter()
+        clock = Stopwatch()
         for _ in range(n):
             await put(PAYLOAD)
         await consumer
-        return {"rate": n / (time.perf_counter() - start)}
+        return clock.rates(n)
+
+    return run_async(main)
+
+
+def raw_queue_tell_envelopes(n: int) -> Metrics:
+    """As :func:`raw_queue_tell`, the producer building an actorbus envelope per message."""
+    from actorbus.messages import make_envelope
+
+    async def main() -> Metrics:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_SIZE)
+
+        async def consume() -> None:
+            get = queue.get
+            for _ in range(n):
+                await get()
+
+        consumer = asyncio.get_running_loop().create_task(consume())
+        await asyncio.sleep(0)
+        put = queue.put
+        clock = Stopwatch()
+        for _ in range(n):
+            await put(make_envelope(TICK, PAYLOAD, source="bench"))
+        await consumer
+        return clock.rates(n)
 
     return run_async(main)
 
@@ -108,13 +165,12 @@ def raw_fanout(n: int) -> Metrics:
         loop = asyncio.get_running_loop()
         consumers = [loop.create_task(consume(queue)) for queue in queues]
         await asyncio.sleep(0)
-        start = time.perf_counter()
+        clock = Stopwatch()
         for _ in range(n):
             for queue in queues:
                 await queue.put(PAYLOAD)
         await asyncio.gather(*consumers)
-        elapsed = time.perf_counter() - start
-        return {"rate": n / elapsed, "deliveries": n * FANOUT_ACTORS / elapsed}
+        return clock.rates(n) | clock.rates(n * FANOUT_ACTORS, "deliveries")
 
     return run_async(main)
 
@@ -136,17 +192,17 @@ def raw_ask(n: int) -> Metrics:
         server = loop.create_task(serve())
         await asyncio.sleep(0)
         samples: list[int] = []
-        clock = time.perf_counter_ns
-        start = time.perf_counter()
+        now = time.perf_counter_ns
+        clock = Stopwatch()
         for i in range(n):
-            began = clock()
+            began = now()
             future: asyncio.Future[Any] = loop.create_future()
             await requests.put((i, future))
             await future
-            samples.append(clock() - began)
-        elapsed = time.perf_counter() - start
+            samples.append(now() - began)
+        metrics = clock.latencies(samples)
         server.cancel()
-        return latency_metrics(samples, elapsed)
+        return metrics
 
     return run_async(main)
 
@@ -261,11 +317,11 @@ def actorbus_tell(n: int) -> Metrics:
         async with AsyncMessageBus("in_memory", server=InMemoryServer()) as bus:
             await bus.spawn(_sinks([counter], "sink"))
             publish = bus.publish
-            start = time.perf_counter()
+            clock = Stopwatch()
             for _ in range(n):
                 await publish(TICK, PAYLOAD)
             await counter.done.wait()
-            return {"rate": n / (time.perf_counter() - start)}
+            return clock.rates(n)
 
     return run_async(main)
 
@@ -278,13 +334,12 @@ def actorbus_fanout(n: int) -> Metrics:
         async with AsyncMessageBus("in_memory", server=InMemoryServer()) as bus:
             await bus.spawn(_sinks(counters, "fan"))
             publish = bus.publish
-            start = time.perf_counter()
+            clock = Stopwatch()
             for _ in range(n):
                 await publish(FANOUT, PAYLOAD)
             for counter in counters:
                 await counter.done.wait()
-            elapsed = time.perf_counter() - start
-            return {"rate": n / elapsed, "deliveries": n * FANOUT_ACTORS / elapsed}
+            return clock.rates(n) | clock.rates(n * FANOUT_ACTORS, "deliveries")
 
     return run_async(main)
 
@@ -299,13 +354,13 @@ def actorbus_ask(n: int) -> Metrics:
             for i in range(min(n, 100)):  # warm the caches, as the raw baseline needs none
                 await ask(REQUEST, i)
             samples: list[int] = []
-            clock = time.perf_counter_ns
-            start = time.perf_counter()
+            now = time.perf_counter_ns
+            clock = Stopwatch()
             for i in range(n):
-                began = clock()
+                began = now()
                 await ask(REQUEST, i)
-                samples.append(clock() - began)
-            return latency_metrics(samples, time.perf_counter() - start)
+                samples.append(now() - began)
+            return clock.latencies(samples)
 
     return run_async(main)
 

@@ -30,6 +30,15 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
             RAW_TELL,
             note="1 producer -> 1 actor, in memory, full envelopes (id, timestamp, validation)",
         ),
+        Scenario(
+            "tell: raw asyncio.Queue(1000) + make_envelope",
+            local.raw_queue_tell_envelopes,
+            200_000,
+            2_000,
+            RAW_TELL,
+            note="the raw queue carrying an actorbus envelope built per message: "
+            "what the envelope alone costs",
+        ),
         Scenario("tell: pykka", peers.pykka_tell, 200_000, 2_000, RAW_TELL, peers.pykka_missing),
         Scenario(RAW_FANOUT, local.raw_fanout, 100_000, 1_000),
         Scenario("fan-out x4: actorbus", local.actorbus_fanout, 100_000, 1_000, RAW_FANOUT),

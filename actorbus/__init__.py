@@ -21,6 +21,7 @@ from .errors import BusClosed as BusClosed
 from .errors import DecodeError as DecodeError
 from .errors import SchemaError as SchemaError
 from .errors import UnknownMessageType as UnknownMessageType
+from .errors import Unroutable as Unroutable
 from .mailbox import Conflate as Conflate
 from .messages import Envelope as Envelope
 from .messages import MessageTypes as MessageTypes
@@ -55,6 +56,7 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "UnknownMessageType",
+    "Unroutable",
     "handles",
     "register_message_type",
 ]

@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actorbus",
         description="Supervised actors and a typed message bus for trading systems.",
-        epilog="Start with `actorbus run`: the trading system, in memory, for 10 seconds.",
+        epilog=(
+            "Start with `actorbus run`: the trading system, in memory, for 10 seconds.\n"
+            "Exit codes: 0 ok; 1 run failed (audit problems, supervisor gave up); "
+            "2 bad usage;\n3 broker unreachable; 130 interrupted (Ctrl-C)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"actorbus {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -198,8 +203,26 @@ def _configure_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _make_bus(args: argparse.Namespace, connect_timeout: float = 5.0) -> AsyncMessageBus:
+def _make_bus(
+    args: argparse.Namespace, connect_timeout: float = 5.0, *, batch_ticks: bool = False
+) -> AsyncMessageBus:
+    """The bus a command asked for; never falls back to memory when RabbitMQ was asked for.
+
+    With ``batch_ticks`` (``run`` over RabbitMQ), market data ticks travel many to
+    one AMQP message: the feed is by far the largest stream, and batching it is
+    what lets RabbitMQ mode keep up with the tick rates of in-memory mode.
+    """
     mode = resolve_mode(args.mode)
+    if mode == "rabbitmq" and batch_ticks:
+        from .brokers.rabbitmq import AsyncRabbitMQBroker
+
+        broker = AsyncRabbitMQBroker(
+            resolve_url(args.url),
+            prefix=args.prefix,
+            connect_timeout=connect_timeout,
+            batch_types=[MessageTypes.MARKET_DATA_UPDATE],
+        )
+        return AsyncMessageBus(broker=broker, prefix=args.prefix, fallback=False)
     return AsyncMessageBus(
         mode,
         url=args.url,
@@ -238,6 +261,10 @@ class LiveView:
         self._lines = 0
         self._last: tuple[float, dict[str, int]] | None = None
         self._last_line = 0.0
+
+    def below(self) -> None:
+        """Draw the next block below what was printed since the last one, not over it."""
+        self._lines = 0
 
     def __call__(self, numbers: dict[str, Any]) -> None:
         elapsed: float = numbers["elapsed"]
@@ -331,11 +358,18 @@ def _print_summary(report: dict[str, Any], stream: TextIO) -> None:
         f"ran here: {', '.join(report['placed'])})"
     )
     if "feed" in report:
+        end_to_end = throughput["strategy_ticks_per_second"] or throughput["ticks_per_second"]
         out.append(
-            f"  ticks       {throughput['ticks']:,} in {throughput['feed_seconds']:.1f}s = "
-            f"{throughput['ticks_per_second']:,.0f} ticks/s end to end"
+            f"  ticks       {throughput['ticks']:,} published in {throughput['feed_seconds']:.1f}s "
+            f"({throughput['ticks_per_second']:,.0f}/s); end to end {end_to_end:,.0f} ticks/s "
+            "(handled by the strategy while the feed ran)"
             + (f"   feed error: {report['feed']['error']}" if report["feed"]["error"] else "")
         )
+    if not report.get("drained", True):
+        out.append("  WARNING     the actors here did not settle before the summary")
+    if report.get("last_quotes"):
+        quotes = ", ".join(f"{s} {_fmt(p)}" for s, p in report["last_quotes"].items())
+        out.append(f"  last quotes {quotes}  (asked of market_data by request/reply)")
     counts = report["counts"]
     out.append(
         f"  signals     {counts['signals']:,}   orders {counts['orders']:,}   "
@@ -389,7 +423,7 @@ def _print_summary(report: dict[str, Any], stream: TextIO) -> None:
     print("\n".join(out), file=stream, flush=True)
 
 
-def _install_stop(stop: asyncio.Event) -> Callable[[], None]:
+def _install_stop(stop: asyncio.Event, view: LiveView | None = None) -> Callable[[], None]:
     """Make SIGINT/SIGTERM set ``stop`` (a second SIGINT quits at once); return an undo."""
     loop = asyncio.get_running_loop()
     installed: list[int] = []
@@ -398,6 +432,8 @@ def _install_stop(stop: asyncio.Event) -> Callable[[], None]:
         if stop.is_set() and signum == signal.SIGINT:
             os._exit(EXIT_INTERRUPTED)
         print("\nactorbus: stopping (Ctrl-C again to quit at once)...", file=sys.stderr)
+        if view is not None:
+            view.below()
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -450,9 +486,10 @@ async def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--only: {exc}") from None
     register_schemas()
     stop = asyncio.Event()
-    undo = _install_stop(stop)
+    view = None if args.quiet else LiveView(sys.stderr, args, resolve_mode(args.mode))
+    undo = _install_stop(stop, view)
     try:
-        bus = _make_bus(args)
+        bus = _make_bus(args, batch_ticks=True)
         try:
             await bus.start()
         except BrokerUnavailable as exc:
@@ -464,7 +501,6 @@ async def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         try:
-            view = None if args.quiet else LiveView(sys.stderr, args, bus.mode)
             report = await run_trading_system(
                 bus,
                 system,

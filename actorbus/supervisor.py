@@ -4,9 +4,11 @@ A :class:`Supervisor` owns its children's tasks: it starts each one, and stops
 and awaits every one before its own ``run`` returns, so no child outlives it
 (structured concurrency). The children are plain asyncio tasks held by their
 slots rather than tasks of an anyio task group each with its own cancel scope:
-that bookkeeping doubled the memory of an idle actor. Children are Actor classes, :class:`ChildSpec` objects or
-nested supervisors, started in order; ``start`` returns only once every child
-has started (the readiness handshake), so a start-up error reaches the caller.
+that bookkeeping doubled the memory of an idle actor.
+
+Children are Actor classes, :class:`ChildSpec` objects or nested supervisors,
+started in order; ``run`` reports readiness only once every child has started
+(the readiness handshake), so a start-up error reaches the caller.
 
 When a child crashes (``on_start`` raised, or a handler error the retry policy
 marks fatal) the supervisor restarts, with fresh instances:

@@ -16,19 +16,15 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-from actorbus import Actor, MessageTypes, RetryPolicy
-from actorbus.errors import Unroutable
+from actorbus import Actor, MessageTypes, RetryPolicy, Unroutable
 
 __all__ = ["Chaos", "ChaosCrash", "ChaosError", "Environment", "TradingActor"]
-
-logger = logging.getLogger("actors")
 
 
 class ChaosError(RuntimeError):

@@ -1,10 +1,12 @@
 """A paper exchange: fills orders at the current quote, with latency, slippage and failures.
 
-For each EXCHANGE_ORDER_SUBMIT the exchange waits ``latency`` seconds, then asks
-market data for the symbol's latest quote (request/reply) and answers with
-EXCHANGE_ORDER_STATUS reports:
+The exchange watches the market like any venue: it takes MARKET_DATA_UPDATE
+itself (conflated: only the latest quote of a symbol matters). For each
+EXCHANGE_ORDER_SUBMIT it waits ``latency`` seconds, takes the symbol's current
+quote (asking market data for it by request/reply when it has seen no tick of
+that symbol yet) and answers with EXCHANGE_ORDER_STATUS reports:
 
-- ``rejected`` with probability ``reject_rate`` (or when there is no quote yet);
+- ``rejected`` with probability ``reject_rate``, or when no quote can be had;
 - otherwise ``acknowledged``, then the order filled in one piece, or with
   probability ``partial_rate`` in two or three pieces, each at the quote's far
   side (ask for a buy, bid for a sell) moved against the order by up to
@@ -15,6 +17,10 @@ What happens to an order is drawn from a random generator seeded by the run's
 seed and the order id, so a redelivered order gets the same plan, and every
 report carries an ``exec_id`` derived from the order id and its position in
 the plan: a report sent twice is the same report, which execution applies once.
+
+Taking ticks rather than asking for every order keeps the exchange working on
+its own once orders are in its queue, even when market data runs in another
+process that has already stopped: a split tree can wind down producers first.
 
 Cancel requests (EXCHANGE_ORDER_CANCEL) arrive after the exchange is done with
 an order (it handles each order in one go), so they are answered with
@@ -28,7 +34,15 @@ import random
 import zlib
 from dataclasses import dataclass
 
-from actorbus import Envelope, MessageTypes, handles
+from actorbus import (
+    AskFailed,
+    AskTimeout,
+    Conflate,
+    Envelope,
+    MessageTypes,
+    Unroutable,
+    handles,
+)
 
 from .base import Environment, TradingActor
 from .schemas import ExchangeCancel, ExchangeReport, ExchangeSubmit, QuoteRequest, Tick, as_struct
@@ -62,6 +76,10 @@ class ExchangeState:
     def __init__(self) -> None:
         self.done: set[str] = set()
         """Ids of orders fully handled."""
+        self.quotes: dict[str, Tick] = {}
+        """Latest tick per symbol."""
+        self.asked = 0
+        """Quotes asked of market data (no tick of the symbol seen yet)."""
         self.rejected = 0
         self.fills = 0
         self.cancelled = 0
@@ -72,6 +90,7 @@ class ExchangeActor(TradingActor):
     """The paper exchange; see the module documentation."""
 
     name = "exchange"
+    mailbox_policy = Conflate([MessageTypes.MARKET_DATA_UPDATE])
 
     def __init__(
         self, env: Environment, state: ExchangeState, params: ExchangeParams | None = None
@@ -97,15 +116,10 @@ class ExchangeActor(TradingActor):
         if plan.random() < params.reject_rate:
             await self._reject(order, "rejected by the venue (simulated)")
             return
-        reply = await self.ask(
-            MessageTypes.MARKET_DATA_REQUEST,
-            QuoteRequest(symbol=order.symbol),
-            timeout=params.quote_timeout,
-        )
-        if reply is None:
+        quote = self.state.quotes.get(order.symbol) or await self._ask_quote(order.symbol)
+        if quote is None:
             await self._reject(order, f"no market for {order.symbol}")
             return
-        quote = as_struct(reply, Tick)
         await self._report(order, "acknowledged", "ack")
         pieces = (
             _split(order.quantity, plan)
@@ -141,6 +155,27 @@ class ExchangeActor(TradingActor):
             )
             self.state.cancelled += 1
         self.state.done.add(order.order_id)
+
+    async def _ask_quote(self, symbol: str) -> Tick | None:
+        self.state.asked += 1
+        try:
+            reply = await self.ask(
+                MessageTypes.MARKET_DATA_REQUEST,
+                QuoteRequest(symbol=symbol),
+                timeout=self.params.quote_timeout,
+            )
+        except (AskTimeout, AskFailed, Unroutable):
+            return None
+        return None if reply is None else as_struct(reply, Tick)
+
+    @handles(MessageTypes.MARKET_DATA_UPDATE)
+    async def on_tick(self, msg: Envelope) -> None:
+        """Keep the latest quote of the symbol (older ticks are ignored)."""
+        self.fault_point()
+        tick = as_struct(msg.data, Tick)
+        known = self.state.quotes.get(tick.symbol)
+        if known is None or tick.seq > known.seq or not tick.seq:
+            self.state.quotes[tick.symbol] = tick
 
     @handles(MessageTypes.EXCHANGE_ORDER_CANCEL)
     async def on_cancel(self, msg: Envelope) -> None:

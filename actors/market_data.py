@@ -56,6 +56,12 @@ DEFAULT_PRICES: dict[str, float] = {"BTC/USDT": 50_000.0, "ETH/USDT": 3_000.0, "
 """Starting prices of the simulated feed; other symbols start at 100."""
 
 
+YIELD_EVERY = 64
+"""Ticks published between two turns given to the rest of the event loop when the
+feed is unthrottled or behind schedule (publishing to a mailbox with room never
+waits, so without these turns the consumers would starve)."""
+
+
 class FeedError(ValueError):
     """A feed that cannot be read (missing file, unknown columns, bad row)."""
 
@@ -272,14 +278,11 @@ class MarketDataActor(TradingActor):
                         await self._settle(in_flight, asyncio.FIRST_COMPLETED)
                     in_flight.add(loop.create_task(self._publish_tick(tick)))
                 sent += 1
-                if rate > 0:
-                    delay = began + sent / rate - loop.time()
-                    if delay > 0.001:
-                        await asyncio.sleep(delay)
-                    elif sent % 64 == 0:
-                        await asyncio.sleep(0)
-                else:
-                    await asyncio.sleep(0)  # let the consumers run: they set the pace
+                delay = began + sent / rate - loop.time() if rate > 0 else 0.0
+                if delay > 0.001:
+                    await asyncio.sleep(delay)
+                elif sent % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # behind or unthrottled: let the consumers run
         except FeedError as exc:
             state.error = str(exc)
             logger.error("market data feed failed: %s", exc)

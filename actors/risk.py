@@ -76,8 +76,12 @@ class RiskState:
         """Orders seen in EXECUTION_ORDER_STATUS, by order id."""
         self.pending: dict[str, tuple[str, int]] = {}
         """Approved requests not yet seen in a status: request id -> (symbol, signed quantity)."""
-        self.seen_requests: set[str] = set()
-        """Request ids already seen in a status (a late duplicate is not pending again)."""
+        self.filled: dict[str, int] = {}
+        """Signed filled quantity per symbol, over every order."""
+        self.working: dict[str, int] = {}
+        """Signed unfilled quantity per symbol, over the orders not yet terminal."""
+        self.live = 0
+        """Orders seen in a status and not yet terminal."""
         self.approvals: deque[float] = deque()
         """Monotonic times of recent approvals (for the order rate)."""
         self.decided: dict[str, str] = {}
@@ -92,19 +96,51 @@ class RiskState:
 
     def filled_position(self, symbol: str) -> int:
         """Signed filled quantity of a symbol."""
-        return sum(sign(o.side) * o.filled for o in self.orders.values() if o.symbol == symbol)
+        return self.filled.get(symbol, 0)
 
     def projected(self) -> dict[str, int]:
         """Per symbol: filled quantity plus working and pending orders (signed)."""
-        totals: dict[str, int] = {}
-        for order in self.orders.values():
-            open_quantity = 0 if order.terminal else order.quantity - order.filled
-            totals[order.symbol] = totals.get(order.symbol, 0) + sign(order.side) * (
-                order.filled + open_quantity
-            )
+        totals = dict(self.filled)
+        for symbol, quantity in self.working.items():
+            totals[symbol] = totals.get(symbol, 0) + quantity
         for symbol, quantity in self.pending.values():
             totals[symbol] = totals.get(symbol, 0) + quantity
         return totals
+
+    def open_orders(self) -> int:
+        """Orders approved or working, not yet terminal."""
+        return self.live + len(self.pending)
+
+    def update(self, order: _Working, filled: int, terminal: bool) -> bool:
+        """Apply what a status says about ``order``; return whether its exposure changed.
+
+        Filled quantities only grow and terminal is for good, so a stale or repeated
+        status changes nothing; the per-symbol totals follow the order's change.
+        """
+        filled = max(order.filled, filled)
+        terminal = order.terminal or terminal
+        if filled == order.filled and terminal == order.terminal:
+            return False
+        self._account(order, -1)
+        if terminal and not order.terminal:
+            self.live -= 1
+        order.filled, order.terminal = filled, terminal
+        self._account(order, +1)
+        return True
+
+    def add(self, order_id: str, order: _Working) -> None:
+        """Start tracking an order (working, nothing filled)."""
+        self.orders[order_id] = order
+        self.live += 1
+        self._account(order, +1)
+
+    def _account(self, order: _Working, direction: int) -> None:
+        signed = sign(order.side) * direction
+        symbol = order.symbol
+        self.filled[symbol] = self.filled.get(symbol, 0) + signed * order.filled
+        if not order.terminal:
+            unfilled = signed * (order.quantity - order.filled)
+            self.working[symbol] = self.working.get(symbol, 0) + unfilled
 
 
 class RiskActor(TradingActor):
@@ -203,18 +239,11 @@ class RiskActor(TradingActor):
         status = as_struct(msg.data, OrderStatus)
         state = self.state
         state.pending.pop(status.request_id, None)
-        state.seen_requests.add(status.request_id)
         order = state.orders.get(status.order_id)
-        if order is None:
-            order = state.orders[status.order_id] = _Working(
-                status.symbol, status.side, status.quantity
-            )
-        changed = status.filled_quantity > order.filled or (
-            status.state in TERMINAL and not order.terminal
-        )
-        order.filled = max(order.filled, status.filled_quantity)
-        order.terminal = order.terminal or status.state in TERMINAL
-        if changed:
+        if order is None:  # pending until now: the same quantity, now working
+            order = _Working(status.symbol, status.side, status.quantity)
+            state.add(status.order_id, order)
+        if state.update(order, status.filled_quantity, status.state in TERMINAL):
             await self._publish_exposure()
 
     async def _publish_exposure(self) -> None:
@@ -226,7 +255,6 @@ class RiskActor(TradingActor):
                 gross_notional=sum(abs(q) * self._price(s) for s, q in projected.items()),
                 net_notional=sum(q * self._price(s) for s, q in projected.items()),
                 positions=positions,
-                open_orders=sum(1 for o in self.state.orders.values() if not o.terminal)
-                + len(self.state.pending),
+                open_orders=self.state.open_orders(),
             ),
         )

@@ -9,7 +9,8 @@ auditing:
 2. wait until this process is quiet (mailboxes empty, counters still);
 3. switch chaos off and replay this process's dead letters until none are left
    (or three rounds have passed), waiting for quiet after each;
-4. take the report: the system's snapshot, the bus's per-actor counters, the
+4. ask market data for the last quote of each symbol (request/reply);
+5. take the report: the system's snapshot, the bus's per-actor counters, the
    dead letters left, the throughput, and the audit's findings.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 from actorbus import ActorState, AsyncMessageBus, MessageTypes
 
 from .audit import audit
-from .schemas import PositionClose
+from .schemas import PositionClose, QuoteRequest, Tick, as_struct
 from .system import ACTOR_CLASSES, TradingSystem
 
 __all__ = ["HEARTBEAT_COMPONENT", "Progress", "quiesce", "run_trading_system"]
@@ -32,19 +33,26 @@ __all__ = ["HEARTBEAT_COMPONENT", "Progress", "quiesce", "run_trading_system"]
 HEARTBEAT_COMPONENT = "trading_system"
 """``component`` of the COMPONENT_STATUS heartbeat of a running system (``actorbus stats``)."""
 HEARTBEAT_INTERVAL = 1.0
-PUBLISH_WINDOW = 64
+PUBLISH_WINDOW = 256
 """Ticks in flight at once over RabbitMQ (each publish waits for its confirm)."""
 
 Progress = Callable[[dict[str, Any]], None]
 """Called about every ``interval`` seconds with the live numbers (see :func:`live_numbers`)."""
 
 
-async def quiesce(bus: AsyncMessageBus, *, quiet: float = 0.3, timeout: float = 15.0) -> bool:
-    """Wait until this process's actors are idle for ``quiet`` seconds; False on timeout."""
-    deadline = time.monotonic() + timeout
+async def quiesce(
+    bus: AsyncMessageBus, *, quiet: float = 0.3, stall: float = 10.0, timeout: float = 300.0
+) -> bool:
+    """Wait until this process's actors are idle for ``quiet`` seconds.
+
+    Waits as long as they make progress (a backlog in RabbitMQ queues can take a
+    while to drain); returns False when nothing moved for ``stall`` seconds while
+    mailboxes still held messages, or after ``timeout`` seconds in all.
+    """
+    started = time.monotonic()
     last: Any = None
-    since = time.monotonic()
-    while time.monotonic() < deadline:
+    since = changed = started
+    while time.monotonic() - started < timeout:
         actors = bus.stats()["actors"]
         key = tuple(
             (name, a["processed"], a["failed"], a["dead_lettered"], a["conflated"], a["mailbox"])
@@ -52,8 +60,12 @@ async def quiesce(bus: AsyncMessageBus, *, quiet: float = 0.3, timeout: float = 
         )
         depth = sum(a["mailbox"] for a in actors.values())
         now = time.monotonic()
-        if depth or key != last:
-            last, since = key, now
+        if key != last:
+            last, since, changed = key, now, now
+        elif depth:
+            if now - changed >= stall:
+                return False
+            since = now
         elif now - since >= quiet:
             return True
         await asyncio.sleep(0.02)
@@ -86,6 +98,28 @@ async def _heartbeat(bus: AsyncMessageBus, system: TradingSystem, numbers: dict[
     )
 
 
+async def _announce_changes(bus: AsyncMessageBus, seen: dict[str, tuple[str, int]]) -> None:
+    """Publish COMPONENT_STATUS for each actor whose state or restart count changed.
+
+    Each trading actor announces itself when it starts (``running``, with its
+    incarnation); this adds what an actor cannot say itself: that it crashed and
+    was restarted, or that it is down.
+    """
+    for name, counters in bus.stats()["actors"].items():
+        now = (counters["state"], counters["restarts"])
+        before = seen.get(name)
+        seen[name] = now
+        if before is None or before == now:
+            continue
+        state = "restarted" if now[1] > before[1] else now[0]
+        if state == "running":
+            continue
+        await bus.publish(
+            MessageTypes.COMPONENT_STATUS,
+            {"component": name, "state": state, "restarts": now[1], "source": bus.source},
+        )
+
+
 async def run_trading_system(
     bus: AsyncMessageBus,
     system: TradingSystem,
@@ -107,6 +141,7 @@ async def run_trading_system(
     feed_here = "market_data" in placed
     next_progress = started + interval
     next_heartbeat = started
+    seen_states: dict[str, tuple[str, int]] = {}
     ended_by = "duration"
     while True:
         now = time.monotonic()
@@ -127,6 +162,7 @@ async def run_trading_system(
         if now >= next_heartbeat:
             next_heartbeat = now + HEARTBEAT_INTERVAL
             await _heartbeat(bus, system, live_numbers(system, bus, now - started, tree))
+        await _announce_changes(bus, seen_states)
         await asyncio.sleep(min(0.05, max(0.0, duration - (now - started))))
     system.market.stop_feed()
     feed_seconds = time.monotonic() - (system.market.started_at or started)
@@ -134,7 +170,7 @@ async def run_trading_system(
     strategy_ticks = bus.stats()["actors"].get("strategy", {}).get("processed", 0)
     if flatten and "position" in placed and ended_by != "failed":
         await quiesce(bus)
-        for symbol in system.config.symbols:
+        for symbol in sorted(set(system.config.symbols) | set(system.positions.positions)):
             await bus.publish(MessageTypes.POSITION_CLOSE, PositionClose(symbol=symbol))
             system.env.published[MessageTypes.POSITION_CLOSE] += 1
     drained = await quiesce(bus)
@@ -149,9 +185,17 @@ async def run_trading_system(
             if not count:
                 break
             drained = await quiesce(bus)
+    quotes: dict[str, float] = {}
+    if "market_data" in placed and ended_by != "failed":
+        for symbol in sorted(system.market.quotes):  # request/reply, as any client would
+            reply = await bus.ask(MessageTypes.MARKET_DATA_REQUEST, QuoteRequest(symbol=symbol))
+            system.env.published[MessageTypes.MARKET_DATA_REQUEST] += 1
+            if reply is not None:
+                quotes[symbol] = as_struct(reply, Tick).price
     if progress is not None:
         progress(live_numbers(system, bus, time.monotonic() - started, tree))
     report = system.snapshot()
+    report["last_quotes"] = quotes
     stats = bus.stats()
     report["mode"] = stats["mode"]
     report["ended_by"] = ended_by

@@ -35,9 +35,9 @@ actors that share in-memory state about an order, which these do not.
 What the grouping does decide is the restart budget. The market side holds
 only soft state (quotes, moving averages), the book side holds the orders and
 positions; each has its own intensity, so a crash loop in one side is stopped
-there: its supervisor gives up, the root restarts that side once more with
-fresh instances over the same stores, and after three such escalations within
-a minute the root gives up, the bus publishes SYSTEM_ERROR, and the run fails
+there: its supervisor gives up, the root restarts that side with fresh
+instances over the same stores, and if that happens a fourth time within a
+minute the root gives up too, the bus publishes SYSTEM_ERROR, and the run fails
 instead of trading on.
 """
 

@@ -13,7 +13,8 @@ Run, each in its own terminal (a RabbitMQ broker on localhost, or set
     python examples/distributed_tree.py feed       # publishes ticks, prints the signals
 
 Start a second ``risk`` process and the two share the risk queue as competing
-consumers: that is how a subsystem scales out.
+consumers: that is how a subsystem scales out. Names on the broker start with
+ACTORBUS_EXAMPLE_PREFIX (default ``trading``).
 """
 
 import asyncio
@@ -23,6 +24,8 @@ import sys
 from typing import Any
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, Supervisor, handles
+
+PREFIX = os.environ.get("ACTORBUS_EXAMPLE_PREFIX", "trading")
 
 
 class Strategy(Actor):
@@ -65,7 +68,7 @@ async def feed(bus: AsyncMessageBus) -> None:
 
 
 async def main(role: str) -> None:
-    async with AsyncMessageBus(mode="rabbitmq", fallback=False) as bus:
+    async with AsyncMessageBus(mode="rabbitmq", prefix=PREFIX, fallback=False) as bus:
         if role == "feed":
             await feed(bus)
             return

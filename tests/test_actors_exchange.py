@@ -50,6 +50,18 @@ async def test_a_plain_order_is_acknowledged_then_filled_at_the_far_side(
     assert field(reports[1], "exec_id") == "o1:f0"
 
 
+async def test_the_exchange_fills_at_the_quote_of_its_own_tick_stream(bus: AsyncMessageBus) -> None:
+    params = ExchangeParams(latency=0.0, slippage_bps=0.0, partial_rate=0.0, reject_rate=0.0)
+    state = await start(bus, params, quote=False)  # market data knows nothing
+    seen = await collect(bus, MessageTypes.EXCHANGE_ORDER_STATUS)
+    tick = Tick(symbol="X", price=200.0, bid=199.0, ask=201.0, seq=7)
+    await bus.publish(MessageTypes.MARKET_DATA_UPDATE, tick)
+    await bus.publish(MessageTypes.EXCHANGE_ORDER_SUBMIT, order("o1"))
+    await wait_for(lambda: len(seen) == 2)
+    assert field(seen[1][1], "fill_price") == 201.0
+    assert state.asked == 0
+
+
 async def test_partial_fills_add_up_or_the_rest_is_cancelled(bus: AsyncMessageBus) -> None:
     params = ExchangeParams(latency=0.0, partial_rate=1.0, cancel_rate=0.5, reject_rate=0.0)
     state = await start(bus, params)
@@ -90,6 +102,7 @@ async def test_no_quote_means_no_market(bus: AsyncMessageBus) -> None:
     await wait_for(lambda: len(seen) == 1)
     assert field(seen[0][1], "reason") == "no market for X"
     assert state.rejected == 1
+    assert state.asked == 1  # it asked market data, which had no quote either
 
 
 async def test_a_redelivered_order_is_worked_once(bus: AsyncMessageBus) -> None:

@@ -9,6 +9,7 @@ from trading_helpers import collect, field, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, Conflate, MessageTypes
 from actors import Environment
+from actors.exchange import ExchangeActor
 from actors.market_data import CsvFeed, FeedError, MarketDataActor, MarketState, SimulatedFeed
 from actors.position import PositionActor
 from actors.risk import RiskActor
@@ -105,7 +106,7 @@ async def test_a_restarted_feed_continues_where_it_stopped(bus: AsyncMessageBus)
 
 
 def test_consumers_that_only_need_the_latest_price_conflate() -> None:
-    for actor in (RiskActor, PositionActor):
+    for actor in (RiskActor, PositionActor, ExchangeActor):
         assert isinstance(actor.mailbox_policy, Conflate)
         assert MessageTypes.MARKET_DATA_UPDATE in actor.mailbox_policy.types
     assert StrategyActor.mailbox_policy is None  # its averages need every tick

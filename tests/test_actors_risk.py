@@ -106,3 +106,38 @@ async def test_a_redelivered_signal_is_decided_once(bus: AsyncMessageBus) -> Non
     await bus.publish_envelope(envelope)
     await wait_for(lambda: bus.stats()["actors"]["risk"]["processed"] == 3)  # tick + 2
     assert len(of_type(seen, MessageTypes.EXECUTION_ORDER_REQUEST)) == 1
+
+
+def test_running_totals_match_a_recount_whatever_order_statuses_arrive_in() -> None:
+    import random
+
+    from actors.risk import _Working
+
+    state = RiskState()
+    plan = random.Random(11)
+    truth: dict[str, tuple[str, str, int, int, bool]] = {}
+    for step in range(500):
+        order_id = f"o{plan.randrange(40)}"
+        if order_id not in truth:
+            side, quantity = plan.choice(["buy", "sell"]), plan.randint(1, 9)
+            truth[order_id] = (plan.choice("AB"), side, quantity, 0, False)
+            state.add(order_id, _Working(truth[order_id][0], side, quantity))
+        symbol, side, quantity, filled, terminal = truth[order_id]
+        new_filled = plan.randint(0, quantity)  # may be stale (lower): ignored
+        new_terminal = plan.random() < 0.2
+        state.update(state.orders[order_id], new_filled, new_terminal)
+        truth[order_id] = (
+            symbol,
+            side,
+            quantity,
+            max(filled, new_filled),
+            terminal or new_terminal,
+        )
+        expected: dict[str, int] = {}
+        for symbol_, side_, quantity_, filled_, terminal_ in truth.values():
+            signed = 1 if side_ == "buy" else -1
+            exposure = filled_ if terminal_ else quantity_
+            expected[symbol_] = expected.get(symbol_, 0) + signed * exposure
+        projected = {s: q for s, q in state.projected().items() if q or s in expected}
+        assert projected == expected, step
+        assert state.open_orders() == sum(1 for t in truth.values() if not t[4])

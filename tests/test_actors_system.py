@@ -95,7 +95,19 @@ async def test_a_crash_loop_escalates_to_the_root_which_gives_up() -> None:
 
 
 async def test_chaos_shows_restarts_and_dead_letters_and_the_book_still_adds_up() -> None:
-    report = await run(TradingConfig(seed=2, chaos=0.05, crash_interval=0.5), duration=2.0)
+    system = TradingSystem(TradingConfig(seed=2, chaos=0.05, crash_interval=0.5))
+    statuses: list[Any] = []
+
+    async def on_status(message_type: str, data: Any) -> None:
+        statuses.append(data)
+
+    async with AsyncMessageBus(mode="in_memory", server=InMemoryServer()) as bus:
+        await bus.subscribe(MessageTypes.COMPONENT_STATUS, on_status)
+        report = await run_trading_system(bus, system, duration=2.0)
+    restarted = {s["component"] for s in statuses if s.get("state") == "restarted"}
+    incarnations = {s["component"] for s in statuses if s.get("incarnation", 1) > 1}
+    assert restarted
+    assert restarted <= incarnations  # each restart seen, and the new instance said hello
     assert report["problems"] == []
     assert report["chaos"]["injected"] > 0
     assert report["chaos"]["crashes"] > 0
@@ -146,13 +158,17 @@ async def test_a_tree_split_over_two_buses_adds_up() -> None:
         AsyncMessageBus(mode="in_memory", server=server, source="book") as book_bus,
         AsyncMessageBus(mode="in_memory", server=server, source="market") as market_bus,
     ):
+        book_done = asyncio.Event()
         book_run = asyncio.create_task(
-            run_trading_system(book_bus, book_system, duration=2.0, only=venue_side)
+            run_trading_system(
+                book_bus, book_system, duration=60.0, only=venue_side, stop=book_done
+            )
         )
         await asyncio.sleep(0.2)  # the consumers' queues exist before the feed starts
         market_report = await run_trading_system(
             market_bus, market_system, duration=1.0, only=market_side
         )
+        book_done.set()  # the feed is done: wind the book side down
         book_report = await book_run
     assert market_report["problems"] == []
     assert book_report["problems"] == []

@@ -205,3 +205,14 @@ def test_parser_defaults_match_the_readme() -> None:
     assert args.feed == ["simulated"]
     assert args.mode is None  # the environment variable, else in memory
     assert Path(ROOT / "examples" / "data" / "ticks.csv").exists()
+
+
+def test_only_in_memory_warns_that_the_rest_needs_rabbitmq() -> None:
+    done = run_cli(
+        "run", "--only", "market_data,strategy", "--duration", "0.5", "--json", "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--mode rabbitmq" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["placed"] == ["market_data", "strategy"]
+    assert report["counts"]["ticks"] > 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from trading_helpers import ROOT, cli_env, delete_prefix
@@ -126,3 +128,46 @@ def test_two_processes_over_rabbitmq(rabbitmq_url: str, unique_prefix: str) -> N
     server_pid = lines[0].split()[-1]
     assert client_pid != server_pid
     assert lines[1:] == [f"client: order {n} filled by process {server_pid}" for n in (1, 2, 3)]
+
+
+@pytest.mark.rabbitmq
+def test_one_tree_spread_over_three_processes(rabbitmq_url: str, unique_prefix: str) -> None:
+    env = cli_env()
+    env["TRADING_SYSTEM_RABBITMQ_URL"] = rabbitmq_url
+    env["ACTORBUS_EXAMPLE_PREFIX"] = unique_prefix
+    program = str(EXAMPLES / "distributed_tree.py")
+    parts: list[subprocess.Popen[str]] = []
+    try:
+        for role in ("risk", "strategy"):
+            part = subprocess.Popen(
+                [sys.executable, "-u", program, role],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            )  # fmt: skip
+            parts.append(part)
+            assert part.stdout is not None
+            assert part.stdout.readline().startswith(f"{role} running in process")
+        out = run_example("distributed_tree.py", env)
+    finally:
+        for part in parts:
+            part.send_signal(signal.SIGINT)
+        for part in parts:
+            try:
+                part.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                part.kill()
+                part.communicate()
+        names = [f"{unique_prefix}.actor.strategy", f"{unique_prefix}.actor.risk"]
+        asyncio.run(delete_prefix(rabbitmq_url, unique_prefix, queues=names))
+    signals = [line for line in out.splitlines() if line.startswith("signal:")]
+    assert len(signals) == 5  # prices 55k..59k pass the risk check, 60k..64k do not
+    risk_pid, strategy_pid = (str(part.pid) for part in parts)
+    assert all(f"'risk_pid': {risk_pid}" in line for line in signals)
+    assert all(f"'strategy_pid': {strategy_pid}" in line for line in signals)
+
+
+def test_every_example_is_run_by_a_test_here_and_listed_in_the_readme() -> None:
+    source = Path(__file__).read_text()
+    readme = (EXAMPLES / "README.md").read_text()
+    for program in sorted(EXAMPLES.glob("*.py")):
+        assert f'"{program.name}"' in source, f"{program.name} has no test"
+        assert f"`{program.name}`" in readme, f"{program.name} is not in examples/README.md"

@@ -23,13 +23,13 @@ import logging
 import os
 import socket
 import time
+from threading import get_ident
 from typing import Any
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._loops import running_loop
 from .actor import Actor
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker, InMemoryServer
@@ -88,9 +88,11 @@ class AsyncMessageBus:
         self._connect_timeout = connect_timeout
         self._router: Router | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
         self._starting: asyncio.Future[None] | None = None
         self._closed = False
         self._closing = False
+        self._shut_down: asyncio.Event | None = None
         self._task_group: TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -139,6 +141,7 @@ class AsyncMessageBus:
             await asyncio.shield(self._starting)
             return
         self._loop = asyncio.get_running_loop()
+        self._thread = get_ident()
         self._starting = self._loop.create_future()
         try:
             await self._start()
@@ -205,10 +208,24 @@ class AsyncMessageBus:
         return router
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """Drain in-flight messages (up to ``timeout`` s), stop every actor, close the broker."""
+        """Drain in-flight messages (up to ``timeout`` s), stop every actor, close the broker.
+
+        A second call returns at once, or, while the first is still at work (on the
+        bus's loop), once that one is done.
+        """
         if self._closed or self._closing:
+            done = self._shut_down
+            if done is not None and not done.is_set() and self._loop is asyncio.get_running_loop():
+                await done.wait()
             return
         self._closing = True
+        done = self._shut_down = asyncio.Event()
+        try:
+            await self._shutdown(timeout)
+        finally:
+            done.set()
+
+    async def _shutdown(self, timeout: float) -> None:
         if self._router is None:
             try:
                 if self._starting is not None:
@@ -291,7 +308,16 @@ class AsyncMessageBus:
         raises ``Unroutable`` when nobody is bound to the type.
         """
         router = self._router
-        if router is None or self._closed or self._loop is not running_loop():
+        loop = self._loop
+        # On the bus's loop? Its thread with its loop running says so cheaply (a
+        # thread runs one loop at a time; see actorbus._loops).
+        if (
+            router is None
+            or self._closed
+            or loop is None
+            or get_ident() != self._thread
+            or not loop.is_running()
+        ):
             router = await self._ready()
             self._check_loop()
         envelope = make_envelope(

@@ -21,11 +21,11 @@ a future per pending request, keyed by the request's id.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from threading import get_ident
 from typing import Any
 
 from ._loops import running_loop
@@ -90,18 +90,17 @@ class _Deadline:
     ``with`` block as ``TimeoutError`` unless someone else also cancelled the task.
     """
 
-    __slots__ = ("_cancelling", "_expired", "_key", "_owner", "_task", "timeout", "when")
+    __slots__ = ("_cancelling", "_expired", "_group", "_task", "when")
 
     def __init__(
-        self, owner: _Deadlines, task: asyncio.Task[Any], timeout: float, key: int
+        self, group: dict[int, _Deadline], task: asyncio.Task[Any], timeout: float
     ) -> None:
-        self._owner = owner
+        self._group = group
         self._task = task
         self._cancelling = task.cancelling()
         self._expired = False
-        self._key = key
-        self.timeout = timeout
         self.when = time.monotonic() + timeout
+        group[id(self)] = self  # pending in its group (by id: unique while it lives)
 
     def expire(self) -> None:
         self._expired = True
@@ -114,7 +113,7 @@ class _Deadline:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if not self._expired:
-            self._owner.forget(self.timeout, self._key)
+            del self._group[id(self)]
         elif self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
 
@@ -131,8 +130,9 @@ class _Deadlines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.thread = get_ident()
+        """The thread running ``loop`` (made on it)."""
         self._groups: dict[float, dict[int, _Deadline]] = {}
-        self._keys = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
 
@@ -141,23 +141,13 @@ class _Deadlines:
         task = asyncio.current_task(self.loop)
         if task is None:
             raise RuntimeError("ask must run inside a task")
-        key = next(self._keys)
-        deadline = _Deadline(self, task, timeout, key)
         group = self._groups.get(timeout)
         if group is None:
-            group = self._groups[timeout] = {}
-        group[key] = deadline
+            group = self._groups[timeout] = {}  # emptied groups go when the timer fires
+        deadline = _Deadline(group, task, timeout)
         if deadline.when < self._armed_at:
             self._arm(deadline.when)
         return deadline
-
-    def forget(self, timeout: float, key: int) -> None:
-        """Drop the deadline of an ask that ended in time."""
-        group = self._groups.get(timeout)
-        if group is not None:
-            group.pop(key, None)
-            if not group:
-                del self._groups[timeout]
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -203,7 +193,13 @@ class Router:
         self._deadlines: _Deadlines | None = None
         # Optional synchronous forms of publish and send_reply (the in-memory broker's),
         # used when present to save a coroutine per message on the local hot path.
-        self._publish_nowait: Any = getattr(broker, "publish_nowait", None)
+        self.publish_nowait: Callable[..., Awaitable[None] | None] = (
+            getattr(broker, "publish_nowait", None) or self._publish_started
+        )
+        """``publish_nowait(envelope, mandatory=False)``: start publishing; return what is
+        left to await, or ``None`` when it is done. The broker's own when it has one (the
+        in-memory broker delivers without any coroutine while no receiver is full: the
+        local hot path), else a call of its ``publish``."""
         self._send_reply_nowait: Any = getattr(broker, "send_reply_nowait", None)
 
     async def open(self) -> None:
@@ -272,17 +268,9 @@ class Router:
         """The context an actor of ``cell`` talks through."""
         return _ActorContext(self, cell)
 
-    def publish_nowait(
+    def _publish_started(
         self, envelope: Envelope, *, mandatory: bool = False
     ) -> Awaitable[None] | None:
-        """Start publishing; return what is left to await, or ``None`` when it is done.
-
-        A broker with a ``publish_nowait`` (the in-memory one) delivers without any
-        coroutine while no receiver is full: the local hot path.
-        """
-        nowait = self._publish_nowait
-        if nowait is not None:
-            return nowait(envelope, mandatory=mandatory)  # type: ignore[no-any-return]
         return self.broker.publish(envelope, mandatory=mandatory)
 
     def publish(self, envelope: Envelope, *, mandatory: bool = False) -> Awaitable[None]:
@@ -341,10 +329,12 @@ class Router:
         envelope = make_envelope(
             message_type, data, source=source or self.source, reply_to=self.reply_address
         )
-        loop = running_loop()
         deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._deadlines = _Deadlines(loop)
+        if deadlines is None or deadlines.thread != get_ident() or not deadlines.loop.is_running():
+            loop = running_loop()  # (a thread runs one loop at a time: see actorbus._loops)
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = self._deadlines = _Deadlines(loop)
+        loop = deadlines.loop
         future: asyncio.Future[Any] = loop.create_future()
         self._pending[envelope.id] = future
         try:

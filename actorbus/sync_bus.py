@@ -67,6 +67,7 @@ class MessageBus:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._stopped = False  # the loop thread is gone: nothing reaches the core any more
+        self._shut_down = threading.Event()  # set once shutdown() has done its work
 
     # -- the loop thread ---------------------------------------------------------------------
 
@@ -173,7 +174,9 @@ class MessageBus:
         envelope = bus.envelope(
             message_type, data, correlation_id=correlation_id, headers=headers, source=source
         )
-        if _running_loop() is not None:
+        if self._on_loop_thread():
+            bus.publish_soon(envelope)  # a handler of this bus: BusClosed, if so, raises here
+        elif _running_loop() is not None:
             assert bus.loop is not None
             try:
                 bus.loop.call_soon_threadsafe(bus.publish_soon, envelope)
@@ -242,21 +245,28 @@ class MessageBus:
         return result
 
     def stats(self) -> dict[str, Any]:
-        """Counters per actor."""
+        """Counters per actor (also from inside a handler: reading them never blocks)."""
         bus = self._ensure()
+        if self._on_loop_thread():
+            return bus.stats()
         result: dict[str, Any] = self._call(_as_async(bus.stats))
         return result
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Drain, stop and close; harmless to call twice."""
+        """Drain, stop and close; harmless to call twice.
+
+        A second call while the first is at work returns once that one is done.
+        """
         if self._on_loop_thread():  # refused before anything changes: the bus stays usable
             raise RuntimeError("MessageBus.shutdown cannot run inside a handler of the same bus")
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+            already, self._closed = self._closed, True
             bus = self._bus
+        if already:
+            self._shut_down.wait()
+            return
         if bus is None:
+            self._shut_down.set()
             return
         try:
             assert self._portal is not None
@@ -265,6 +275,7 @@ class MessageBus:
             self._stopped = True
             self._stop_loop_thread()
             _live.discard(self)
+            self._shut_down.set()
 
     def __enter__(self) -> MessageBus:
         self._ensure()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiormq
 import pytest
 
 from actorbus import AsyncMessageBus
@@ -20,9 +23,7 @@ RABBITMQ_URL = f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/"
 def pytest_addoption(parser: pytest.Parser) -> None:
     """``--soak`` runs the long fault soak (tests marked ``soak``), skipped otherwise."""
     parser.addoption("--soak", action="store_true", help="run the fault soak (marked soak)")
-    parser.addoption(
-        "--soak-messages", type=int, default=10_000, help="messages in the fault soak"
-    )
+    parser.addoption("--soak-messages", type=int, default=10_000, help="messages in the fault soak")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -76,5 +77,53 @@ def rabbitmq_url() -> str:
 
 @pytest.fixture
 def unique_prefix() -> str:
-    """An exchange/queue prefix no other test run uses."""
-    return f"test-{uuid.uuid4().hex[:10]}"
+    """An exchange/queue prefix no other test run uses; swept from the broker at the end."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    _prefixes_used.add(prefix)
+    return prefix
+
+
+_prefixes_used: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_shared_broker() -> Iterator[None]:
+    """Delete every queue and exchange left on the shared broker under this run's prefixes.
+
+    Tests delete what they declare, but a wildcard binding declares one exchange per
+    known subsystem, and a failing test may stop before its own clean-up; this sweep
+    keeps the shared broker clean whatever happened.
+    """
+    yield
+    if _prefixes_used and rabbitmq_reachable():
+        asyncio.run(_delete_under_prefixes(RABBITMQ_URL, tuple(f"{p}." for p in _prefixes_used)))
+
+
+def _list_names(kind: str) -> list[str]:
+    try:
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", f"list_{kind}", "name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines()[1:] if line.strip()]
+
+
+async def _delete_under_prefixes(url: str, prefixes: tuple[str, ...]) -> None:
+    queues = [name for name in _list_names("queues") if name.startswith(prefixes)]
+    exchanges = [name for name in _list_names("exchanges") if name.startswith(prefixes)]
+    if not queues and not exchanges:
+        return
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()

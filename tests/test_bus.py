@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -461,10 +460,6 @@ async def test_publish_returns_the_message_id(bus: AsyncMessageBus) -> None:
     assert bus.stats()["actors"]["recorder"]["processed"] == 1
 
 
-def test_loop_thread_identity() -> None:
-    assert threading.current_thread() is threading.main_thread()
-
-
 async def test_a_repeated_subscribe_waits_for_the_first_to_be_ready(bus: AsyncMessageBus) -> None:
     first = asyncio.ensure_future(bus.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler))
     await asyncio.sleep(0)  # the first subscribe is under way
@@ -666,3 +661,24 @@ def test_subscription_queue_names() -> None:
     explicit = subscription_class(nested, "trading", "my.queue")
     assert explicit.queue_name == "my.queue"
     assert explicit.durable
+
+
+async def test_concurrent_shutdowns_all_return_when_it_is_done(server: InMemoryServer) -> None:
+    handled: list[int] = []
+
+    class Slowish(Actor):
+        @handles(MessageTypes.STRATEGY_SIGNAL)
+        async def on_signal(self, msg: Envelope) -> None:
+            await asyncio.sleep(0.001)
+            handled.append(msg.data["n"])
+
+    bus = AsyncMessageBus(mode="in_memory", server=server)
+    await bus.spawn(Slowish)
+    for n in range(20):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    first = asyncio.ensure_future(bus.shutdown())
+    await asyncio.sleep(0)  # the first shutdown is under way
+    await bus.shutdown()  # returns once the first is done, not at once
+    assert handled == list(range(20))
+    assert bus.stats()["actors"] == {}
+    await first

@@ -541,3 +541,51 @@ async def test_one_for_all_restarts_a_nested_supervisor_without_losing_messages(
     await wait_until(lambda: bus.stats()["actors"]["z"]["processed"] == 20)
     assert inner.state is ActorState.RUNNING
     assert bus.stats()["actors"]["x"]["restarts"] == 0  # restarted by way of its supervisor
+
+
+async def test_a_tree_that_gave_up_can_be_spawned_again(bus: AsyncMessageBus) -> None:
+    errors = await system_errors(bus)
+    log = Log()
+    tree = sup(family(log, "a"), max_restarts=0, name="again")
+    await bus.spawn(tree)
+    await bus.publish(CRASH, {"target": "a"})
+    await wait_until(lambda: len(errors) == 1 and tree.state is ActorState.FAILED)
+    await bus.publish(PING, {})  # waits in the durable queue meanwhile
+    await bus.spawn(tree)
+    assert tree.state is ActorState.RUNNING
+    assert log.starts["a"] == 2
+    await wait_until(lambda: bus.stats()["actors"]["a"]["processed"] == 1)
+    assert await bus.ask(PING, {}, timeout=2) == "a"
+
+
+async def test_each_layer_logs_through_its_own_logger(
+    bus: AsyncMessageBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="actorbus")
+    errors = await system_errors(bus)
+    log = Log()
+    await bus.spawn(sup(family(log, "a"), max_restarts=0, name="logged"))
+    await bus.publish(CRASH, {"target": "a"})
+    await wait_until(lambda: len(errors) == 1)
+    names = {record.name for record in caplog.records}
+    assert {
+        "actorbus.brokers.memory",  # the dead letter
+        "actorbus.supervisor",  # the crash and the giving up
+        "actorbus.bus",  # the tree that stopped
+    } <= names
+    assert all(name.startswith("actorbus.") for name in names)
+
+
+async def test_no_task_outlives_its_tree(bus: AsyncMessageBus) -> None:
+    await asyncio.sleep(0)
+    before = set(asyncio.all_tasks())
+    log = Log()
+    inner = sup(family(log, "x", "y"), name="inner")
+    tree = await bus.spawn(sup([inner, *family(log, "z")], strategy="one_for_all", name="outer"))
+    await bus.publish(CRASH, {"target": "y"})
+    await wait_until(lambda: log.starts.get("y") == 2 and inner.state is ActorState.RUNNING)
+    assert len(set(asyncio.all_tasks()) - before) >= 3  # the actors run in tasks of their own
+    await bus.stop(tree)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert set(asyncio.all_tasks()) - before == set()

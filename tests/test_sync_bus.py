@@ -51,6 +51,14 @@ class Inbox:
             return len(self.items)
 
 
+@pytest.fixture(autouse=True)
+def _no_loop_thread_outlives_its_test() -> Iterator[None]:
+    before = {t for t in threading.enumerate() if t.name == "actorbus-loop"}
+    yield
+    after = {t for t in threading.enumerate() if t.name == "actorbus-loop"}
+    assert after <= before, "a MessageBus was not shut down: its loop thread is still running"
+
+
 @pytest.fixture
 def sync_bus(server: InMemoryServer) -> Iterator[MessageBus]:
     bus = MessageBus(mode="in_memory", server=server)
@@ -73,7 +81,7 @@ def test_publish_and_subscribe(sync_bus: MessageBus) -> None:
     assert isinstance(message_id, str)
     wait_for(lambda: len(inbox) == 1)
     assert inbox.items == [(MessageTypes.STRATEGY_SIGNAL, {"symbol": "BTC/USDT", "action": "BUY"})]
-    assert sync_bus.publish is sync_bus.publish_sync or sync_bus.publish == sync_bus.publish_sync
+    assert MessageBus.publish is MessageBus.publish_sync  # the seed's other name for it
     assert sync_bus.mode == "in_memory"
 
 
@@ -160,6 +168,7 @@ def test_blocking_calls_inside_a_handler_are_a_clear_error(sync_bus: MessageBus)
     outcome: list[BaseException] = []
 
     def handler(message_type: str, data: Any) -> None:
+        assert "actors" in sync_bus.stats()  # reading counters never blocks: allowed here
         for call in (lambda: sync_bus.ask(MessageTypes.RISK_ERROR, {}), sync_bus.shutdown):
             try:
                 call()
@@ -420,3 +429,86 @@ def test_sync_face_from_async_code_with_a_system_subscriber_there(
     thread.join(timeout=20)
     assert not thread.is_alive(), "deadlock"
     assert got.items == [{"n": 1}]
+
+
+def test_many_threads_each_running_an_event_loop(sync_bus: MessageBus) -> None:
+    inbox = Inbox()
+    sync_bus.subscribe(MessageTypes.STRATEGY_SIGNAL, lambda t, d: inbox.add(d))
+    barrier = threading.Barrier(4)
+
+    async def publish_all(index: int) -> None:
+        barrier.wait(timeout=10)
+        for n in range(100):
+            sync_bus.publish_sync(MessageTypes.STRATEGY_SIGNAL, {"thread": index, "n": n})
+            if n % 10 == 0:
+                await asyncio.sleep(0)
+
+    threads = [
+        threading.Thread(target=asyncio.run, args=(publish_all(i),), daemon=True) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "deadlock"
+    wait_for(lambda: len(inbox) == 400)
+    for index in range(4):
+        assert [d["n"] for d in inbox.items if d["thread"] == index] == list(range(100))
+
+
+def test_concurrent_shutdowns_from_threads(server: InMemoryServer) -> None:
+    bus = MessageBus(mode="in_memory", server=server)
+    handled = Inbox()
+
+    def slowish(message_type: str, data: Any) -> None:
+        time.sleep(0.001)
+        handled.add(data)
+
+    bus.subscribe(MessageTypes.STRATEGY_SIGNAL, slowish)
+    for n in range(30):
+        bus.publish_sync(MessageTypes.STRATEGY_SIGNAL, {"n": n})
+    returned: list[int] = []
+
+    def shut() -> None:
+        bus.shutdown()
+        returned.append(len(handled))
+
+    threads = [threading.Thread(target=shut) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+    assert returned == [30, 30, 30]  # none returned before the drain was complete
+
+
+def loop_threads() -> int:
+    return sum(thread.name == "actorbus-loop" for thread in threading.enumerate())
+
+
+def test_first_use_from_many_threads_at_once_starts_one_bus(server: InMemoryServer) -> None:
+    seen = Inbox()
+    before = loop_threads()
+    with MessageBus(mode="in_memory", server=server) as watcher:
+        watcher.subscribe(MessageTypes.SYSTEM_STARTUP, lambda t, d: seen.add(d["source"]))
+        bus = MessageBus(mode="in_memory", server=server, source="fresh")
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def first_use() -> None:
+            try:
+                barrier.wait(timeout=10)
+                bus.publish_sync(MessageTypes.STRATEGY_SIGNAL, {})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_use) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+        assert errors == []
+        assert loop_threads() == before + 2  # the watcher's and the fresh bus's: one each
+        bus.shutdown()
+        wait_for(lambda: "fresh" in seen.items)
+        assert seen.items.count("fresh") == 1

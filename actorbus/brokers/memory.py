@@ -31,11 +31,11 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from itertools import count
+from threading import get_ident
 from typing import ClassVar
 
 import msgspec
 
-from .._loops import running_loop
 from ..errors import QueueFull, Unroutable
 from ..messages import Delivery, Envelope
 from ..topic import topic_matches
@@ -67,12 +67,14 @@ class _MemoryDelivery(Delivery):
 
 
 class _Consumer:
-    __slots__ = ("loop", "offer", "queue", "sink")
+    __slots__ = ("loop", "offer", "queue", "sink", "thread")
 
     def __init__(self, queue: _MemoryQueue, sink: DeliverySink, loop: asyncio.AbstractEventLoop):
         self.queue = queue
         self.sink = sink
         self.loop = loop
+        self.thread = get_ident()
+        """The thread running ``loop`` (a consumer is made on its own loop)."""
         # A sink may take a delivery synchronously when it has room (a Mailbox does):
         # the fast path of a publish in the consumer's own loop, with no coroutine.
         self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
@@ -112,7 +114,8 @@ class _MemoryQueue:
         self._turn = count()
         self._lock = threading.Lock()
         self._draining = False
-        self._drain_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._drain_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None
+        self._drain_waiters = None  # publishers waiting behind the backlog (made when needed)
 
     async def deliver(self, envelope: Envelope) -> None:
         pending = self.hand_over(envelope)
@@ -134,7 +137,9 @@ class _MemoryQueue:
             consumers[next(self._turn) % len(consumers)] if len(consumers) > 1 else consumers[0]
         )
         delivery = _MemoryDelivery(envelope, self)
-        if consumer.loop is running_loop():
+        # On the consumer's loop? A thread runs one loop at a time, so "its thread, and
+        # its loop running" says so without asking asyncio (see actorbus._loops).
+        if consumer.thread == get_ident() and consumer.loop.is_running():
             offer = consumer.offer
             if offer is not None and offer(delivery):
                 return None
@@ -160,13 +165,17 @@ class _MemoryQueue:
         with self._lock:
             if not self.backlog or not self.consumers:
                 return
+            if self._drain_waiters is None:
+                self._drain_waiters = []
             self._drain_waiters.append((loop, waiter))
         await waiter
 
     def _wake_drain_waiters(self) -> None:
+        if not self._drain_waiters:
+            return
         with self._lock:
-            waiters, self._drain_waiters = self._drain_waiters, []
-        for loop, waiter in waiters:
+            waiters, self._drain_waiters = self._drain_waiters, None
+        for loop, waiter in waiters or ():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
                 loop.call_soon_threadsafe(_settle, waiter)
 
@@ -251,7 +260,7 @@ class InMemoryServer:
         self._bindings: list[tuple[str, str]] = []
         self._routes: dict[str, tuple[_MemoryQueue, ...]] = {}
         self._dead: list[DeadLetter] = []
-        self._replies: dict[str, tuple[asyncio.AbstractEventLoop, ReplyHandler]] = {}
+        self._replies: dict[str, tuple[asyncio.AbstractEventLoop, int, ReplyHandler]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -431,7 +440,7 @@ class InMemoryBroker:
     async def open_reply_address(self, on_reply: ReplyHandler) -> str:
         """Register ``on_reply`` under a fresh address."""
         address = f"memory-reply.{uuid.uuid4().hex}"
-        self.server._replies[address] = (asyncio.get_running_loop(), on_reply)
+        self.server._replies[address] = (asyncio.get_running_loop(), get_ident(), on_reply)
         self._reply_addresses.append(address)
         return address
 
@@ -445,8 +454,8 @@ class InMemoryBroker:
         if target is None:
             logger.warning("reply to %s dropped: the asking bus is gone", address)
             return
-        loop, handler = target
-        if loop is running_loop():
+        loop, thread, handler = target
+        if thread == get_ident() and loop.is_running():  # on the asker's loop (see hand_over)
             handler(envelope)
         else:
             loop.call_soon_threadsafe(handler, envelope)

@@ -21,19 +21,8 @@ RABBITMQ_URL = f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--soak`` runs the long fault soak (tests marked ``soak``), skipped otherwise."""
-    parser.addoption("--soak", action="store_true", help="run the fault soak (marked soak)")
+    """``--soak-messages N`` makes the fault soak longer than its CI size."""
     parser.addoption("--soak-messages", type=int, default=10_000, help="messages in the fault soak")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip soak tests unless ``--soak`` was given."""
-    if config.getoption("--soak"):
-        return
-    skip = pytest.mark.skip(reason="soak test: run with --soak")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ async def amqp(rabbitmq_url: str) -> AsyncIterator[aiormq.abc.AbstractConnection
 
 @pytest.fixture(scope="session")
 def private_node() -> Iterator[RabbitNode]:
-    """A private RabbitMQ node of this session, to restart and disconnect at will."""
+    """A private RabbitMQ node for the whole test run, to restart and disconnect at will."""
     message = ""
     if not rabbitmq_installed():
         message = "rabbitmq-server is not installed: no private node"

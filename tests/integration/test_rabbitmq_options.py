@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -118,3 +118,48 @@ async def test_copies_of_a_message_are_handled_once(rabbit_bus: BusFactory) -> N
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
     assert Once.seen == [envelope.id, other.id]
+
+
+async def test_batched_acks_never_cover_an_unsettled_message(
+    rabbit_bus: BusFactory, unique_prefix: str
+) -> None:
+    """Out-of-order settling: acked ones are gone, held and requeued ones come back."""
+    bus = rabbit_bus()
+    await bus.start()
+    assert bus._router is not None
+    broker = bus._router.broker
+    queue = f"{unique_prefix}.acks"
+    await broker.declare_queue(QueueSpec(name=queue, patterns=(ORDER,)))
+    for i in range(20):
+        await broker.publish(make_envelope(ORDER, {"i": i}))
+    held: list[Any] = []
+
+    async def sink(delivery: Any) -> None:
+        i = delivery.envelope.data["i"]
+        if i % 2 == 0:
+            delivery.ack()  # evens handled, odds held: no contiguous run after 0
+        elif i % 3 == 0:
+            delivery.requeue()
+        else:
+            held.append(delivery)
+
+    consumer = await broker.consume(queue, sink, prefetch=20)
+    for _ in range(200):
+        if len(held) == 7:  # 1 5 7 11 13 17 19 (3 9 15 requeued, and come back)
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    await consumer.cancel()  # unsettled deliveries go back to the queue
+    left: list[int] = []
+
+    async def drain(delivery: Any) -> None:
+        left.append(delivery.envelope.data["i"])
+        delivery.ack()
+
+    await broker.consume(queue, drain, prefetch=50)
+    for _ in range(300):
+        if len(left) >= 10:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert sorted(left) == [i for i in range(20) if i % 2]

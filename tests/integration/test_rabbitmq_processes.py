@@ -14,6 +14,7 @@ import tree_app
 from rabbit_cleanup import delete_names
 
 from actorbus import AsyncMessageBus
+from actorbus.messages import known_types, subsystem_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
@@ -64,9 +65,9 @@ def processes(rabbitmq_url: str, unique_prefix: str) -> Iterator[dict[str, subpr
             stop(process)
         names = [f"{unique_prefix}.actor.strategy", f"{unique_prefix}.actor.risk"]
         names.append(f"{unique_prefix}.dead_letters")
-        subsystems = ["system", "component", "market_data", "strategy", "execution"]
-        subsystems += ["exchange", "position", "risk"]
-        exchanges = [f"{unique_prefix}.{s}" for s in subsystems]
+        # every known subsystem: this process knows the types other tests registered
+        subsystems = {subsystem_of(t) for t in known_types()}
+        exchanges = [f"{unique_prefix}.{s}" for s in sorted(subsystems)]
         asyncio.run(delete_names(rabbitmq_url, names, exchanges))
 
 

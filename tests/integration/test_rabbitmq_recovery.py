@@ -57,8 +57,12 @@ async def stream(
     *,
     total: int = 600,
     interval: float = 0.003,
-) -> None:
-    """Publish ``total`` messages at a steady pace, running ``fault`` a third of the way in."""
+) -> int:
+    """Publish at a steady pace, running ``fault`` a third of the way in; return how many.
+
+    Publishing goes on until the fault is over and ``total`` were sent, then 100
+    more, so messages are published before, during and after the fault.
+    """
     in_flight = asyncio.Semaphore(100)
     tasks: list[asyncio.Task[None]] = []
     fault_task: asyncio.Task[None] | None = None
@@ -75,15 +79,32 @@ async def stream(
         finally:
             in_flight.release()
 
-    for n in range(total):
+    n = 0
+    after = 0
+    while after < 100:
         if n == total // 3:
             fault_task = asyncio.create_task(fault())
         await in_flight.acquire()
         tasks.append(asyncio.create_task(send(f"m{n}")))
+        n += 1
+        if fault_task is not None and fault_task.done() and n >= total:
+            after += 1
         await asyncio.sleep(interval)
     assert fault_task is not None
     await fault_task
     await asyncio.gather(*tasks)
+    return n
+
+
+async def consumers_of(node: RabbitNode, queue: str) -> list[dict[str, Any]]:
+    """The broker's consumers of ``queue``, once the listing shows one (bounded wait)."""
+    rows: list[dict[str, Any]] = []
+    for _ in range(50):
+        rows = [row for row in await node.alist_consumers() if row["queue_name"] == queue]
+        if rows:
+            break
+        await asyncio.sleep(0.2)
+    return rows
 
 
 async def run_scenario(
@@ -103,14 +124,10 @@ async def run_scenario(
     try:
         await bus.start()
         await bus.spawn(Counter)
-        await stream(bus, checker, lambda: fault(checker), total=total)
-        assert await checker.wait_for(total, timeout=60), checker.result().summary()
+        sent = await stream(bus, checker, lambda: fault(checker), total=total)
+        assert await checker.wait_for(sent, timeout=60), checker.result().summary()
         await checker.wait_quiet(0.5)
-        consumers = [
-            row
-            for row in await node.alist_consumers()
-            if row["queue_name"] == f"{prefix}.actor.counter"
-        ]
+        consumers = await consumers_of(node, f"{prefix}.actor.counter")
         assert len(consumers) == 1, f"one consumer after recovery, not {consumers}"
     finally:
         queues, exchanges = broker.declared_names()
@@ -132,7 +149,7 @@ async def run_scenario(
     assert result.lost == 0, result.summary()
     assert result.unexpected == 0
     assert result.failed_publishes == 0, "publishes wait for the connection instead of failing"
-    assert result.confirmed == total
+    assert result.confirmed == sent
     return result, broker
 
 

@@ -104,3 +104,17 @@ async def test_silent_listener_times_out() -> None:
         await bus.start()
         assert bus.mode == "in_memory"
         await bus.shutdown()
+
+
+@pytest.mark.anyio
+@pytest.mark.rabbitmq
+async def test_wrong_password_is_unavailable_and_not_logged(
+    rabbitmq_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = rabbitmq_url.replace("guest:guest@", "guest:wrong-s3cret@")
+    bus = AsyncMessageBus(mode="rabbitmq", url=url, fallback=False, connect_timeout=5.0)
+    with caplog.at_level(logging.DEBUG), pytest.raises(BrokerUnavailable) as raised:
+        await bus.start()
+    await bus.shutdown()
+    assert "wrong-s3cret" not in str(raised.value)
+    assert "wrong-s3cret" not in caplog.text

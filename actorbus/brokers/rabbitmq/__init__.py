@@ -1,9 +1,13 @@
 """The RabbitMQ broker: ``AsyncRabbitMQBroker`` and its connection settings.
 
-Modules: ``_params`` (settings, URL, TLS, redaction), ``_wire`` (an envelope
-as an AMQP message), ``_link`` (the self-healing connection), ``_consumer``
-(consumers and batched acks), ``broker`` (the ``MessageBroker`` itself). The
-sync face is :class:`actorbus.brokers.rabbitmq_sync.RabbitMQBroker`.
+Modules, one concern each: ``_params`` (settings, URL, TLS, redaction),
+``_wire`` (an envelope as an AMQP message), ``_link`` (the self-healing
+connection), ``_topology`` (what was declared, and the binding rules),
+``_publisher`` (confirmed publishes, many per socket write), ``_consumer``
+(consumers, batched acks, copies recognised by id), ``_batch`` (opt-in many
+envelopes per AMQP message), ``_dead_letters`` (the dead-letter store) and
+``broker`` (the ``MessageBroker`` itself). The sync face is
+:class:`actorbus.brokers.rabbitmq_sync.RabbitMQBroker`.
 """
 
 from ._params import DEFAULT_CONNECTION_PARAMS as DEFAULT_CONNECTION_PARAMS

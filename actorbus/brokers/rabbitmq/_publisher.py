@@ -10,9 +10,10 @@ only. When the channel closes, every pending future fails with it, and the
 caller sends again on the next channel.
 
 The pipeline works with the client's channel bookkeeping (delivery tags,
-confirm futures, message-id map for returns) under the channel's lock, the way
-the client's own ``basic_publish`` does; a channel without that bookkeeping is
-published to one message at a time through ``basic_publish``.
+confirm futures, message-id map for returns) the way the client's own
+``basic_publish`` does, and is the only publisher on its channel, so tags
+follow the order frames are queued for the socket. A channel without that
+bookkeeping is published to one message at a time through ``basic_publish``.
 """
 
 from __future__ import annotations
@@ -35,26 +36,32 @@ _Item = tuple[str, str, bytes, Basic.Properties, bool, "asyncio.Future[Any]"]
 class Pipeline:
     """Coalesces the publishes of one event-loop turn into one write on ``channel``."""
 
-    __slots__ = ("_batch", "_loop", "_tasks", "batched", "channel", "writes")
+    __slots__ = ("_batch", "_loop", "_writer", "batched", "channel", "writes")
 
     def __init__(self, channel: AbstractChannel) -> None:
         self.channel = channel
         """The publishing channel (publisher confirms on)."""
         self.writes = 0
-        """Socket writes made (for tests and benchmarks)."""
+        """Socket writes queued (for tests and benchmarks)."""
         self.batched = 0
         """Messages written."""
         self._batch: list[_Item] = []
         self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
 
     @staticmethod
     def supported(channel: AbstractChannel) -> bool:
         """Whether ``channel`` has the bookkeeping the pipeline relies on."""
         return all(
             hasattr(channel, name)
-            for name in ("confirmations", "delivery_tag", "message_id_delivery_tag", "lock")
-        ) and hasattr(channel, "_split_body")
+            for name in (
+                "confirmations",
+                "delivery_tag",
+                "message_id_delivery_tag",
+                "write_queue",
+                "_split_body",
+            )
+        )
 
     def publish(
         self,
@@ -67,57 +74,91 @@ class Pipeline:
         """Queue one publish; the future resolves with the broker's confirm."""
         future: asyncio.Future[Any] = self.channel.create_future()
         if not self._batch:
-            self._loop.call_soon(self._flush_soon)
+            self._loop.call_soon(self._flush)
         self._batch.append((exchange, routing_key, body, properties, mandatory, future))
         return future
 
-    def _flush_soon(self) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        task = self._loop.create_task(self._write(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _flush(self) -> None:
+        """Write what gathered this turn, at once if the write queue has room.
 
-    async def _write(self, batch: list[_Item]) -> None:
+        Tags are given in the order the frames reach the write queue: either here,
+        when no write is pending, or by the one pending writer task, in order.
+        """
+        if self._writer is not None or not self._batch:
+            return  # the pending writer takes the batch when its write is through
+        batch, self._batch = self._batch, []
+        payload = self._frames(batch)
+        if payload is None:
+            return
         channel: Any = self.channel
         try:
-            async with channel.lock:
-                frames: list[Any] = []
-                confirmations = channel.confirmations
-                by_message_id = channel.message_id_delivery_tag
-                for exchange, routing_key, body, properties, mandatory, future in batch:
-                    if future.done():  # abandoned by its publisher (timeout, cancel)
-                        continue
-                    channel.delivery_tag += 1
-                    tag = channel.delivery_tag
-                    confirmations[tag] = future
-                    if mandatory and properties.message_id:
-                        message_id = properties.message_id
-                        by_message_id[message_id] = tag
-                        future.add_done_callback(_forget(by_message_id, message_id, tag))
-                    frames.append(
-                        Basic.Publish(
-                            exchange=exchange, routing_key=routing_key, mandatory=mandatory
-                        )
-                    )
-                    frames.append(ContentHeader(properties=properties, body_size=len(body)))
-                    frames.extend(channel._split_body(body))
-                if not frames:
-                    return
-                payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
-                await channel.write_queue.put(payload)
+            channel.write_queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self._writer = self._loop.create_task(self._write(payload, batch))
+            return
+        self.writes += 1
+
+    async def _write(self, payload: ChannelFrame, batch: list[_Item]) -> None:
+        channel: Any = self.channel
+        queue = channel.write_queue
+        try:
+            while True:
+                await queue.put(payload)
                 self.writes += 1
-                self.batched += len(batch)
+                if not self._batch:
+                    return
+                batch, self._batch = self._batch, []
+                next_payload = self._frames(batch)
+                if next_payload is None:
+                    return
+                payload = next_payload
         except BaseException as exc:
-            for item in batch:
-                future = item[5]
-                if not future.done():
-                    future.set_exception(
-                        exc if isinstance(exc, Exception) else ConnectionError("channel closed")
-                    )
+            _fail(batch, exc)
+            _fail(self._batch, exc)
+            self._batch = []
             if not isinstance(exc, Exception):
                 raise
+        finally:
+            self._writer = None
+
+    def _frames(self, batch: list[_Item]) -> ChannelFrame | None:
+        """Give each live publish its delivery tag and confirm future; marshal them all."""
+        channel: Any = self.channel
+        if channel.is_closed:
+            _fail(batch, ConnectionError("the publishing channel is closed"))
+            return None
+        frames: list[Any] = []
+        confirmations = channel.confirmations
+        by_message_id = channel.message_id_delivery_tag
+        count = 0
+        for exchange, routing_key, body, properties, mandatory, future in batch:
+            if future.done():  # abandoned by its publisher (timeout, cancel)
+                continue
+            channel.delivery_tag += 1
+            tag = channel.delivery_tag
+            confirmations[tag] = future
+            if mandatory and properties.message_id:
+                message_id = properties.message_id
+                by_message_id[message_id] = tag
+                future.add_done_callback(_forget(by_message_id, message_id, tag))
+            frames.append(
+                Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+            )
+            frames.append(ContentHeader(properties=properties, body_size=len(body)))
+            frames.extend(channel._split_body(body))
+            count += 1
+        if not frames:
+            return None
+        self.batched += count
+        return ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+
+
+def _fail(batch: list[_Item], exc: BaseException) -> None:
+    error = exc if isinstance(exc, Exception) else ConnectionError("publish cut")
+    for item in batch:
+        future = item[5]
+        if not future.done():
+            future.set_exception(error)
 
 
 def _forget(by_message_id: dict[str, int], message_id: str, tag: int) -> Any:

@@ -23,7 +23,16 @@ settled; an undecodable message is stored as a dead letter (confirmed) before it
 is acknowledged. While the connection is down, publishes wait (at most
 ``outbox_limit`` of them, then ``QueueFull``; at most ``publish_timeout`` s,
 then ``PublishTimeout``) and go out once it is back. A publish cut by a lost
-connection is sent again: at-least-once, and ids make duplicates detectable.
+connection is sent again (at-least-once); each consumer recognises copies of a
+message it already has by envelope id and does not hand them on twice.
+
+Options: ``heartbeat`` (seconds; a silent link is noticed after about three
+missed beats), ``connect_timeout``, ``reconnect_interval`` doubling up to
+``max_reconnect_interval``, ``publish_timeout``, ``operation_timeout``
+(declarations), ``outbox_limit``, ``idle_queue_expiry``, TLS
+(``ssl_context`` or ``ssl_options``), ``coalesce_writes`` (many publishes per
+socket write), ``dedup_window`` (0 turns copy detection off), and opt-in
+batching (``batch_types``, ``batch_size``, ``batch_linger``; see ``_batch``).
 
 Dead letters are listed, replayed and purged by reading the whole store with
 ``basic.get`` and giving back what is not taken. Two processes doing so at the
@@ -39,7 +48,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
@@ -59,9 +67,8 @@ from ...errors import (
     QueueFull,
     Unroutable,
 )
-from ...messages import Envelope, MessageTypes, known_types, schema_for, subsystem_of
+from ...messages import Envelope, MessageTypes, known_types, subsystem_of
 from ..base import (
-    REPLAYS_HEADER,
     ConsumerHandle,
     DeadLetter,
     DeadLetterFilter,
@@ -71,9 +78,11 @@ from ..base import (
 )
 from ._batch import Batcher
 from ._consumer import RabbitConsumer, _consumers_of
+from ._dead_letters import DeadLetterStore
 from ._link import Link
 from ._params import ConnectionSettings
 from ._publisher import Pipeline
+from ._topology import Topology, leading_wildcard
 from ._wire import decode_message, encode_envelope
 
 __all__ = ["AsyncRabbitMQBroker"]
@@ -130,7 +139,9 @@ class AsyncRabbitMQBroker:
         """Most publishes waiting for the connection at once; past it ``QueueFull``."""
         self._codec = codec or Codec()
         self._timeout = operation_timeout
-        self._idle_expiry_ms = int(idle_queue_expiry * 1000)
+        self._topo = Topology(
+            prefix, idle_queue_expiry=idle_queue_expiry, timeout=operation_timeout
+        )
         self._link = Link(
             self.settings,
             restore=self._restore,
@@ -139,16 +150,18 @@ class AsyncRabbitMQBroker:
             reconnect_interval=reconnect_interval,
             max_reconnect_interval=max_reconnect_interval,
         )
-        self._subsystems: set[str] = set()
         self._exchange_of: dict[str, str] = {}
-        self._queues: dict[str, QueueSpec] = {}
         self._consumers: list[RabbitConsumer] = []
         self._reply_handler: ReplyHandler | None = None
         self._topology: AbstractChannel | None = None
         self._waiting = 0
-        self._dead_lock = asyncio.Lock()
-        self._dead_encoder = msgspec.msgpack.Encoder()
-        self._dead_decoder = msgspec.msgpack.Decoder(DeadLetter)
+        self._dead = DeadLetterStore(
+            self.dead_letter_queue,
+            send=self._store_dead,
+            send_to_queue=self.send_to_queue,
+            wait_link=self._wait_link,
+            timeout=operation_timeout,
+        )
         self._closed = False
         self._connected = False
         self._coalesce = coalesce_writes
@@ -169,9 +182,11 @@ class AsyncRabbitMQBroker:
         """Connect and declare the exchanges and the dead-letter store."""
         if self._connected:
             return
-        self._subsystems.update(subsystem_of(t) for t in known_types())
-        self._subsystems.update(t.subsystem for t in MessageTypes)
-        self._queues[self.dead_letter_queue] = QueueSpec(name=self.dead_letter_queue, patterns=())
+        self._topo.subsystems.update(subsystem_of(t) for t in known_types())
+        self._topo.subsystems.update(t.subsystem for t in MessageTypes)
+        self._topo.queues[self.dead_letter_queue] = QueueSpec(
+            name=self.dead_letter_queue, patterns=()
+        )
         await self._link.open()
         self._connected = True
         logger.info("connected to RabbitMQ at %s", self.settings)
@@ -192,10 +207,14 @@ class AsyncRabbitMQBroker:
     async def _restore(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
         """Replay the recorded topology and consumers on a fresh connection."""
         self._topology = await connection.channel(publisher_confirms=False)
-        for subsystem in sorted(self._subsystems):
-            await self._declare_exchange(self._topology, subsystem)
-        for spec in list(self._queues.values()):
-            await self._apply_queue(self._topology, spec)
+        for subsystem in sorted(self._topo.subsystems):
+            await self._topo.declare_exchange(self._topology, subsystem)
+        for spec in list(self._topo.queues.values()):
+            try:
+                await self._topo.apply_queue(self._topology, spec)
+            except ChannelPreconditionFailed as exc:  # declared elsewhere with other options
+                logger.error("cannot declare %s again as recorded: %s", spec.name, exc)
+                self._topology = await connection.channel(publisher_confirms=False)
         if self._reply_handler is not None:
             await self._consume_replies(channel)
         for consumer in list(self._consumers):
@@ -213,9 +232,9 @@ class AsyncRabbitMQBroker:
         for consumer in list(self._consumers):
             if not consumer.healthy:
                 logger.warning("consumer of %s was lost; restarting it", consumer.queue)
-                spec = self._queues.get(consumer.queue)
+                spec = self._topo.queues.get(consumer.queue)
                 if spec is not None:
-                    await self._apply_queue(await self._topology_channel(), spec)
+                    await self._topo.apply_queue(await self._topology_channel(), spec)
                 await consumer.start(connection)
 
     async def _topology_channel(self) -> AbstractChannel:
@@ -255,106 +274,35 @@ class AsyncRabbitMQBroker:
 
     def declared_names(self) -> tuple[list[str], list[str]]:
         """The queues and exchanges this broker declared (to tear a test prefix down)."""
-        queues = sorted(self._queues)
-        exchanges = [self._exchange(s) for s in sorted(self._subsystems)]
-        return queues, exchanges
+        return self._topo.names()
 
     # -- topology --------------------------------------------------------------------------
 
-    def _exchange(self, subsystem: str) -> str:
-        return f"{self.prefix}.{subsystem}"
-
-    async def _declare_exchange(self, channel: AbstractChannel, subsystem: str) -> None:
-        await channel.exchange_declare(
-            exchange=self._exchange(subsystem),
-            exchange_type="topic",
-            durable=True,
-            timeout=self._timeout,
-        )
-
     async def _ensure_subsystem(self, subsystem: str) -> None:
         """Declare a new subsystem's exchange, and bind leading-wildcard patterns on it."""
-        if subsystem in self._subsystems:
-            return
-
-        async def declare(channel: AbstractChannel) -> None:
-            await self._declare_exchange(channel, subsystem)
-            for spec in self._queues.values():
-                for pattern in spec.patterns:
-                    if _leading_wildcard(pattern):
-                        await channel.queue_bind(
-                            spec.name,
-                            self._exchange(subsystem),
-                            routing_key=pattern,
-                            timeout=self._timeout,
-                        )
-
-        await self._topology_op(declare)
-        self._subsystems.add(subsystem)
-
-    def _exchanges_for(self, pattern: str) -> list[str]:
-        if _leading_wildcard(pattern):
-            return [self._exchange(s) for s in sorted(self._subsystems)]
-        return [self._exchange(subsystem_of(pattern))]
-
-    def _queue_arguments(self, spec: QueueSpec) -> dict[str, Any]:
-        arguments: dict[str, Any] = {}
-        if spec.quorum:
-            arguments["x-queue-type"] = "quorum"
-        if spec.max_length is not None:
-            arguments["x-max-length"] = spec.max_length
-            arguments["x-overflow"] = "reject-publish"
-        if not spec.durable:
-            arguments["x-expires"] = self._idle_expiry_ms
-        return arguments
-
-    async def _apply_queue(self, channel: AbstractChannel, spec: QueueSpec) -> None:
-        await channel.queue_declare(
-            spec.name,
-            durable=spec.durable or spec.quorum,
-            arguments=self._queue_arguments(spec),
-            timeout=self._timeout,
-        )
-        for pattern in spec.patterns:
-            for exchange in self._exchanges_for(pattern):
-                await channel.queue_bind(
-                    spec.name, exchange, routing_key=pattern, timeout=self._timeout
-                )
+        if subsystem not in self._topo.subsystems:
+            await self._topology_op(lambda channel: self._topo.add_subsystem(channel, subsystem))
 
     async def declare_queue(self, spec: QueueSpec) -> None:
         """Create the queue if missing and bind it to every pattern of ``spec``."""
         for pattern in spec.patterns:
-            if not _leading_wildcard(pattern):
+            if not leading_wildcard(pattern):
                 await self._ensure_subsystem(subsystem_of(pattern))
-        known = self._queues.get(spec.name)
-        if known is not None:
-            patterns = known.patterns + tuple(p for p in spec.patterns if p not in known.patterns)
-            spec = msgspec.structs.replace(known, patterns=patterns)
-        await self._topology_op(lambda channel: self._apply_queue(channel, spec))
-        self._queues[spec.name] = spec
+        spec = self._topo.merged(spec)
+        await self._topology_op(lambda channel: self._topo.apply_queue(channel, spec))
+        self._topo.queues[spec.name] = spec
 
     async def delete_queue(self, name: str) -> None:
         """Cancel this broker's consumers of the queue, then delete it."""
         for consumer in [c for c in self._consumers if c.queue == name]:
             await consumer.cancel()
-        self._queues.pop(name, None)
+        self._topo.queues.pop(name, None)
         await self._topology_op(lambda channel: channel.queue_delete(name, timeout=self._timeout))
 
     async def unbind_queue(self, name: str, pattern: str) -> None:
         """Remove one binding of a queue."""
-        known = self._queues.get(name)
-        if known is not None:
-            self._queues[name] = msgspec.structs.replace(
-                known, patterns=tuple(p for p in known.patterns if p != pattern)
-            )
-
-        async def unbind(channel: AbstractChannel) -> None:
-            for exchange in self._exchanges_for(pattern):
-                await channel.queue_unbind(
-                    name, exchange, routing_key=pattern, timeout=self._timeout
-                )
-
-        await self._topology_op(unbind)
+        self._topo.without(name, pattern)
+        await self._topology_op(lambda channel: self._topo.unbind(channel, name, pattern))
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -364,7 +312,7 @@ class AsyncRabbitMQBroker:
         if exchange is None:
             subsystem = subsystem_of(envelope.type)
             await self._ensure_subsystem(subsystem)
-            exchange = self._exchange_of[envelope.type] = self._exchange(subsystem)
+            exchange = self._exchange_of[envelope.type] = self._topo.exchange(subsystem)
         if envelope.type in self.batch_types and not mandatory and envelope.reply_to is None:
             await self._batcher.publish(exchange, envelope)
             return
@@ -544,136 +492,24 @@ class AsyncRabbitMQBroker:
 
     async def dead_letter(self, entry: DeadLetter) -> None:
         """Store ``entry`` in the dead-letter queue; return once the broker confirmed it."""
-        envelope = entry.envelope
-        properties = Basic.Properties(
-            content_type="application/msgpack",
-            delivery_mode=2,
-            message_id=envelope.id,
-            message_type=envelope.type,
-            headers={
-                "x-actor": entry.actor,
-                "x-queue": entry.queue,
-                "x-error-type": entry.error_type,
-                "x-reason": entry.reason[:1000],
-                "x-attempts": entry.attempts,
-            },
-        )
-        await self._send(
-            "",
-            self.dead_letter_queue,
-            self._dead_encoder.encode(entry),
-            properties,
-            mandatory=True,
-        )
-        logger.warning(
-            "dead letter: %s %s from %s after %d attempt(s): %s: %s",
-            envelope.type,
-            envelope.id,
-            entry.actor,
-            entry.attempts,
-            entry.error_type,
-            entry.reason,
-        )
+        await self._dead.add(entry)
 
-    def _read_entry(self, body: bytes) -> DeadLetter | None:
-        try:
-            entry = self._dead_decoder.decode(body)
-        except msgspec.DecodeError:
-            return None
-        schema = schema_for(entry.envelope.type)
-        if schema is not None and isinstance(entry.envelope.data, dict):
-            try:
-                data = msgspec.convert(entry.envelope.data, schema)
-            except msgspec.ValidationError:
-                return entry
-            entry = msgspec.structs.replace(
-                entry, envelope=msgspec.structs.replace(entry.envelope, data=data)
-            )
-        return entry
-
-    async def _walk_dead_letters(self, visit: Any) -> None:
-        """Take every stored entry on a private channel; give back what ``visit`` did not settle.
-
-        ``visit(channel, tag, entry)`` returns True when it acknowledged the entry.
-        """
-        async with self._dead_lock:
-            connection, _ = await self._wait_link()
-            channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
-            last_kept = 0
-            try:
-                while True:
-                    message = await channel.basic_get(
-                        self.dead_letter_queue, no_ack=False, timeout=self._timeout
-                    )
-                    delivery = message.delivery
-                    if not isinstance(delivery, Basic.GetOk):
-                        break
-                    tag = delivery.delivery_tag or 0
-                    entry = self._read_entry(message.body)
-                    if entry is None or not await visit(channel, tag, entry):
-                        last_kept = tag
-                    if not delivery.message_count:
-                        break
-            finally:
-                try:
-                    if last_kept and not channel.is_closed:
-                        await channel.basic_nack(last_kept, multiple=True, requeue=True)
-                finally:
-                    async with asyncio.timeout(2.0):
-                        await channel.close()
+    async def _store_dead(self, body: bytes, properties: Basic.Properties) -> None:
+        await self._send("", self.dead_letter_queue, body, properties, mandatory=True)
 
     async def dead_letters(self, selection: DeadLetterFilter) -> list[DeadLetter]:
         """List the selected dead letters, oldest first, leaving them stored."""
-        found: list[DeadLetter] = []
-
-        async def visit(channel: AbstractChannel, tag: int, entry: DeadLetter) -> bool:
-            if selection(entry):
-                found.append(entry)
-            return False
-
-        await self._walk_dead_letters(visit)
-        return found
+        return await self._dead.list(selection)
 
     async def replay_dead_letters(
         self, selection: DeadLetterFilter, *, max_replays: int | None = None
     ) -> int:
         """Send selected entries back to their own queues, counting replays in a header."""
-        replayed = 0
-
-        async def visit(channel: AbstractChannel, tag: int, entry: DeadLetter) -> bool:
-            nonlocal replayed
-            if not selection(entry) or (max_replays is not None and entry.replays >= max_replays):
-                return False
-            envelope = entry.envelope
-            headers = {**envelope.headers, REPLAYS_HEADER: str(entry.replays + 1)}
-            await self.send_to_queue(
-                entry.queue, msgspec.structs.replace(envelope, attempt=1, headers=headers)
-            )
-            await channel.basic_ack(tag)
-            replayed += 1
-            return True
-
-        await self._walk_dead_letters(visit)
-        return replayed
+        return await self._dead.replay(selection, max_replays=max_replays)
 
     async def purge_dead_letters(self, selection: DeadLetterFilter) -> int:
         """Delete the selected entries; return how many."""
-        purged = 0
-
-        async def visit(channel: AbstractChannel, tag: int, entry: DeadLetter) -> bool:
-            nonlocal purged
-            if not selection(entry):
-                return False
-            await channel.basic_ack(tag)
-            purged += 1
-            return True
-
-        await self._walk_dead_letters(visit)
-        return purged
-
-
-def _leading_wildcard(pattern: str) -> bool:
-    return subsystem_of(pattern) in ("*", "#")
+        return await self._dead.purge(selection)
 
 
 def _being_cancelled() -> bool:

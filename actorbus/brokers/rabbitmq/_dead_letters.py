@@ -1,0 +1,179 @@
+"""The dead-letter store: a durable queue of entries, read without a consumer.
+
+Each entry is one persistent message in ``<prefix>.dead_letters``: the whole
+:class:`~actorbus.brokers.base.DeadLetter` msgpack-encoded in the body, with
+``x-actor``, ``x-queue``, ``x-error-type``, ``x-reason`` and ``x-attempts``
+headers for plain clients. Storing waits for the publisher confirm, so a
+message is acknowledged only after its dead letter is safe.
+
+Listing, replaying and purging read the whole store with ``basic.get`` on a
+private channel, settle what they take, and give the rest back in its order.
+Two processes doing so at the same instant each see only what the other is
+not holding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiormq.abc import AbstractChannel, AbstractConnection
+from pamqp.commands import Basic
+
+from ...messages import Envelope, schema_for
+from ..base import REPLAYS_HEADER, DeadLetter, DeadLetterFilter
+
+__all__ = ["DeadLetterStore"]
+
+logger = logging.getLogger("actorbus.brokers.rabbitmq")
+
+Send = Callable[[bytes, Basic.Properties], Awaitable[None]]
+SendToQueue = Callable[[str, Envelope], Awaitable[None]]
+WaitLink = Callable[[], Awaitable[tuple[AbstractConnection, AbstractChannel]]]
+Visit = Callable[[AbstractChannel, int, DeadLetter], Awaitable[bool]]
+
+
+class DeadLetterStore:
+    """Stores, lists, replays and purges the entries of one dead-letter queue."""
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        send: Send,
+        send_to_queue: SendToQueue,
+        wait_link: WaitLink,
+        timeout: float,
+    ) -> None:
+        self.queue = queue
+        """Name of the durable queue holding the entries."""
+        self._send = send
+        self._send_to_queue = send_to_queue
+        self._wait_link = wait_link
+        self._timeout = timeout
+        self._lock = asyncio.Lock()
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(DeadLetter)
+
+    async def add(self, entry: DeadLetter) -> None:
+        """Store ``entry``; return once the broker confirmed it."""
+        envelope = entry.envelope
+        properties = Basic.Properties(
+            content_type="application/msgpack",
+            delivery_mode=2,
+            message_id=envelope.id,
+            message_type=envelope.type,
+            headers={
+                "x-actor": entry.actor,
+                "x-queue": entry.queue,
+                "x-error-type": entry.error_type,
+                "x-reason": entry.reason[:1000],
+                "x-attempts": entry.attempts,
+            },
+        )
+        await self._send(self._encoder.encode(entry), properties)
+        logger.warning(
+            "dead letter: %s %s from %s after %d attempt(s): %s: %s",
+            envelope.type,
+            envelope.id,
+            entry.actor,
+            entry.attempts,
+            entry.error_type,
+            entry.reason,
+        )
+
+    def _read(self, body: bytes) -> DeadLetter | None:
+        try:
+            entry = self._decoder.decode(body)
+        except msgspec.DecodeError:
+            return None
+        schema = schema_for(entry.envelope.type)
+        if schema is not None and isinstance(entry.envelope.data, dict):
+            try:
+                data = msgspec.convert(entry.envelope.data, schema)
+            except msgspec.ValidationError:
+                return entry
+            entry = msgspec.structs.replace(
+                entry, envelope=msgspec.structs.replace(entry.envelope, data=data)
+            )
+        return entry
+
+    async def _walk(self, visit: Visit) -> None:
+        """Take every entry on a private channel; give back what ``visit`` did not settle.
+
+        ``visit(channel, tag, entry)`` returns True when it acknowledged the entry.
+        """
+        async with self._lock:
+            connection, _ = await self._wait_link()
+            channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
+            last_kept = 0
+            try:
+                while True:
+                    message = await channel.basic_get(
+                        self.queue, no_ack=False, timeout=self._timeout
+                    )
+                    delivery = message.delivery
+                    if not isinstance(delivery, Basic.GetOk):
+                        break
+                    tag = delivery.delivery_tag or 0
+                    entry = self._read(message.body)
+                    if entry is None or not await visit(channel, tag, entry):
+                        last_kept = tag
+                    if not delivery.message_count:
+                        break
+            finally:
+                try:
+                    if last_kept and not channel.is_closed:
+                        await channel.basic_nack(last_kept, multiple=True, requeue=True)
+                finally:
+                    async with asyncio.timeout(2.0):
+                        await channel.close()
+
+    async def list(self, selection: DeadLetterFilter) -> list[DeadLetter]:
+        """The selected entries, oldest first, left stored."""
+        found: list[DeadLetter] = []
+
+        async def visit(channel: AbstractChannel, tag: int, entry: DeadLetter) -> bool:
+            if selection(entry):
+                found.append(entry)
+            return False
+
+        await self._walk(visit)
+        return found
+
+    async def replay(self, selection: DeadLetterFilter, *, max_replays: int | None) -> int:
+        """Send selected entries back to their own queues, counting replays in a header."""
+        replayed = 0
+
+        async def visit(channel: AbstractChannel, tag: int, entry: DeadLetter) -> bool:
+            nonlocal replayed
+            if not selection(entry) or (max_replays is not None and entry.replays >= max_replays):
+                return False
+            envelope = entry.envelope
+            headers = {**envelope.headers, REPLAYS_HEADER: str(entry.replays + 1)}
+            await self._send_to_queue(
+                entry.queue, msgspec.structs.replace(envelope, attempt=1, headers=headers)
+            )
+            await channel.basic_ack(tag)
+            replayed += 1
+            return True
+
+        await self._walk(visit)
+        return replayed
+
+    async def purge(self, selection: DeadLetterFilter) -> int:
+        """Delete the selected entries; return how many."""
+        purged = 0
+
+        async def visit(channel: AbstractChannel, tag: int, entry: DeadLetter) -> bool:
+            nonlocal purged
+            if not selection(entry):
+                return False
+            await channel.basic_ack(tag)
+            purged += 1
+            return True
+
+        await self._walk(visit)
+        return purged

@@ -16,6 +16,7 @@ from .errors import ActorbusError as ActorbusError
 from .errors import ActorStartError as ActorStartError
 from .errors import AskFailed as AskFailed
 from .errors import AskTimeout as AskTimeout
+from .errors import BrokerRefused as BrokerRefused
 from .errors import BrokerUnavailable as BrokerUnavailable
 from .errors import BusClosed as BusClosed
 from .errors import DecodeError as DecodeError
@@ -40,6 +41,7 @@ __all__ = [
     "AskFailed",
     "AskTimeout",
     "AsyncMessageBus",
+    "BrokerRefused",
     "BrokerUnavailable",
     "BusClosed",
     "ChildSpec",

@@ -8,7 +8,9 @@ Start-up picks the broker by mode (constructor ``mode=`` > the
 ``TRADING_SYSTEM_MESSAGE_BUS_MODE`` variable > ``"in_memory"``). In RabbitMQ
 mode an unreachable broker is not fatal by default: the bus logs a warning and
 runs in memory (``bus.mode`` then says ``"in_memory"``); ``fallback=False``
-makes it raise ``BrokerUnavailable`` instead.
+makes it raise ``BrokerUnavailable`` instead. A broker that answers but refuses
+the login or the virtual host raises ``BrokerRefused`` either way: that is a
+configuration mistake, and running in memory would hide it.
 
 Shutdown drains first: it waits (up to a timeout) until every mailbox is empty
 and no handler is running, then stops every actor tree, then closes the broker.
@@ -35,7 +37,13 @@ from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
 from .config import Mode, resolve_mode, resolve_url
-from .errors import BrokerUnavailable, BusClosed, SupervisorGaveUp, UnknownMessageType
+from .errors import (
+    BrokerRefused,
+    BrokerUnavailable,
+    BusClosed,
+    SupervisorGaveUp,
+    UnknownMessageType,
+)
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
 from .router import Router
 from .subscription import FunctionActor, MessageHandler, subscription_class
@@ -156,6 +164,8 @@ class AsyncMessageBus:
         broker = self._broker or self._make_broker(self._requested)
         try:
             await broker.connect()
+        except BrokerRefused:
+            raise  # wrong credentials or vhost: a mistake to fix, not an outage to ride out
         except BrokerUnavailable as exc:
             if not self._fallback or broker.name == "in_memory":
                 raise

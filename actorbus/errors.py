@@ -15,6 +15,7 @@ The tree::
     │   ├── QueueFull           a queue (or the outbox while disconnected) is at its limit
     │   └── PublishTimeout      no confirm within the publish timeout
     ├── BrokerUnavailable       the broker cannot be reached (connect failed or timed out)
+    │   └── BrokerRefused       it answered but refused: wrong credentials, missing vhost
     ├── AskTimeout              no reply to an ask within its timeout
     ├── AskFailed               the handler of an ask failed for good (the reply carries why)
     ├── ActorStartError         an actor's ``on_start`` failed past its supervisor's limits
@@ -80,6 +81,13 @@ class PublishTimeout(PublishError, TimeoutError):
 
 class BrokerUnavailable(ActorbusError, ConnectionError):
     """Raised when the broker cannot be reached within the connect timeout."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """Raised when the broker answers but refuses the login or the virtual host.
+
+    A configuration mistake, so the bus never falls back to memory on it.
+    """
 
 
 class AskTimeout(ActorbusError, TimeoutError):

@@ -20,7 +20,7 @@ from support.scenario import TICK, counting_actor, poll_sync, rabbit_bus, slack
 
 from actorbus import (
     AsyncMessageBus,
-    BrokerUnavailable,
+    BrokerRefused,
     Codec,
     SchemaError,
     UnknownMessageType,
@@ -125,7 +125,7 @@ async def test_bad_input_is_refused_or_dead_lettered(node: RabbitNode, prefix: s
             "missing vhost": node.url_for(vhost="no-such-vhost"),
         }.items():
             other = AsyncMessageBus(mode="rabbitmq", url=url, fallback=False, connect_timeout=5)
-            timings[label] = await timed_raise(BrokerUnavailable, other.start)
+            timings[label] = await timed_raise(BrokerRefused, other.start)
             await other.shutdown()
             await next_publish_works()
         dead_letters = len(await bus.dead_letters(actor="counter"))

@@ -1,10 +1,11 @@
 """Scenario 12: the soak. 10,000 messages (``--soak-messages``) under random faults.
 
 Part of every full run at its CI size (about 75 s); a longer soak on demand:
-``pytest tests/faults -m soak --soak-messages 50000`` (same pace, more messages). While two actors (classic and
-quorum queue) consume, a seeded random schedule cuts the link, closes the
-connection from the broker, restarts the app and kills the broker. Pass: 0 lost,
-0 duplicates seen by the actors, memory growth under 20 MB, no task left behind.
+``pytest tests/faults -m soak --soak-messages 50000`` (same pace, more messages).
+While two actors (classic and quorum queue) consume, a seeded random schedule
+cuts the link, closes the connection from the broker, restarts the app and kills
+the broker. Pass: 0 lost, 0 duplicates seen by the actors, memory growth under
+20 MB, no task left behind.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from actorbus import AsyncMessageBus, BrokerUnavailable, MessageTypes
+from actorbus import AsyncMessageBus, BrokerRefused, BrokerUnavailable, MessageTypes
 from actorbus.brokers.rabbitmq import DEFAULT_CONNECTION_PARAMS, ConnectionSettings, redact
 from actorbus.config import URL_VARIABLE
 from actorbus.errors import ConfigurationError
@@ -108,13 +108,22 @@ async def test_silent_listener_times_out() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.rabbitmq
-async def test_wrong_password_is_unavailable_and_not_logged(
+async def test_wrong_password_is_refused_never_a_fallback_and_not_logged(
     rabbitmq_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = rabbitmq_url.replace("guest:guest@", "guest:wrong-s3cret@")
-    bus = AsyncMessageBus(mode="rabbitmq", url=url, fallback=False, connect_timeout=5.0)
-    with caplog.at_level(logging.DEBUG), pytest.raises(BrokerUnavailable) as raised:
+    bus = AsyncMessageBus(mode="rabbitmq", url=url, connect_timeout=5.0)  # fallback on
+    with caplog.at_level(logging.DEBUG), pytest.raises(BrokerRefused) as raised:
         await bus.start()
     await bus.shutdown()
     assert "wrong-s3cret" not in str(raised.value)
     assert "wrong-s3cret" not in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.rabbitmq
+async def test_missing_vhost_is_refused_never_a_fallback(rabbitmq_url: str) -> None:
+    bus = AsyncMessageBus(mode="rabbitmq", url=f"{rabbitmq_url}no-such-vhost", connect_timeout=5.0)
+    with pytest.raises(BrokerRefused, match="no-such-vhost"):
+        await bus.start()
+    await bus.shutdown()

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from ...errors import BrokerUnavailable
+from ...errors import BrokerRefused, BrokerUnavailable
 from ._params import ConnectionSettings
 
 __all__ = ["Link"]
@@ -69,6 +69,21 @@ class Link:
         """Connect for the first time; raise ``BrokerUnavailable`` when that fails."""
         try:
             await self._connect()
+        except aiormq.exceptions.ProbableAuthenticationError:
+            raise BrokerRefused(
+                f"RabbitMQ at {self.settings} refused the login of user "
+                f"{self.settings.username!r}: check the username and password"
+            ) from None
+        except aiormq.exceptions.InvalidFrameError as exc:
+            if "Connection.Close" not in str(exc):
+                raise BrokerUnavailable(
+                    f"cannot connect to RabbitMQ at {self.settings}: {type(exc).__name__}: {exc}"
+                ) from None
+            raise BrokerRefused(
+                f"RabbitMQ at {self.settings} refused the virtual host "
+                f"{self.settings.virtual_host!r}: it does not exist, or user "
+                f"{self.settings.username!r} may not use it"
+            ) from None
         except Exception as exc:
             raise BrokerUnavailable(
                 f"cannot connect to RabbitMQ at {self.settings}: {type(exc).__name__}: {exc}"

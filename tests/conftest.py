@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import aiormq
 import pytest
+from support.rabbit_cleanup import delete_under_prefixes
+from support.rabbit_node import RabbitNode, RabbitNodeError, rabbitmq_installed
 
 from actorbus import AsyncMessageBus
 from actorbus.brokers.memory import InMemoryServer
@@ -85,34 +86,40 @@ def _sweep_shared_broker() -> Iterator[None]:
     """
     yield
     if _prefixes_used and rabbitmq_reachable():
-        asyncio.run(_delete_under_prefixes(RABBITMQ_URL, tuple(f"{p}." for p in _prefixes_used)))
+        asyncio.run(delete_under_prefixes(RABBITMQ_URL, tuple(f"{p}." for p in _prefixes_used)))
 
 
-def _list_names(kind: str) -> list[str]:
+def _unavailable(message: str) -> None:
+    """Fail in CI, skip elsewhere: a missing broker is a broken CI, not a reason to skip."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def rabbit_node() -> Iterator[RabbitNode]:
+    """The run's private RabbitMQ node on its own ports, started once, always removed after.
+
+    Tests that stop, restart, kill or disconnect a broker use it, never the shared one.
+    """
+    if not rabbitmq_installed():
+        _unavailable("rabbitmq-server is not installed: the private node cannot start")
+    node = RabbitNode()
+    atexit.register(node.cleanup)  # also on an interrupted run
     try:
-        listed = subprocess.run(
-            ["rabbitmqctl", "-q", f"list_{kind}", "name"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in listed.stdout.splitlines()[1:] if line.strip()]
-
-
-async def _delete_under_prefixes(url: str, prefixes: tuple[str, ...]) -> None:
-    queues = [name for name in _list_names("queues") if name.startswith(prefixes)]
-    exchanges = [name for name in _list_names("exchanges") if name.startswith(prefixes)]
-    if not queues and not exchanges:
-        return
-    connection = await aiormq.connect(url)
+        node.start()
+    except RabbitNodeError as exc:
+        node.cleanup()
+        _unavailable(f"the private RabbitMQ node did not start: {exc}")
     try:
-        channel = await connection.channel()
-        for queue in queues:
-            await channel.queue_delete(queue)
-        for exchange in exchanges:
-            await channel.exchange_delete(exchange)
+        yield node
     finally:
-        await connection.close()
+        node.cleanup()
+        atexit.unregister(node.cleanup)
+
+
+@pytest.fixture
+def node(rabbit_node: RabbitNode) -> RabbitNode:
+    """The private node, running and ready when the test starts, whatever the last test did."""
+    rabbit_node.ensure_ready()
+    return rabbit_node

@@ -6,29 +6,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiormq
 import pytest
+from support.rabbit_cleanup import delete_names
 
 from actorbus import AsyncMessageBus
 from actorbus.brokers.memory import InMemoryServer
 
 BusFactory = Callable[..., AsyncMessageBus]
-
-
-async def delete_names(url: str, queues: list[str], exchanges: list[str]) -> None:
-    """Delete queues and exchanges on the broker at ``url``, ignoring missing ones."""
-    connection = await aiormq.connect(url)
-    try:
-        for name in queues:
-            channel = await connection.channel()
-            await channel.queue_delete(name)
-            await channel.close()
-        for name in exchanges:
-            channel = await connection.channel()
-            await channel.exchange_delete(name)
-            await channel.close()
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(

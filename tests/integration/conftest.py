@@ -1,17 +1,14 @@
-"""Fixtures of the RabbitMQ integration tests: buses on a test prefix, cleanup, a private node."""
+"""Fixtures of the RabbitMQ integration tests: buses on a test prefix, and their cleanup."""
 
 from __future__ import annotations
 
-import atexit
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiormq
 import pytest
-from rabbit_cleanup import delete_names
-from support.rabbit_node import RabbitNode, RabbitNodeError, rabbitmq_installed
+from support.rabbit_cleanup import delete_names
 
 from actorbus import AsyncMessageBus
 
@@ -55,38 +52,6 @@ async def amqp(rabbitmq_url: str) -> AsyncIterator[aiormq.abc.AbstractConnection
     connection = await aiormq.connect(rabbitmq_url)
     yield connection
     await connection.close()
-
-
-@pytest.fixture(scope="session")
-def private_node() -> Iterator[RabbitNode]:
-    """A private RabbitMQ node for the whole test run, to restart and disconnect at will."""
-    message = ""
-    if not rabbitmq_installed():
-        message = "rabbitmq-server is not installed: no private node"
-    else:
-        node = RabbitNode()
-        atexit.register(node.cleanup)
-        try:
-            node.start()
-        except RabbitNodeError as exc:
-            node.cleanup()
-            message = f"the private RabbitMQ node did not start: {exc}"
-    if message:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield node
-    finally:
-        node.cleanup()
-        atexit.unregister(node.cleanup)
-
-
-@pytest.fixture
-def node(private_node: RabbitNode) -> RabbitNode:
-    """The private node, running and ready when the test starts."""
-    private_node.ensure_ready()
-    return private_node
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 from aiormq.abc import AbstractConnection
 from pamqp.commands import Basic
-from rabbit_cleanup import delete_names
+from support.rabbit_cleanup import delete_names
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, RetryPolicy, handles
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import tree_app
-from rabbit_cleanup import delete_names
+from support.rabbit_cleanup import delete_names
 
 from actorbus import AsyncMessageBus
 from actorbus.messages import known_types, subsystem_of

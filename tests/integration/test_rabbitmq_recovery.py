@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import pytest
-from rabbit_cleanup import delete_names
 from support.checker import CheckResult, LossChecker, record_row
+from support.rabbit_cleanup import delete_names
 from support.rabbit_node import RabbitNode
 from support.tcp_proxy import TcpProxy
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from rabbit_cleanup import delete_names
+from support.rabbit_cleanup import delete_names
 
 from actorbus import MessageBus, MessageTypes
 from actorbus.brokers.base import DeadLetterFilter, QueueSpec

@@ -39,7 +39,7 @@ from typing import Any, TextIO
 from . import __version__
 from .bus import AsyncMessageBus
 from .config import MODE_VARIABLE, URL_VARIABLE, resolve_mode, resolve_url
-from .errors import ActorbusError, BrokerUnavailable, ConfigurationError
+from .errors import ActorbusError, BrokerRefused, BrokerUnavailable, ConfigurationError
 from .messages import MessageTypes
 
 __all__ = ["main"]
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Start with `actorbus run`: the trading system, in memory, for 10 seconds.\n"
             "Exit codes: 0 ok; 1 run failed (audit problems, supervisor gave up); "
-            "2 bad usage;\n3 broker unreachable; 130 interrupted (Ctrl-C)."
+            "2 bad usage;\n3 broker unreachable or refused; 130 interrupted (Ctrl-C)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -234,6 +234,12 @@ def _make_bus(
 
 def _unreachable(args: argparse.Namespace, exc: BaseException) -> int:
     url = _redact(resolve_url(args.url))
+    if isinstance(exc, BrokerRefused):
+        print(
+            f"actorbus: {exc}\n  Fix the credentials or virtual host in --url or ${URL_VARIABLE}.",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
     print(
         f"actorbus: cannot reach RabbitMQ at {url}: {exc}\n"
         f"  Start a broker there (for example: docker run -d -p 5672:5672 rabbitmq:3), "

@@ -118,6 +118,16 @@ def test_an_unreachable_broker_exits_3_with_advice(args: list[str]) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.rabbitmq
+def test_refused_credentials_exit_3_without_falling_back(rabbitmq_url: str) -> None:
+    url = rabbitmq_url.replace("guest:guest@", "guest:s3cret-wrong@")
+    done = run_cli("stats", "--mode", "rabbitmq", "--url", url)
+    assert done.returncode == 3
+    assert "refused the login of user 'guest'" in done.stderr
+    assert "s3cret-wrong" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_dlq_and_stats_in_memory_explain_themselves() -> None:
     listed = run_cli("dlq", "list", "--json")
     assert listed.returncode == 0

@@ -540,8 +540,23 @@ class AsyncMessageBus:
         router = await self._ready()
         return await router.broker.purge_dead_letters(DeadLetterFilter(actor=actor, type=type))
 
+    async def queued(self) -> dict[str, int]:
+        """Messages waiting in the broker for each actor of this process, by actor name.
+
+        These are in the actor's queue but not yet in its mailbox (over RabbitMQ: ready
+        in the queue, not yet delivered); with :meth:`stats`, whose ``mailbox`` and
+        ``busy`` cover the rest, they tell whether an actor has work left.
+        """
+        router = await self._ready()
+        return {
+            cell.name: await router.broker.queue_length(cell.queue) for cell in list(router.cells)
+        }
+
     def stats(self) -> dict[str, Any]:
-        """Counters: the mode, and per actor its state, counts and mailbox depth."""
+        """Counters: the mode, and per actor its state, counts, mailbox depth and ``busy``.
+
+        ``busy``: a message is being handled right now (or retried after a failure).
+        """
         actors: dict[str, dict[str, Any]] = {}
         for cell in self._router.cells if self._router is not None else []:
             counters = cell.stats
@@ -554,6 +569,7 @@ class AsyncMessageBus:
                 "restarts": counters.restarts,
                 "mailbox": len(cell.mailbox),
                 "conflated": getattr(cell.mailbox, "conflated", 0),
+                "busy": cell.busy,
             }
         return {"mode": self.mode, "closed": self.closed, "actors": actors}
 

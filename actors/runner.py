@@ -6,7 +6,9 @@ run for the given time, then wind down in an order that leaves a book worth
 auditing:
 
 1. stop the feed (and, with ``flatten``, send POSITION_CLOSE for every symbol);
-2. wait until this process is quiet (mailboxes empty, counters still);
+2. wait until this process has settled (see :func:`quiesce`: no message left
+   for its actors anywhere, and, when it runs the whole system, every message
+   accounted for);
 3. switch chaos off and replay this process's dead letters until none are left
    (or three rounds have passed), waiting for quiet after each;
 4. ask market data for the last quote of each symbol (request/reply);
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from actorbus import ActorState, AsyncMessageBus, MessageTypes
@@ -40,36 +42,95 @@ Progress = Callable[[dict[str, Any]], None]
 """Called about every ``interval`` seconds with the live numbers (see :func:`live_numbers`)."""
 
 
-async def quiesce(
-    bus: AsyncMessageBus, *, quiet: float = 0.3, stall: float = 10.0, timeout: float = 300.0
-) -> bool:
-    """Wait until this process's actors are idle for ``quiet`` seconds.
+QUIET_POLLS = 5
+"""Consecutive settled looks :func:`quiesce` wants besides its quiet time (see there)."""
+POLL = 0.02
 
-    Waits as long as they make progress (a backlog in RabbitMQ queues can take a
-    while to drain); returns False when nothing moved for ``stall`` seconds while
-    mailboxes still held messages, or after ``timeout`` seconds in all.
+
+async def quiesce(
+    bus: AsyncMessageBus,
+    system: TradingSystem | None = None,
+    *,
+    balance: bool = False,
+    replayed: Mapping[str, int] | None = None,
+    quiet: float = 0.3,
+    stall: float = 10.0,
+    timeout: float = 300.0,
+) -> bool:
+    """Wait until this process's actors have handled everything there is for them.
+
+    Settled means, all at once: every actor here has an empty mailbox, no handler
+    running (one may be waiting for a confirm, a reply or the exchange's latency)
+    and no message waiting for it in the broker. With ``system``, also: the feed
+    has stopped (when it runs here), every actor placed here is running (not
+    between two incarnations), and, with ``balance`` (the whole system runs in
+    this process), every message published to an actor's types is handled,
+    conflated or in the dead-letter queue (the audit's equation; ``replayed``
+    counts the dead letters of each actor sent back since). That must hold, with
+    no counter moving, for ``quiet`` seconds and at least :data:`QUIET_POLLS`
+    looks in a row. Quiet time alone is no proof: on a loaded machine a message
+    can sit in the broker, or a handler wait for a confirm, longer than any
+    quiet time, and the counters stand still meanwhile.
+
+    Waits as long as work is left and something moves (a backlog in RabbitMQ
+    queues can take a while to drain); returns False when nothing moved for
+    ``stall`` seconds while work was left, or after ``timeout`` seconds in all.
     """
     started = time.monotonic()
     last: Any = None
-    since = changed = started
+    changed = started
+    calm_since: float | None = None
+    calm_looks = 0
     while time.monotonic() - started < timeout:
         actors = bus.stats()["actors"]
         key = tuple(
             (name, a["processed"], a["failed"], a["dead_lettered"], a["conflated"], a["mailbox"])
             for name, a in sorted(actors.items())
         )
-        depth = sum(a["mailbox"] for a in actors.values())
         now = time.monotonic()
         if key != last:
-            last, since, changed = key, now, now
-        elif depth:
+            last, changed, calm_since = key, now, None
+        settled = not any(a["mailbox"] or a["busy"] for a in actors.values())
+        if settled and system is not None:
+            settled = _system_settled(system, actors, balance, replayed or {})
+        if settled:
+            settled = not any((await bus.queued()).values())
+        if settled:
+            if calm_since is None:
+                calm_since, calm_looks = now, 0
+            calm_looks += 1
+            if now - calm_since >= quiet and calm_looks >= QUIET_POLLS:
+                return True
+        else:
+            calm_since = None
             if now - changed >= stall:
                 return False
-            since = now
-        elif now - since >= quiet:
-            return True
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL)
     return False
+
+
+def _system_settled(
+    system: TradingSystem,
+    actors: dict[str, dict[str, Any]],
+    balance: bool,
+    replayed: Mapping[str, int],
+) -> bool:
+    """The trading system's part of :func:`quiesce`: feed stopped, actors up, books balanced."""
+    market = system.market
+    if "market_data" in system.placed and market.feed is not None and not market.exhausted:
+        return False
+    if any(actors.get(name, {}).get("state") != "running" for name in system.placed):
+        return False
+    if not balance:
+        return True  # other processes publish to these actors: no equation to check here
+    published = system.env.published
+    for name in system.placed:
+        counters = actors[name]
+        expected = sum(published[t] for t in ACTOR_CLASSES[name].handled_types())
+        in_dlq = counters["dead_lettered"] - replayed.get(name, 0)
+        if counters["processed"] + counters["conflated"] + in_dlq != expected:
+            return False
+    return True
 
 
 def live_numbers(
@@ -168,23 +229,28 @@ async def run_trading_system(
     feed_seconds = time.monotonic() - (system.market.started_at or started)
     ticks = system.market.ticks
     strategy_ticks = bus.stats()["actors"].get("strategy", {}).get("processed", 0)
+    # A failed tree has no actors left to wait for: only let what is in flight settle.
+    settling = system if ended_by != "failed" else None
+    balance = only is None
+    replayed_by: Counter[str] = Counter()
     if flatten and "position" in placed and ended_by != "failed":
-        await quiesce(bus)
+        await quiesce(bus, settling, balance=balance)
         for symbol in sorted(set(system.config.symbols) | set(system.positions.positions)):
             await bus.publish(MessageTypes.POSITION_CLOSE, PositionClose(symbol=symbol))
             system.env.published[MessageTypes.POSITION_CLOSE] += 1
-    drained = await quiesce(bus)
+    drained = await quiesce(bus, settling, balance=balance)
     system.env.chaos.enabled = False
-    replayed = 0
     if ended_by != "failed":
         for _ in range(3):
             count = 0
             for name in system.placed:
-                count += await bus.replay_dead_letters(actor=name)
-            replayed += count
+                replays = await bus.replay_dead_letters(actor=name)
+                replayed_by[name] += replays
+                count += replays
             if not count:
                 break
-            drained = await quiesce(bus)
+            drained = await quiesce(bus, settling, balance=balance, replayed=replayed_by)
+    replayed = sum(replayed_by.values())
     quotes: dict[str, float] = {}
     if "market_data" in placed and ended_by != "failed":
         for symbol in sorted(system.market.quotes):  # request/reply, as any client would

@@ -382,6 +382,7 @@ async def test_stats_counters(bus: AsyncMessageBus) -> None:
         "restarts": 0,
         "mailbox": 0,
         "conflated": 0,
+        "busy": False,
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from actorbus import AsyncMessageBus, MessageTypes, Supervisor
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, Supervisor, handles
 from actorbus.brokers.memory import InMemoryServer
 from actors import (
     ACTOR_NAMES,
@@ -20,6 +20,7 @@ from actors import (
     run_trading_system,
     unregister_schemas,
 )
+from actors.runner import quiesce
 
 pytestmark = pytest.mark.anyio
 
@@ -174,3 +175,24 @@ async def test_a_tree_split_over_two_buses_adds_up() -> None:
     assert book_report["problems"] == []
     assert book_report["counts"]["fills"] > 0
     assert audit([market_report, book_report]) == []
+
+
+class Slowpoke(Actor):
+    """Takes longer over a message than quiesce's quiet time (as a handler waiting for a
+    confirm from a busy broker does), then passes it on."""
+
+    handled: list[str] = []
+
+    @handles(MessageTypes.COMPONENT_STATUS)
+    async def on_status(self, msg: Envelope) -> None:
+        await asyncio.sleep(0.6)
+        self.handled.append(msg.id)
+
+
+async def test_quiesce_waits_for_a_busy_handler_not_just_for_still_counters() -> None:
+    Slowpoke.handled = []
+    async with AsyncMessageBus(mode="in_memory", server=InMemoryServer()) as bus:
+        await bus.spawn(Slowpoke)
+        sent = await bus.publish(MessageTypes.COMPONENT_STATUS, {"component": "x"})
+        assert await quiesce(bus, quiet=0.3)
+        assert Slowpoke.handled == [sent]

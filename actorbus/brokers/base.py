@@ -160,6 +160,9 @@ class MessageBroker(Protocol):
     async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
         """Put ``envelope`` straight into one queue, bypassing routing (used by replay)."""
 
+    async def queue_length(self, name: str) -> int:
+        """Messages waiting in a queue, not yet delivered to a consumer (0: none, or no queue)."""
+
     async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> ConsumerHandle:
         """Hand each message of ``queue`` to ``sink``; at most ``prefetch`` unsettled at once."""
 

@@ -146,6 +146,11 @@ class _MemoryQueue:
             return consumer.sink(delivery)
         return _deliver_across_loops(consumer, delivery)
 
+    @property
+    def draining(self) -> bool:
+        """Whether the backlog is being moved to a consumer right now."""
+        return self._draining
+
     def requeue(self, envelope: Envelope) -> None:
         with self._lock:
             self._writable_backlog().appendleft(envelope)
@@ -426,6 +431,14 @@ class InMemoryBroker:
         if target is None:
             raise Unroutable(f"no queue named {queue!r}")
         await target.deliver(envelope)
+
+    async def queue_length(self, name: str) -> int:
+        """Messages in the queue's backlog (none is held while a consumer can take them)."""
+        target = self.server.queues.get(name)
+        if target is None:
+            return 0
+        # A draining queue holds one more message on its way into a full mailbox.
+        return len(target.backlog) + (1 if target.draining else 0)
 
     async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> _Consumer:
         """Attach ``sink`` as a consumer of ``queue`` (prefetch is the sink's own bound)."""

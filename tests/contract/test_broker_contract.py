@@ -270,6 +270,29 @@ async def test_backpressure_through_prefetch(bus: AsyncMessageBus) -> None:
     await wait_until(lambda: Slow.handled == 12)
 
 
+async def test_queued_and_busy_tell_what_an_actor_has_left(
+    bus: AsyncMessageBus, broker_kind: str
+) -> None:
+    Slow.release, Slow.handled, Slow.deepest = asyncio.Event(), 0, 0
+    await bus.spawn(Slow)
+    publishing = asyncio.gather(*(bus.publish(TICK, {"i": i}) for i in range(12)))
+    await wait_until(lambda: bus.stats()["actors"]["slow"]["busy"])
+    if broker_kind == "rabbitmq":  # confirmed, and beyond the prefetch: ready in the queue
+        await publishing
+        for _ in range(200):
+            if (await bus.queued())["slow"] == 12 - Slow.mailbox_size:
+                break
+            await asyncio.sleep(0.01)
+        assert (await bus.queued())["slow"] == 12 - Slow.mailbox_size
+    else:  # in memory the publishers wait for room instead (backpressure)
+        assert await bus.queued() == {"slow": 0}
+    Slow.release.set()
+    await publishing
+    await wait_until(lambda: Slow.handled == 12)
+    assert await bus.queued() == {"slow": 0}
+    await wait_until(lambda: not bus.stats()["actors"]["slow"]["busy"])
+
+
 class Crash(Exception):
     """Fatal for :class:`Fragile`: crashes the actor instead of being retried."""
 

@@ -52,6 +52,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
+    ChannelNotFoundEntity,
     ChannelPreconditionFailed,
     DeliveryError,
 )
@@ -409,6 +410,15 @@ class AsyncRabbitMQBroker:
         finally:
             self._waiting -= 1
         return channel
+
+    async def queue_length(self, name: str) -> int:
+        """Messages ready in the queue, not yet delivered to a consumer (0 for no queue)."""
+        channel = await self._topology_channel()
+        try:
+            ok = await channel.queue_declare(name, passive=True, timeout=self._timeout)
+        except ChannelNotFoundEntity:  # closes the channel; the next operation opens another
+            return 0
+        return int(ok.message_count or 0)
 
     # -- consuming -------------------------------------------------------------------------
 

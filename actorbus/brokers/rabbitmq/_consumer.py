@@ -128,8 +128,6 @@ class Dedup:
         self._order: deque[str] = deque()
         self.inflight: dict[str, RabbitDelivery] = {}
         """Deliveries handed on and not yet settled, by key."""
-        self.dropped = 0
-        """Copies recognised and not handed on."""
 
     def done(self, key: str, delivery: RabbitDelivery, handled: bool) -> None:
         """Note that ``delivery`` was settled (``handled``, or given back)."""
@@ -318,12 +316,10 @@ class RabbitConsumer:
         replays = envelope.headers.get(REPLAYS_HEADER)
         key = envelope.id if replays is None else f"{envelope.id}/{replays}"
         if key in dedup.recent:
-            dedup.dropped += 1
             settle(True)
             return
         original = dedup.inflight.get(key)
         if original is not None:
-            dedup.dropped += 1
             original.add_copy(settle)
             return
         delivery = RabbitDelivery(envelope, settle, dedup, key)

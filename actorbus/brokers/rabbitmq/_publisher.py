@@ -41,10 +41,6 @@ class Pipeline:
     def __init__(self, channel: AbstractChannel) -> None:
         self.channel = channel
         """The publishing channel (publisher confirms on)."""
-        self.writes = 0
-        """Socket writes queued (for tests and benchmarks)."""
-        self.batched = 0
-        """Messages written."""
         self._batch: list[_Item] = []
         self._loop = asyncio.get_running_loop()
         self._writer: asyncio.Task[None] | None = None
@@ -96,7 +92,6 @@ class Pipeline:
         except asyncio.QueueFull:
             self._writer = self._loop.create_task(self._write(payload, batch))
             return
-        self.writes += 1
 
     async def _write(self, payload: ChannelFrame, batch: list[_Item]) -> None:
         channel: Any = self.channel
@@ -104,7 +99,6 @@ class Pipeline:
         try:
             while True:
                 await queue.put(payload)
-                self.writes += 1
                 if not self._batch:
                     return
                 batch, self._batch = self._batch, []
@@ -130,7 +124,6 @@ class Pipeline:
         frames: list[Any] = []
         confirmations = channel.confirmations
         by_message_id = channel.message_id_delivery_tag
-        count = 0
         for exchange, routing_key, body, properties, mandatory, future in batch:
             if future.done():  # abandoned by its publisher (timeout, cancel)
                 continue
@@ -146,10 +139,8 @@ class Pipeline:
             )
             frames.append(ContentHeader(properties=properties, body_size=len(body)))
             frames.extend(channel._split_body(body))
-            count += 1
         if not frames:
             return None
-        self.batched += count
         return ChannelFrame.marshall(channel_number=channel.number, frames=frames)
 
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from .mailbox import Conflate
 from .messages import Envelope
@@ -104,8 +104,9 @@ class ActorContext(Protocol):
         *,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
+        mandatory: bool = False,
     ) -> None:
-        """Publish a message as this actor."""
+        """Publish a message as this actor (``mandatory``: ``Unroutable`` if nobody is bound)."""
 
     async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
         """Send a request and wait for its reply."""
@@ -138,6 +139,12 @@ class Actor:
     """Use a quorum queue in RabbitMQ mode."""
     durable: ClassVar[bool] = True
     """Keep the queue (and its messages) when the actor stops and across broker restarts."""
+    queue_max_length: ClassVar[int | None] = None
+    """Most messages the queue keeps while unconsumed (``x-max-length``); ``None``: no limit."""
+    queue_overflow: ClassVar[Literal["reject-publish", "drop-head"]] = "reject-publish"
+    """At ``queue_max_length``: refuse publishes (``QueueFull``) or drop the oldest."""
+    queue_expires: ClassVar[float | None] = None
+    """Seconds without a consumer after which the queue is deleted (``x-expires``)."""
 
     _handlers: ClassVar[dict[str, str]] = {}
     _handler_cache: ClassVar[dict[str, Handler | None]] = {}
@@ -206,10 +213,14 @@ class Actor:
         *,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
+        mandatory: bool = False,
     ) -> None:
-        """Publish a message with this actor as its source."""
+        """Publish a message with this actor as its source.
+
+        With ``mandatory``, raises ``Unroutable`` when no queue is bound to the type.
+        """
         await self.context.publish(
-            message_type, data, correlation_id=correlation_id, headers=headers
+            message_type, data, correlation_id=correlation_id, headers=headers, mandatory=mandatory
         )
 
     async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:

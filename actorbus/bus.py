@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from threading import get_ident
 from typing import Any
 
@@ -33,6 +34,7 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from .actor import Actor
+from .brokers._unroutable import UnroutablePolicy
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
@@ -41,12 +43,13 @@ from .errors import (
     BrokerRefused,
     BrokerUnavailable,
     BusClosed,
+    ConfigurationError,
     SupervisorGaveUp,
     UnknownMessageType,
 )
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
 from .router import Router
-from .subscription import FunctionActor, MessageHandler, subscription_class
+from .subscription import FunctionActor, MessageHandler, check_handler, subscription_class
 from .supervisor import ChildSpec, Supervisor
 from .topic import is_pattern
 
@@ -55,6 +58,18 @@ __all__ = ["AsyncMessageBus", "validate_pattern"]
 logger = logging.getLogger("actorbus.bus")
 
 DRAIN_POLL = 0.002
+
+
+_SubscriptionKey = tuple[Any, tuple[str, ...] | None, str | None]
+"""A subscription: its handler, its sorted patterns (default queue) and its ``queue=``."""
+
+
+def _patterns_of(message_type: str | Sequence[str]) -> tuple[str, ...]:
+    """The sorted, distinct, validated patterns of one type or several."""
+    given = [message_type] if isinstance(message_type, str) else list(message_type)
+    if not given:
+        raise UnknownMessageType("subscribe needs at least one message type or pattern")
+    return tuple(sorted({validate_pattern(p) for p in given}))
 
 
 def validate_pattern(pattern: str) -> str:
@@ -82,6 +97,7 @@ class AsyncMessageBus:
         codec: Codec | None = None,
         fallback: bool = True,
         connect_timeout: float = 5.0,
+        unroutable: UnroutablePolicy = "drop",
     ) -> None:
         self._requested: Mode = resolve_mode(mode) if broker is None else broker.name  # type: ignore[assignment]
         self._url = url
@@ -94,6 +110,9 @@ class AsyncMessageBus:
         self._codec = codec or Codec()
         self._fallback = fallback
         self._connect_timeout = connect_timeout
+        if unroutable not in ("drop", "keep"):
+            raise ConfigurationError(f"unroutable must be 'drop' or 'keep', not {unroutable!r}")
+        self._unroutable: UnroutablePolicy = unroutable
         self._router: Router | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
@@ -105,12 +124,10 @@ class AsyncMessageBus:
         self._host: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._trees: dict[Supervisor, tuple[anyio.CancelScope, anyio.Event]] = {}
-        self._subscriptions: dict[
-            tuple[Any, str | None], tuple[type[FunctionActor], Supervisor]
-        ] = {}
+        self._subscriptions: dict[_SubscriptionKey, tuple[type[FunctionActor], Supervisor]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._announcements: set[asyncio.Task[None]] = set()
-        self._subscribing: dict[tuple[Any, str | None], asyncio.Future[None]] = {}
+        self._subscribing: dict[_SubscriptionKey, asyncio.Future[None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -170,7 +187,7 @@ class AsyncMessageBus:
             if not self._fallback or broker.name == "in_memory":
                 raise
             logger.warning("RabbitMQ is unreachable (%s): running in memory instead", exc)
-            broker = InMemoryBroker(self._server)
+            broker = self._memory_broker()
             await broker.connect()
         router = Router(broker, prefix=self.prefix, source=self.source)
         await router.open()
@@ -181,9 +198,14 @@ class AsyncMessageBus:
         logger.info("message bus started in %s mode", broker.name)
         self._announce(MessageTypes.SYSTEM_STARTUP, {"mode": broker.name})
 
+    def _memory_broker(self) -> InMemoryBroker:
+        return InMemoryBroker(
+            self._server, prefix=self.prefix, codec=self._codec, unroutable=self._unroutable
+        )
+
     def _make_broker(self, mode: Mode) -> MessageBroker:
         if mode == "in_memory":
-            return InMemoryBroker(self._server)
+            return self._memory_broker()
         from .brokers.rabbitmq import AsyncRabbitMQBroker  # imported only when asked for
 
         return AsyncRabbitMQBroker(
@@ -191,6 +213,7 @@ class AsyncMessageBus:
             prefix=self.prefix,
             codec=self._codec,
             connect_timeout=self._connect_timeout,
+            unroutable=self._unroutable,
         )
 
     async def _host_main(self, ready: asyncio.Future[None]) -> None:
@@ -354,11 +377,16 @@ class AsyncMessageBus:
         router = await self._ready()
         await router.publish(envelope, mandatory=mandatory)
 
-    def publish_soon(self, envelope: Envelope) -> None:
-        """Publish in the background (from the bus's own loop); shutdown waits for it."""
+    def publish_soon(self, envelope: Envelope, *, mandatory: bool = False) -> None:
+        """Publish in the background (from the bus's own loop); shutdown waits for it.
+
+        A failure (``Unroutable`` for a ``mandatory`` one nobody is bound to) is logged.
+        """
         if self._closed:
             raise BusClosed("the message bus was shut down")
-        task = asyncio.get_running_loop().create_task(self.publish_envelope(envelope))
+        task = asyncio.get_running_loop().create_task(
+            self.publish_envelope(envelope, mandatory=mandatory)
+        )
         self._background.add(task)
         task.add_done_callback(self._background_done)
 
@@ -399,20 +427,30 @@ class AsyncMessageBus:
     # -- subscribers and actors ---------------------------------------------------------------
 
     async def subscribe(
-        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+        self,
+        message_type: str | Sequence[str],
+        handler: MessageHandler,
+        *,
+        queue: str | None = None,
     ) -> None:
-        """Call ``handler(message_type, data)`` for every message of a type or topic pattern.
+        """Call ``handler(message_type, data)`` for every message of the types (or patterns).
 
-        Subscribing the same handler again to another type adds that type to its queue.
+        ``message_type`` is one type or topic pattern, or several (one queue, one order
+        for them all). Each call is one subscription with a queue of its own, named
+        after the handler and its set of types (see :mod:`actorbus.subscription` for
+        when queues are shared); the same call again does nothing. With ``queue=`` the
+        types go to that queue: subscribing the handler again adds them to it.
+        Raises ``InvalidHandler`` for a handler not callable as ``handler(type, data)``.
         """
-        pattern = validate_pattern(message_type)
+        patterns = _patterns_of(message_type)
+        check_handler(handler)
         await self._ready()
-        key = (handler, queue)
+        key: _SubscriptionKey = (handler, None if queue is not None else patterns, queue)
         existing = self._subscriptions.get(key)
         if existing is not None:
             cls, supervisor = existing
-            added = pattern not in cls._handlers
-            if added:
+            added = [p for p in patterns if p not in cls._handlers]
+            for pattern in added:
                 cls._handlers[pattern] = "function"
             starting = self._subscribing.get(key)
             if starting is not None:  # the first subscribe is still starting: share its outcome
@@ -420,8 +458,8 @@ class AsyncMessageBus:
             if added:
                 await self._rebind(cls, supervisor)
             return
-        cls = subscription_class(handler, self.prefix, queue)
-        cls._handlers = {pattern: "function"}
+        cls = subscription_class(handler, self.prefix, queue, patterns)
+        cls._handlers = dict.fromkeys(patterns, "function")
         supervisor = Supervisor([cls], max_restarts=10, within=1.0, name=cls.name)
         self._subscriptions[key] = (cls, supervisor)
         starting = self._subscribing[key] = asyncio.get_running_loop().create_future()
@@ -441,19 +479,32 @@ class AsyncMessageBus:
             del self._subscribing[key]
 
     async def unsubscribe(
-        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+        self,
+        message_type: str | Sequence[str],
+        handler: MessageHandler,
+        *,
+        queue: str | None = None,
     ) -> None:
-        """Stop delivering ``message_type`` to ``handler``; the last type ends the subscription."""
-        pattern = validate_pattern(message_type)
+        """End the subscription made with the same arguments (nothing if there is none).
+
+        With ``queue=``, removes those types from that queue's subscription instead; its
+        last type ends it.
+        """
+        patterns = _patterns_of(message_type)
         router = await self._ready()
-        existing = self._subscriptions.get((handler, queue))
-        if existing is None or pattern not in existing[0]._handlers:
+        key: _SubscriptionKey = (handler, None if queue is not None else patterns, queue)
+        existing = self._subscriptions.get(key)
+        if existing is None:
             return
         cls, supervisor = existing
-        del cls._handlers[pattern]
-        await router.broker.unbind_queue(cls.queue_name or "", pattern)
+        removed = patterns if queue is not None else tuple(cls._handlers)
+        for pattern in removed:
+            if pattern in cls._handlers:
+                del cls._handlers[pattern]
+                if queue is not None or not cls.durable:
+                    await router.broker.unbind_queue(cls.queue_name or "", pattern)
         if not cls._handlers:
-            del self._subscriptions[(handler, queue)]
+            del self._subscriptions[key]
             await self.stop(supervisor)
             if not cls.durable:
                 await router.broker.delete_queue(cls.queue_name or "")
@@ -556,6 +607,10 @@ class AsyncMessageBus:
         """Counters: the mode, and per actor its state, counts, mailbox depth and ``busy``.
 
         ``busy``: a message is being handled right now (or retried after a failure).
+        ``unroutable``: messages this bus published that no queue was bound to. In
+        memory also ``dropped`` (messages queues dropped at their length limit) and
+        ``dead_letters_dropped`` (dead letters dropped at the store's cap), for the
+        whole in-memory server.
         """
         actors: dict[str, dict[str, Any]] = {}
         for cell in self._router.cells if self._router is not None else []:
@@ -571,7 +626,17 @@ class AsyncMessageBus:
                 "conflated": getattr(cell.mailbox, "conflated", 0),
                 "busy": cell.busy,
             }
-        return {"mode": self.mode, "closed": self.closed, "actors": actors}
+        broker = self._router.broker if self._router is not None else None
+        stats: dict[str, Any] = {
+            "mode": self.mode,
+            "closed": self.closed,
+            "unroutable": broker.unroutable if broker is not None else 0,
+            "actors": actors,
+        }
+        if isinstance(broker, InMemoryBroker):  # what the in-memory bounds dropped
+            stats["dropped"] = broker.server.dropped
+            stats["dead_letters_dropped"] = broker.server.dead_letters_dropped
+        return stats
 
 
 def _name_of(target: type[Actor] | ChildSpec) -> str:

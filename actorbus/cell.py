@@ -8,8 +8,18 @@ cell, so a restart loses no queued message.
 
 The message loop, per delivery: find the handler, call it, retry with backoff
 on failure, then either acknowledge (success), or dead-letter and acknowledge
-(failure after the last attempt; a fatal error also crashes the actor). A
-delivery interrupted by a stop goes back to the head of the mailbox unsettled.
+(failure after the last attempt). A delivery interrupted by a stop goes back to
+the head of the mailbox unsettled.
+
+Order after a crash: a handler error the retry policy marks fatal crashes the
+actor, and the message that caused it stays unsettled at the head of the
+mailbox, so the restarted instance handles it first, before every message
+queued behind it (a cancel sent after its submit is still handled after it),
+the same over RabbitMQ and in memory. Each such retry is counted in the
+message's ``x-actorbus-replays`` header; once it has had ``crash_retries`` of
+them (the supervisor's ``max_replays``) a message that crashes the actor again
+is dead-lettered instead, and the supervisor's replay after the restart leaves
+it there, so a poison message cannot loop.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from anyio.abc import TaskStatus
 from .actor import Actor, ActorContext, ActorState, Handler
 from .errors import ActorCrashed
 from .mailbox import ConflatingMailbox, Mailbox
-from .messages import Delivery, Envelope
+from .messages import REPLAYS_HEADER, Delivery, Envelope
 
 __all__ = ["ActorCell", "ActorRuntime", "ActorStats"]
 
@@ -110,6 +120,8 @@ class ActorCell:
         """The running instance, if any."""
         self.consumer: Any = None
         """The broker consumer feeding the mailbox, while attached."""
+        self.crash_retries = 1
+        """More tries a message that crashed the actor gets, first, on the fresh instance."""
         self._current: Delivery | None = None
         self._stop_requested = False
 
@@ -241,8 +253,9 @@ class ActorCell:
                 if first_failure is None:
                     first_failure = time.time()
                 if isinstance(exc, policy.fatal):
-                    await self._dead_letter(delivery, exc, attempt, first_failure)
-                    self._current = None  # settled: not handed back to the next instance
+                    if not self._keep_for_retry(delivery):
+                        await self._dead_letter(delivery, exc, attempt, first_failure)
+                        self._current = None  # settled: not handed back to the next instance
                     raise ActorCrashed(f"{self.name}: {type(exc).__name__}: {exc}") from exc
                 if attempt >= policy.max_attempts:
                     logger.warning(
@@ -266,6 +279,20 @@ class ActorCell:
                 await self.runtime.reply(envelope, result)
             delivery.ack()
             return
+
+    def _keep_for_retry(self, delivery: Delivery) -> bool:
+        """Count one more try for a message that crashed the actor, if it has one left.
+
+        Kept as the current delivery, it goes back to the head of the mailbox when the
+        loop ends (see :meth:`run`), unsettled: the next instance takes it first.
+        """
+        envelope = delivery.envelope
+        tries = int(envelope.headers.get(REPLAYS_HEADER, "0"))
+        if tries >= self.crash_retries or self._current is not delivery:
+            return False
+        headers = {**envelope.headers, REPLAYS_HEADER: str(tries + 1)}
+        delivery.envelope = msgspec.structs.replace(envelope, attempt=1, headers=headers)
+        return True
 
     async def _dead_letter(
         self,

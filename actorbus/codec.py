@@ -6,6 +6,14 @@ own format is, chosen by content type; a body without a content type is read as
 JSON when it parses as JSON, else as msgpack. Every failure to decode, whatever
 its cause (bad bytes, wrong shape, schema mismatch, size), is one
 :class:`~actorbus.errors.DecodeError` whose ``reason`` says why. No pickle.
+
+Encoding refuses, with :class:`~actorbus.errors.InvalidMessage`, what cannot
+travel as it is: objects the format has no encoding for, integers out of its
+range, data nested deeper than the encoder goes (never a raw
+``RecursionError``), and a ``set`` or ``frozenset`` inside a dict, list or tuple
+payload (it would arrive as a list); a payload over ``max_size`` is
+:class:`~actorbus.errors.MessageTooLarge`. Both brokers encode through
+:meth:`Codec.encode_data` at publish, so both refuse the same data the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import DecodeError, MessageTooLarge
+from .errors import DecodeError, InvalidMessage, MessageTooLarge
 from .messages import Envelope, schema_for
 
 __all__ = ["CONTENT_TYPES", "Codec", "Format"]
@@ -32,6 +40,24 @@ _FORMAT_OF: dict[str, Format] = {
 }
 
 DEFAULT_MAX_SIZE = 4 * 1024 * 1024
+
+_CONTAINERS = (dict, list, tuple)
+_SETS = (set, frozenset)
+
+
+def _holds_a_set(data: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> bool:
+    """Whether a set is anywhere inside plain containers (already known to encode)."""
+    pending: list[Any] = [data]
+    while pending:
+        value = pending.pop()
+        items = value.values() if type(value) is dict else value
+        for item in items:
+            kind = type(item)
+            if kind in _CONTAINERS:
+                pending.append(item)
+            elif kind in _SETS:
+                return True
+    return False
 
 
 class Codec:
@@ -53,12 +79,34 @@ class Codec:
         self._decoders: dict[tuple[Format, type[Any]], Any] = {}
 
     def encode_data(self, data: Any) -> bytes:
-        """Encode a payload; raise ``MessageTooLarge`` past ``max_size``."""
+        """Encode a payload; raise ``InvalidMessage`` or ``MessageTooLarge`` (see above)."""
+        return self._encode(data, self.format)
+
+    def encode_copy(self, data: Any) -> bytes:
+        """Encode a payload as msgpack, checked as :meth:`encode_data` checks it.
+
+        The in-memory broker gives each receiver its own copy decoded from this
+        (:meth:`decode_copy`), as each consumer over RabbitMQ decodes its own.
+        """
+        return self._encode(data, "msgpack")
+
+    def decode_copy(self, body: bytes, message_type: str) -> Any:
+        """Decode what :meth:`encode_copy` made, as the type's schema (or as plain data)."""
+        return self._decoder("msgpack", schema_for(message_type) or Any).decode(body)
+
+    def _encode(self, data: Any, fmt: Format) -> bytes:
         try:
-            body = self._encoders[self.format].encode(data)
-        except (TypeError, OverflowError) as exc:
-            raise TypeError(f"data cannot be encoded as {self.format}: {exc}") from None
+            body = self._encoders[fmt].encode(data)
+        except RecursionError:
+            raise InvalidMessage("data is nested too deeply to be encoded") from None
+        except (TypeError, OverflowError, ValueError) as exc:
+            raise InvalidMessage(f"data cannot be encoded as {fmt}: {exc}") from None
         self._check_size(len(body))
+        kind = type(data)
+        if kind in _SETS or (kind in _CONTAINERS and _holds_a_set(data)):
+            raise InvalidMessage(
+                "data holds a set, which would arrive as a list: send a list or a tuple"
+            )
         return body
 
     def decode_data(self, body: bytes, content_type: str | None, message_type: str) -> Any:
@@ -80,7 +128,12 @@ class Codec:
 
     def encode_envelope(self, envelope: Envelope) -> bytes:
         """Encode a whole envelope (used where the wire has no room for properties)."""
-        body = self._encoders[self.format].encode(envelope)
+        try:
+            body = self._encoders[self.format].encode(envelope)
+        except RecursionError:
+            raise InvalidMessage("data is nested too deeply to be encoded") from None
+        except (TypeError, OverflowError, ValueError) as exc:
+            raise InvalidMessage(f"envelope cannot be encoded as {self.format}: {exc}") from None
         self._check_size(len(body))
         return body
 

@@ -8,7 +8,9 @@ The tree::
     │   ├── UnknownMessageType  a type string that is neither a MessageTypes value nor registered
     │   ├── SchemaError         data does not match the schema registered for its type
     │   ├── DecodeError         bytes that cannot be turned into an envelope or its data
-    │   └── MessageTooLarge     an encoded message over the codec's size limit
+    │   ├── MessageTooLarge     an encoded message over the codec's size limit
+    │   └── InvalidMessage      data that cannot travel (unencodable, a set, nested too deeply)
+    ├── InvalidHandler          a subscriber that cannot be called as ``handler(type, data)``
     ├── BusClosed               an operation on a bus that was shut down
     ├── PublishError            the broker did not take a message
     │   ├── Unroutable          a mandatory publish that no queue is bound to
@@ -57,6 +59,19 @@ class DecodeError(MessageError):
 
 class MessageTooLarge(MessageError):
     """Raised when an encoded message exceeds the codec's ``max_size``."""
+
+
+class InvalidMessage(MessageError, TypeError):
+    """Raised at publish for data that cannot travel as it is.
+
+    Data the codec cannot encode (a custom object, an integer out of range), data
+    nested deeper than the encoder goes, or a ``set`` in data of a type without a
+    schema (it would arrive as a list). Refused the same way in every mode.
+    """
+
+
+class InvalidHandler(ActorbusError, TypeError):
+    """Raised by ``subscribe`` for a handler that cannot be called as ``handler(type, data)``."""
 
 
 class BusClosed(ActorbusError, RuntimeError):

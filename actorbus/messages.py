@@ -26,6 +26,7 @@ import msgspec
 from .errors import SchemaError, UnknownMessageType
 
 __all__ = [
+    "REPLAYS_HEADER",
     "Delivery",
     "Envelope",
     "MessageTypes",
@@ -38,6 +39,11 @@ __all__ = [
     "validate_data",
     "validate_type",
 ]
+
+
+REPLAYS_HEADER = "x-actorbus-replays"
+"""Envelope header counting how many more tries a message got after it crashed its actor
+or was replayed from the dead letters (both count against a supervisor's ``max_replays``)."""
 
 
 class MessageTypes(StrEnum):
@@ -247,5 +253,5 @@ def make_envelope(
         source=source,
         correlation_id=correlation_id,
         reply_to=reply_to,
-        headers=headers or {},
+        headers=dict(headers) if headers else {},  # the publisher's dict stays its own
     )

@@ -64,6 +64,7 @@ class _ActorContext:
         *,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
+        mandatory: bool = False,
     ) -> None:
         envelope = make_envelope(
             message_type,
@@ -72,7 +73,7 @@ class _ActorContext:
             correlation_id=correlation_id,
             headers=headers,
         )
-        pending = self._router.publish_nowait(envelope)
+        pending = self._router.publish_nowait(envelope, mandatory=mandatory)
         if pending is not None:
             await pending
 
@@ -224,6 +225,9 @@ class Router:
                 patterns=cell.patterns,
                 durable=cell.actor_class.durable,
                 quorum=cell.actor_class.quorum,
+                max_length=cell.actor_class.queue_max_length,
+                overflow=cell.actor_class.queue_overflow,
+                expires=cell.actor_class.queue_expires,
             )
         )
 

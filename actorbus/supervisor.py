@@ -214,10 +214,11 @@ class Supervisor:
         self.within = within
         """Window of the restart intensity, in seconds."""
         self.max_replays = max_replays
-        """Replays of one dead letter allowed after restarts. The default, 1, gives the
-        message that crashed a child one more try on the fresh instance; a poison
-        message then costs two restarts, within the default ``max_restarts``, so it
-        cannot bring the tree down by itself."""
+        """More tries allowed for one message after it crashed a child (taken first by the
+        fresh instance, before the messages queued behind it) or was dead-lettered (replayed
+        after a restart). The default, 1, gives the message that crashed a child one more
+        try; a poison message then costs two restarts, within the default ``max_restarts``,
+        so it cannot bring the tree down by itself."""
         self.name = name or "supervisor"
         """Name, for logs and placement."""
         self.children: list[ChildSpec | Supervisor] = [_as_spec(child) for child in children]
@@ -241,6 +242,7 @@ class Supervisor:
         cell = self._cells.get(index)
         if cell is None:
             cell = self._cells[index] = self._runtime.make_cell(spec)
+            cell.crash_retries = self.max_replays
         return cell
 
     @property

@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -37,7 +37,7 @@ from .bus import AsyncMessageBus, validate_pattern
 from .config import Mode
 from .errors import BusClosed
 from .messages import Envelope
-from .subscription import MessageHandler
+from .subscription import MessageHandler, check_handler
 from .supervisor import ChildSpec, Supervisor
 
 __all__ = ["MessageBus"]
@@ -165,29 +165,36 @@ class MessageBus:
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
         source: str | None = None,
+        mandatory: bool = False,
     ) -> str:
         """Publish a message from any thread; return its id.
 
-        Outside an event loop, returns once the broker has the message. Inside one
-        (e.g. from a handler), validates now and publishes in the background.
+        Outside an event loop, returns once the broker has the message (with
+        ``mandatory``, raises ``Unroutable`` when no queue is bound to the type).
+        Inside one (e.g. from a handler), validates now and publishes in the
+        background: an unroutable mandatory publish is then logged as an error.
         """
         bus = self._ensure()
         envelope = bus.envelope(
             message_type, data, correlation_id=correlation_id, headers=headers, source=source
         )
-        if self._on_loop_thread():
-            bus.publish_soon(envelope)  # a handler of this bus: BusClosed, if so, raises here
+        if self._on_loop_thread():  # a handler of this bus: BusClosed, if so, raises here
+            bus.publish_soon(envelope, mandatory=mandatory)
         elif _running_loop() is not None:
             assert bus.loop is not None
             try:
-                bus.loop.call_soon_threadsafe(bus.publish_soon, envelope)
+                bus.loop.call_soon_threadsafe(
+                    partial(bus.publish_soon, envelope, mandatory=mandatory)
+                )
             except RuntimeError:  # the loop is closed: the bus was shut down meanwhile
                 raise BusClosed("the message bus was shut down") from None
         else:
-            self._publish_from_thread(bus, envelope)
+            self._publish_from_thread(bus, envelope, mandatory)
         return envelope.id
 
-    def _publish_from_thread(self, bus: AsyncMessageBus, envelope: Envelope) -> None:
+    def _publish_from_thread(
+        self, bus: AsyncMessageBus, envelope: Envelope, mandatory: bool = False
+    ) -> None:
         """Publish on the loop thread and wait for it: the hottest sync path.
 
         Straight through ``run_coroutine_threadsafe`` rather than the portal, whose
@@ -195,7 +202,7 @@ class MessageBus:
         same (the caller blocks until the broker has the message, errors re-raised).
         """
         loop = bus.loop
-        publishing = bus.publish_envelope(envelope)
+        publishing = bus.publish_envelope(envelope, mandatory=mandatory)
         try:
             if loop is None:
                 raise RuntimeError("the bus's event loop thread is gone")
@@ -210,12 +217,21 @@ class MessageBus:
     publish = publish_sync
 
     def subscribe(
-        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+        self,
+        message_type: str | Sequence[str],
+        handler: MessageHandler,
+        *,
+        queue: str | None = None,
     ) -> None:
-        """Call ``handler(message_type, data)`` for each message of a type or pattern."""
+        """Call ``handler(message_type, data)`` for each message of the types or patterns.
+
+        As :meth:`AsyncMessageBus.subscribe`; a bad pattern or handler raises here.
+        """
         bus = self._ensure()
         if self._on_loop_thread():
-            validate_pattern(message_type)
+            for pattern in [message_type] if isinstance(message_type, str) else message_type:
+                validate_pattern(pattern)
+            check_handler(handler)
             task = asyncio.get_running_loop().create_task(
                 bus.subscribe(message_type, handler, queue=queue)
             )
@@ -225,9 +241,13 @@ class MessageBus:
         self._call(bus.subscribe, message_type, handler, queue=queue)
 
     def unsubscribe(
-        self, message_type: str, handler: MessageHandler, *, queue: str | None = None
+        self,
+        message_type: str | Sequence[str],
+        handler: MessageHandler,
+        *,
+        queue: str | None = None,
     ) -> None:
-        """Stop delivering ``message_type`` to ``handler``."""
+        """End the subscription made with the same arguments (as the async one)."""
         self._call(self._ensure().unsubscribe, message_type, handler, queue=queue)
 
     def spawn(

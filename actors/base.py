@@ -123,9 +123,12 @@ class TradingActor(Actor):
         *,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
+        mandatory: bool = False,
     ) -> None:
         """Publish, and count the message once the bus has it."""
-        await super().publish(message_type, data, correlation_id=correlation_id, headers=headers)
+        await super().publish(
+            message_type, data, correlation_id=correlation_id, headers=headers, mandatory=mandatory
+        )
         self.env.published[str(message_type)] += 1
 
     async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:

@@ -22,6 +22,7 @@ from actorbus import (
 from actorbus.brokers.memory import InMemoryServer
 from actorbus.config import MODE_VARIABLE
 from actorbus.errors import ConfigurationError, SchemaError
+from actorbus.subscription import SUBSCRIPTION_EXPIRY, SUBSCRIPTION_MAX_LENGTH, patterns_hash
 
 pytestmark = pytest.mark.anyio
 
@@ -285,7 +286,8 @@ async def test_subscribing_the_same_handler_twice_delivers_once(bus: AsyncMessag
         (MessageTypes.STRATEGY_SIGNAL, {"n": 1}),
         (MessageTypes.RISK_ERROR, {"n": 2}),
     ]
-    assert len([n for n in bus.stats()["actors"] if "module_handler" in n]) == 1
+    # one subscription per set of types: the second type has its own queue and actor
+    assert len([n for n in bus.stats()["actors"] if "module_handler" in n]) == 2
 
 
 async def test_concurrent_subscribes_of_one_handler_are_ready_when_they_return(
@@ -375,7 +377,8 @@ async def test_module_level_handlers_share_a_durable_queue(server: InMemoryServe
         await first.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
         await second.subscribe(MessageTypes.STRATEGY_SIGNAL, module_handler)
         queues = [name for name in server.queues if "module_handler" in name]
-        assert queues == [f"trading.sub.{__name__}.module_handler"]
+        signal_hash = patterns_hash([MessageTypes.STRATEGY_SIGNAL])
+        assert queues == [f"trading.sub.{__name__}.module_handler.{signal_hash}"]
         for n in range(10):
             await first.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
         await wait_until(lambda: len(received) == 10)  # competing consumers: once each
@@ -638,11 +641,19 @@ def test_subscription_queue_names() -> None:
 
     def nested(message_type: str, data: Any) -> None: ...
 
-    named = subscription_class(module_handler, "trading", None)
-    assert named.queue_name == f"trading.sub.{__name__}.module_handler"
+    named = subscription_class(module_handler, "trading", None, ["a.b", "c.d"])
+    assert (
+        named.queue_name == f"trading.sub.{__name__}.module_handler.{patterns_hash(['c.d', 'a.b'])}"
+    )
     assert named.durable
-    assert subscription_class(Service.on_class, "p", None).queue_name == (
-        f"p.sub.{__name__}.Service.on_class"
+    # bounded and expiring, so that a queue left behind can neither grow nor block
+    assert named.queue_max_length == SUBSCRIPTION_MAX_LENGTH
+    assert named.queue_overflow == "drop-head"
+    assert named.queue_expires == SUBSCRIPTION_EXPIRY
+    other_types = subscription_class(module_handler, "trading", None, ["a.b"])
+    assert other_types.queue_name != named.queue_name
+    assert subscription_class(Service.on_class, "p", None, ["a.b"]).queue_name == (
+        f"p.sub.{__name__}.Service.on_class.{patterns_hash(['a.b'])}"
     )
     private = [
         subscription_class(handler, "trading", None)
@@ -661,6 +672,7 @@ def test_subscription_queue_names() -> None:
     explicit = subscription_class(nested, "trading", "my.queue")
     assert explicit.queue_name == "my.queue"
     assert explicit.durable
+    assert explicit.queue_max_length is None and explicit.queue_expires is None
 
 
 async def test_concurrent_shutdowns_all_return_when_it_is_done(server: InMemoryServer) -> None:

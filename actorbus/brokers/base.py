@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
-from ..messages import Delivery, Envelope
+from ..messages import REPLAYS_HEADER, Delivery, Envelope
 
 __all__ = [
+    "REPLAYS_HEADER",
     "ConsumerHandle",
     "DeadLetter",
     "DeadLetterFilter",
@@ -35,9 +36,6 @@ DeliverySink = Callable[[Delivery], Awaitable[None]]
 ReplyHandler = Callable[[Envelope], None]
 """Called with each reply that arrives at a bus's reply address."""
 
-REPLAYS_HEADER = "x-actorbus-replays"
-"""Envelope header counting how many times a dead letter was replayed."""
-
 
 class QueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A named queue and the topic patterns bound to it."""
@@ -51,7 +49,14 @@ class QueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     quorum: bool = False
     """Declare a quorum queue (replicated; for clustered RabbitMQ)."""
     max_length: int | None = None
-    """Most messages kept while nobody consumes; past it publishes are refused."""
+    """Most messages kept while nobody consumes; past it, ``overflow`` says what happens."""
+    overflow: Literal["reject-publish", "drop-head"] = "reject-publish"
+    """At ``max_length`` (RabbitMQ ``x-overflow``): ``"reject-publish"`` refuses the
+    publish (``QueueFull``); ``"drop-head"`` drops the oldest message to make room."""
+    expires: float | None = None
+    """Seconds without a consumer after which the queue is deleted (RabbitMQ ``x-expires``);
+    ``None``: a durable queue never expires (a non-durable one over RabbitMQ does, after
+    the broker's ``idle_queue_expiry``)."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +140,8 @@ class MessageBroker(Protocol):
 
     name: str
     """``"in_memory"`` or ``"rabbitmq"``: the mode this broker gives the bus."""
+    unroutable: int
+    """Messages published that no queue was bound to (counted whether kept or dropped)."""
 
     async def connect(self) -> None:
         """Open the connection; raise ``BrokerUnavailable`` when it cannot be made."""

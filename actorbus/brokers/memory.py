@@ -9,11 +9,23 @@ reach each other's subscribers).
 
 Semantics kept from RabbitMQ: topic routing with the shared matcher, durable
 named queues with competing consumers (round robin), backlog kept while a queue
-has no consumer (bounded by ``max_length``; past it publishes raise
-``QueueFull``, like ``x-overflow=reject-publish``), prefetch-bounded delivery
-(the consumer's sink blocks when full, which pushes back on the publisher),
-requeue of unsettled deliveries, and a dead-letter store with replay.
+has no consumer (bounded as RabbitMQ bounds it: see ``_memory_queue``),
+prefetch-bounded delivery (the consumer's sink blocks when full, which pushes
+back on the publisher), requeue of unsettled deliveries, a dead-letter store
+with replay, and each receiver's own copy of the data (see ``_copies``: bad
+data is refused at publish, as the RabbitMQ broker refuses it).
 What is not kept: nothing survives the process.
+
+Bounds: the dead-letter store keeps at most ``max_dead_letters`` entries
+(default 10,000); past it the oldest entry is dropped, counted in
+``dead_letters_dropped`` and logged (a rate-limited warning), as RabbitMQ's
+``x-max-length`` with ``drop-head`` would.
+
+Unroutable messages (no queue bound to the type) are counted in
+``unroutable`` and logged as a rate-limited warning per type; ``mandatory``
+publishes raise ``Unroutable`` instead; with ``unroutable="keep"`` they are
+kept in the queue ``<prefix>.unroutable`` (at most ``UNROUTABLE_MAX_LENGTH``,
+dropping the oldest), as the RabbitMQ broker keeps them.
 
 Thread safety: each consumer belongs to the event loop that started it; a
 publish from another loop (another thread) is handed to that loop with
@@ -24,21 +36,24 @@ tables are changed under a lock and read without one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
-from itertools import count
+from collections.abc import Awaitable
 from threading import get_ident
 from typing import ClassVar
 
 import msgspec
 
-from ..errors import QueueFull, Unroutable
-from ..messages import Delivery, Envelope
+from .._ratelimit import RateLimitedWarning
+from ..codec import Codec
+from ..errors import Unroutable
+from ..messages import Envelope
 from ..topic import topic_matches
+from ._copies import Copier
+from ._memory_queue import Consumer, MemoryQueue
+from ._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from .base import (
     REPLAYS_HEADER,
     DeadLetter,
@@ -48,209 +63,14 @@ from .base import (
     ReplyHandler,
 )
 
-__all__ = ["InMemoryBroker", "InMemoryServer"]
+__all__ = ["DEFAULT_MAX_DEAD_LETTERS", "InMemoryBroker", "InMemoryServer"]
 
 logger = logging.getLogger("actorbus.brokers.memory")
 
-DEFAULT_MAX_LENGTH = 100_000
+DEFAULT_MAX_DEAD_LETTERS = 10_000
+"""Entries the in-memory dead-letter store keeps before dropping the oldest."""
 
-
-class _MemoryDelivery(Delivery):
-    __slots__ = ("_queue",)
-
-    def __init__(self, envelope: Envelope, queue: _MemoryQueue) -> None:
-        self.envelope = envelope
-        self._queue = queue
-
-    def requeue(self) -> None:
-        self._queue.requeue(self.envelope)
-
-
-class _Consumer:
-    __slots__ = ("loop", "offer", "queue", "sink", "thread")
-
-    def __init__(self, queue: _MemoryQueue, sink: DeliverySink, loop: asyncio.AbstractEventLoop):
-        self.queue = queue
-        self.sink = sink
-        self.loop = loop
-        self.thread = get_ident()
-        """The thread running ``loop`` (a consumer is made on its own loop)."""
-        # A sink may take a delivery synchronously when it has room (a Mailbox does):
-        # the fast path of a publish in the consumer's own loop, with no coroutine.
-        self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
-
-    async def cancel(self) -> None:
-        self.queue.remove_consumer(self)
-
-
-class _NoBacklog(deque[Envelope]):
-    """The shared empty backlog of every queue that never needed one.
-
-    An empty deque costs about 760 bytes, and every actor has a queue that is
-    almost always consumed straight away; a queue gets its own deque on its
-    first backlogged message. Adding to this one is a bug and fails loudly.
-    """
-
-    def append(self, item: Envelope) -> None:
-        raise RuntimeError("the shared empty backlog cannot hold messages")
-
-    def appendleft(self, item: Envelope) -> None:
-        raise RuntimeError("the shared empty backlog cannot hold messages")
-
-
-_NO_BACKLOG = _NoBacklog()
-
-
-class _MemoryQueue:
-    """One queue: its consumers in round robin, and a backlog while none can take."""
-
-    def __init__(self, spec: QueueSpec) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.max_length = spec.max_length or DEFAULT_MAX_LENGTH
-        self.consumers: list[_Consumer] = []
-        self.backlog: deque[Envelope] = _NO_BACKLOG
-        """Messages no consumer could take yet (the shared empty deque until the first)."""
-        self._turn = count()
-        self._lock = threading.Lock()
-        self._draining = False
-        self._drain_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None
-        self._drain_waiters = None  # publishers waiting behind the backlog (made when needed)
-
-    async def deliver(self, envelope: Envelope) -> None:
-        pending = self.hand_over(envelope)
-        if pending is not None:
-            await pending
-
-    def hand_over(self, envelope: Envelope) -> Awaitable[None] | None:
-        """Deliver ``envelope``; return what is left to await (``None``: nothing, it is done).
-
-        In the consumer's loop, a sink with room takes the delivery at once (its
-        ``offer``); otherwise the caller must await the sink, which waits for room.
-        """
-        consumers = self.consumers
-        if not consumers or self.backlog:
-            self._append_backlog(envelope)
-            # Behind a backlog the consumer cannot push back directly: wait for the drain.
-            return self._backlog_drained() if consumers else None
-        consumer = (
-            consumers[next(self._turn) % len(consumers)] if len(consumers) > 1 else consumers[0]
-        )
-        delivery = _MemoryDelivery(envelope, self)
-        # On the consumer's loop? A thread runs one loop at a time, so "its thread, and
-        # its loop running" says so without asking asyncio (see actorbus._loops).
-        if consumer.thread == get_ident() and consumer.loop.is_running():
-            offer = consumer.offer
-            if offer is not None and offer(delivery):
-                return None
-            return consumer.sink(delivery)
-        return _deliver_across_loops(consumer, delivery)
-
-    @property
-    def draining(self) -> bool:
-        """Whether the backlog is being moved to a consumer right now."""
-        return self._draining
-
-    def requeue(self, envelope: Envelope) -> None:
-        with self._lock:
-            self._writable_backlog().appendleft(envelope)
-        self._kick_drain()
-
-    def _append_backlog(self, envelope: Envelope) -> None:
-        with self._lock:
-            if len(self.backlog) >= self.max_length:
-                raise QueueFull(f"queue {self.name!r} holds {self.max_length} messages, its limit")
-            self._writable_backlog().append(envelope)
-        self._kick_drain()
-
-    async def _backlog_drained(self) -> None:
-        """Wait until the drain has emptied the backlog (or lost its consumers)."""
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        with self._lock:
-            if not self.backlog or not self.consumers:
-                return
-            if self._drain_waiters is None:
-                self._drain_waiters = []
-            self._drain_waiters.append((loop, waiter))
-        await waiter
-
-    def _wake_drain_waiters(self) -> None:
-        if not self._drain_waiters:
-            return
-        with self._lock:
-            waiters, self._drain_waiters = self._drain_waiters, None
-        for loop, waiter in waiters or ():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
-                loop.call_soon_threadsafe(_settle, waiter)
-
-    def _writable_backlog(self) -> deque[Envelope]:
-        if self.backlog is _NO_BACKLOG:
-            self.backlog = deque()
-        return self.backlog
-
-    def add_consumer(self, consumer: _Consumer) -> None:
-        self.consumers = [*self.consumers, consumer]
-        self._kick_drain()
-
-    def remove_consumer(self, consumer: _Consumer) -> None:
-        self.consumers = [c for c in self.consumers if c is not consumer]
-
-    def _kick_drain(self) -> None:
-        with self._lock:
-            if self._draining or not self.backlog or not self.consumers:
-                return
-            self._draining = True
-            loop = self.consumers[0].loop
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
-
-    async def _drain(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    if not self.backlog or not self.consumers:
-                        return
-                    envelope = self.backlog.popleft()
-                consumer = self.consumers[next(self._turn) % len(self.consumers)]
-                delivery = _MemoryDelivery(envelope, self)
-                try:
-                    if consumer.loop is asyncio.get_running_loop():
-                        await consumer.sink(delivery)
-                    else:
-                        await _deliver_across_loops(consumer, delivery)
-                except BaseException:
-                    self.requeue(envelope)
-                    raise
-        finally:
-            with self._lock:
-                self._draining = False
-            self._wake_drain_waiters()
-            if self.backlog and self.consumers:
-                self._kick_drain()
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def _deliver_across_loops(consumer: _Consumer, delivery: Delivery) -> None:
-    future = asyncio.run_coroutine_threadsafe(_await(consumer.sink(delivery)), consumer.loop)
-    await asyncio.wrap_future(future)
-
-
-async def _await(awaitable: Awaitable[None]) -> None:
-    await awaitable
-
-
-async def _finish_delivery(
-    pending: Awaitable[None], queues: tuple[_MemoryQueue, ...], envelope: Envelope
-) -> None:
-    await pending
-    for queue in queues:
-        more = queue.hand_over(envelope)
-        if more is not None:
-            await more
+_warnings = RateLimitedWarning(logger)
 
 
 class InMemoryServer:
@@ -259,12 +79,18 @@ class InMemoryServer:
     _default: ClassVar[InMemoryServer | None] = None
     _default_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self) -> None:
-        self.queues: dict[str, _MemoryQueue] = {}
+    def __init__(self, *, max_dead_letters: int = DEFAULT_MAX_DEAD_LETTERS) -> None:
+        self.queues: dict[str, MemoryQueue] = {}
         """Queues by name."""
+        self.max_dead_letters = max_dead_letters
+        """Most dead letters kept; past it the oldest is dropped."""
+        self.dead_letters_dropped = 0
+        """Dead letters dropped at ``max_dead_letters``."""
+        self.dropped = 0
+        """Messages queues dropped at their length limit (drop-head)."""
         self._bindings: list[tuple[str, str]] = []
-        self._routes: dict[str, tuple[_MemoryQueue, ...]] = {}
-        self._dead: list[DeadLetter] = []
+        self._routes: dict[str, tuple[MemoryQueue, ...]] = {}
+        self._dead: deque[DeadLetter] = deque()
         self._replies: dict[str, tuple[asyncio.AbstractEventLoop, int, ReplyHandler]] = {}
         self._lock = threading.Lock()
 
@@ -280,7 +106,7 @@ class InMemoryServer:
         """Create ``spec.name`` if missing and add its bindings."""
         with self._lock:
             if spec.name not in self.queues:
-                self.queues[spec.name] = _MemoryQueue(spec)
+                self.queues[spec.name] = MemoryQueue(spec, self._count_drop, self.expire_queue)
             for pattern in spec.patterns:
                 if (pattern, spec.name) not in self._bindings:
                     self._bindings.append((pattern, spec.name))
@@ -293,6 +119,16 @@ class InMemoryServer:
             self._bindings = [b for b in self._bindings if b[1] != name]
             self._routes = {}
 
+    def expire_queue(self, name: str) -> None:
+        """Delete a queue that had no consumer for its ``expires`` (if still unconsumed)."""
+        queue = self.queues.get(name)
+        if queue is not None and not queue.consumers:
+            logger.info("queue %r expired: no consumer for %ss", name, queue.spec.expires)
+            self.delete_queue(name)
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+
     def unbind_queue(self, name: str, pattern: str) -> None:
         """Remove the binding of ``pattern`` to queue ``name``."""
         with self._lock:
@@ -304,13 +140,13 @@ class InMemoryServer:
         with self._lock:
             return list(self._bindings)
 
-    def route(self, routing_key: str) -> tuple[_MemoryQueue, ...]:
+    def route(self, routing_key: str) -> tuple[MemoryQueue, ...]:
         """The queues a message with ``routing_key`` goes to (cached until bindings change)."""
         routes = self._routes
         queues = routes.get(routing_key)
         if queues is None:
             with self._lock:
-                seen: dict[str, _MemoryQueue] = {}
+                seen: dict[str, MemoryQueue] = {}
                 for pattern, name in self._bindings:
                     if name not in seen and topic_matches(pattern, routing_key):
                         seen[name] = self.queues[name]
@@ -319,9 +155,10 @@ class InMemoryServer:
         return queues
 
     def add_dead_letter(self, entry: DeadLetter) -> None:
-        """Store a dead letter."""
+        """Store a dead letter; past ``max_dead_letters`` the oldest one is dropped."""
         with self._lock:
             self._dead.append(entry)
+            dropped = self._trim_dead()
         logger.warning(
             "dead letter: %s %s from %s after %d attempt(s): %s: %s",
             entry.envelope.type,
@@ -331,6 +168,20 @@ class InMemoryServer:
             entry.error_type,
             entry.reason,
         )
+        if dropped:
+            _warnings.note(
+                "dead letters full",
+                f"the dead-letter store holds {self.max_dead_letters} entries, its limit: "
+                f"the oldest was dropped ({self.dead_letters_dropped} dropped in all)",
+            )
+
+    def _trim_dead(self) -> int:
+        dropped = 0
+        while len(self._dead) > self.max_dead_letters:
+            self._dead.popleft()
+            dropped += 1
+        self.dead_letters_dropped += dropped
+        return dropped
 
     def take_dead_letters(
         self, selection: DeadLetterFilter, *, max_replays: int | None = None
@@ -338,7 +189,7 @@ class InMemoryServer:
         """Remove and return the selected dead letters (those under the replay cap)."""
         with self._lock:
             taken: list[DeadLetter] = []
-            kept: list[DeadLetter] = []
+            kept: deque[DeadLetter] = deque()
             for entry in self._dead:
                 eligible = selection(entry) and (max_replays is None or entry.replays < max_replays)
                 (taken if eligible else kept).append(entry)
@@ -351,9 +202,10 @@ class InMemoryServer:
             return [entry for entry in self._dead if selection(entry)]
 
     def restore_dead_letters(self, entries: list[DeadLetter]) -> None:
-        """Put entries back at the front of the dead-letter store."""
+        """Put entries back at the front of the dead-letter store (the oldest go past the cap)."""
         with self._lock:
-            self._dead[:0] = entries
+            self._dead.extendleft(reversed(entries))
+            self._trim_dead()
 
 
 class InMemoryBroker:
@@ -361,14 +213,30 @@ class InMemoryBroker:
 
     name = "in_memory"
 
-    def __init__(self, server: InMemoryServer | None = None) -> None:
+    def __init__(
+        self,
+        server: InMemoryServer | None = None,
+        *,
+        prefix: str = "trading",
+        codec: Codec | None = None,
+        unroutable: UnroutablePolicy = "drop",
+    ) -> None:
         self.server = server or InMemoryServer.default()
         """The server this connection talks to."""
-        self._consumers: list[_Consumer] = []
+        self.copier = Copier(codec or Codec())
+        """Checks each published message's data and makes each receiver's copy."""
+        self.unroutable = 0
+        """Messages this connection published that no queue was bound to."""
+        self.unroutable_policy: UnroutablePolicy = unroutable
+        """What becomes of them: ``"drop"`` or ``"keep"`` (in ``<prefix>.unroutable``)."""
+        self._unroutable_spec = unroutable_spec(prefix) if unroutable == "keep" else None
+        self._consumers: list[Consumer] = []
         self._reply_addresses: list[str] = []
 
     async def connect(self) -> None:
-        """Nothing to open: the server is in this process."""
+        """Nothing to open (the server is in this process); declare the unroutable queue."""
+        if self._unroutable_spec is not None:
+            self.server.declare_queue(self._unroutable_spec)
 
     async def close(self) -> None:
         """Cancel this connection's consumers and reply addresses."""
@@ -406,24 +274,53 @@ class InMemoryBroker:
         ``None``; at the first that would wait, returns an awaitable finishing the
         delivery (that queue and the ones after it), which the caller must await.
         """
+        copier = self.copier
+        body = copier.prepare(envelope)  # refuses bad data, whoever is bound
         server = self.server
         queues = server._routes.get(envelope.type)
         if queues is None:
             queues = server.route(envelope.type)
         if not queues:
-            if mandatory:
-                raise Unroutable(f"no queue is bound to {envelope.type!r}")
-            logger.debug(
-                "no queue bound to %s; message %s not delivered", envelope.type, envelope.id
-            )
-            return None
+            return self._unroutable(envelope, body, mandatory)
         if len(queues) == 1:
-            return queues[0].hand_over(envelope)
+            return queues[0].hand_over(copier.copy(envelope, body))
         for index, queue in enumerate(queues):
-            pending = queue.hand_over(envelope)
+            pending = queue.hand_over(copier.copy(envelope, body))
             if pending is not None:
-                return _finish_delivery(pending, queues[index + 1 :], envelope)
+                return self._finish_delivery(pending, queues[index + 1 :], envelope, body)
         return None
+
+    def _unroutable(
+        self, envelope: Envelope, body: bytes | None, mandatory: bool
+    ) -> Awaitable[None] | None:
+        if mandatory:
+            self.unroutable += 1
+            raise Unroutable(f"no queue is bound to {envelope.type!r}")
+        if announcement(envelope):
+            return None
+        self.unroutable += 1
+        spec = self._unroutable_spec
+        note_unroutable(envelope, spec.name if spec is not None else None)
+        if spec is None:
+            return None
+        kept = self.server.queues.get(spec.name)
+        if kept is None:  # deleted meanwhile: declared again
+            self.server.declare_queue(spec)
+            kept = self.server.queues[spec.name]
+        return kept.hand_over(self.copier.copy(envelope, body))
+
+    async def _finish_delivery(
+        self,
+        pending: Awaitable[None],
+        queues: tuple[MemoryQueue, ...],
+        envelope: Envelope,
+        body: bytes | None,
+    ) -> None:
+        await pending
+        for queue in queues:
+            more = queue.hand_over(self.copier.copy(envelope, body))
+            if more is not None:
+                await more
 
     async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
         """Deliver to one queue by name."""
@@ -440,12 +337,12 @@ class InMemoryBroker:
         # A draining queue holds one more message on its way into a full mailbox.
         return len(target.backlog) + (1 if target.draining else 0)
 
-    async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> _Consumer:
+    async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> Consumer:
         """Attach ``sink`` as a consumer of ``queue`` (prefetch is the sink's own bound)."""
         target = self.server.queues.get(queue)
         if target is None:
             raise Unroutable(f"no queue named {queue!r}")
-        consumer = _Consumer(target, sink, asyncio.get_running_loop())
+        consumer = Consumer(target, sink, asyncio.get_running_loop())
         target.add_consumer(consumer)
         self._consumers.append(consumer)
         return consumer

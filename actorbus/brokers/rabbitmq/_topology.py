@@ -77,8 +77,10 @@ class Topology:
             arguments["x-queue-type"] = "quorum"
         if spec.max_length is not None:
             arguments["x-max-length"] = spec.max_length
-            arguments["x-overflow"] = "reject-publish"
-        if not spec.durable:
+            arguments["x-overflow"] = spec.overflow
+        if spec.expires is not None:
+            arguments["x-expires"] = int(spec.expires * 1000)
+        elif not spec.durable:
             arguments["x-expires"] = self._expiry_ms
         return arguments
 

@@ -18,7 +18,15 @@ Topology (the wire, readable by any AMQP client):
 
 Guarantees: every publish waits for the broker's confirm (and many may be in
 flight at once); ``mandatory`` publishes that no queue takes raise
-``Unroutable``; a consumer's message is acknowledged only once its delivery is
+``Unroutable``; every other publish is sent mandatory too, so that the broker
+returns what no queue takes: it is counted (``unroutable``), logged
+(rate-limited) and, with ``unroutable="keep"``, sent on to the queue
+``<prefix>.unroutable`` (see ``brokers._unroutable``). An alternate exchange
+would do the last part inside RabbitMQ, but it is an exchange argument, and
+declaring an existing exchange with other arguments fails
+(``PRECONDITION_FAILED``): adding it would break every deployment made before.
+Batched types (``batch_types``) go as batches, not counted when unroutable.
+A consumer's message is acknowledged only once its delivery is
 settled; an undecodable message is stored as a dead letter (confirmed) before it
 is acknowledged. While the connection is down, publishes wait (at most
 ``outbox_limit`` of them, then ``QueueFull``; at most ``publish_timeout`` s,
@@ -69,6 +77,7 @@ from ...errors import (
     Unroutable,
 )
 from ...messages import Envelope, MessageTypes, known_types, subsystem_of
+from .._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from ..base import (
     ConsumerHandle,
     DeadLetter,
@@ -121,6 +130,7 @@ class AsyncRabbitMQBroker:
         batch_types: Iterable[str] = (),
         batch_size: int = 100,
         batch_linger: float = 0.001,
+        unroutable: UnroutablePolicy = "drop",
     ) -> None:
         self.settings = ConnectionSettings(
             url,
@@ -171,6 +181,11 @@ class AsyncRabbitMQBroker:
         """Message types sent many to an AMQP message (see ``_batch``); others one each."""
         self._batcher = Batcher(self._send_batch, size=batch_size, linger=batch_linger)
         self._pipeline: Pipeline | None = None
+        self.unroutable = 0
+        """Messages published that no queue was bound to (returned by the broker)."""
+        self.unroutable_policy: UnroutablePolicy = unroutable
+        """What becomes of them: ``"drop"`` or ``"keep"`` (in ``<prefix>.unroutable``)."""
+        self._unroutable_spec = unroutable_spec(prefix) if unroutable == "keep" else None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -188,6 +203,8 @@ class AsyncRabbitMQBroker:
         self._topo.queues[self.dead_letter_queue] = QueueSpec(
             name=self.dead_letter_queue, patterns=()
         )
+        if self._unroutable_spec is not None:
+            self._topo.queues[self._unroutable_spec.name] = self._unroutable_spec
         await self._link.open()
         self._connected = True
         logger.info("connected to RabbitMQ at %s", self.settings)
@@ -315,10 +332,23 @@ class AsyncRabbitMQBroker:
             await self._ensure_subsystem(subsystem)
             exchange = self._exchange_of[envelope.type] = self._topo.exchange(subsystem)
         if envelope.type in self.batch_types and not mandatory and envelope.reply_to is None:
+            self._codec.encode_data(envelope.data)  # bad data is refused here, not in a batch
             await self._batcher.publish(exchange, envelope)
             return
         body, properties = encode_envelope(self._codec, envelope)
-        await self._send(exchange, envelope.type, body, properties, mandatory=mandatory)
+        try:
+            await self._send(exchange, envelope.type, body, properties, mandatory=True)
+        except Unroutable:
+            if mandatory:
+                self.unroutable += 1
+                raise
+            if announcement(envelope):
+                return
+            self.unroutable += 1
+            spec = self._unroutable_spec
+            note_unroutable(envelope, spec.name if spec is not None else None)
+            if spec is not None:
+                await self._send("", spec.name, body, properties, mandatory=False)
 
     async def _send_batch(
         self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties

@@ -1,0 +1,122 @@
+"""Each in-memory receiver gets its own copy of a message's data, as over RabbitMQ.
+
+Over RabbitMQ every consumer decodes its own copy of the bytes, so nobody sees
+what a publisher or another subscriber does to its objects afterwards. The
+in-memory broker keeps that: :class:`Copier` encodes the data once (msgpack, with
+every check :meth:`~actorbus.codec.Codec.encode_data` makes, so bad data is
+refused at publish in both modes) and decodes one copy per receiving queue.
+A copy is what RabbitMQ delivers with the default codec: a Struct of the type's
+schema, or plain dicts and lists (a tuple arrives as a list, an unregistered
+Struct as a dict).
+
+Data that nobody can change is shared instead: ``None``, ``bool``, ``int``,
+``float``, ``str``, ``bytes``, and an instance of the type's own schema when
+that schema is a frozen Struct whose fields are of such types (frozen Structs,
+tuples and frozensets of them included). It is still checked (range, size).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+
+from ..codec import Codec
+from ..messages import Envelope, schema_for
+
+__all__ = ["Copier"]
+
+_SCALARS = (type(None), bool, float)
+_TEXT = (str, bytes)
+_IMMUTABLE_INFO = (
+    mi.NoneType,
+    mi.BoolType,
+    mi.IntType,
+    mi.FloatType,
+    mi.StrType,
+    mi.BytesType,
+    mi.DateTimeType,
+    mi.DateType,
+    mi.TimeType,
+    mi.TimeDeltaType,
+    mi.UUIDType,
+    mi.DecimalType,
+    mi.LiteralType,
+    mi.EnumType,
+)
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+
+
+class Copier:
+    """Checks a message's data once and makes each receiver's copy of it."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        """The codec whose checks (size limit included) apply to every publish."""
+        self._immutable: dict[type[Any], bool] = {}
+        # str or bytes shorter than this cannot exceed the size limit once encoded.
+        self._short = max(0, (codec.max_size - 16) // 4)
+
+    def prepare(self, envelope: Envelope) -> bytes | None:
+        """Check ``envelope.data``; return the bytes to copy from, or ``None`` to share it.
+
+        Raises ``InvalidMessage`` or ``MessageTooLarge`` for data that cannot travel.
+        """
+        data = envelope.data
+        kind = type(data)
+        if kind in _SCALARS:
+            return None
+        if kind is int:
+            if _INT64_MIN <= data < _UINT64_END:
+                return None
+        elif kind in _TEXT:
+            if len(data) < self._short:
+                return None
+        elif self._shareable(kind, envelope.type):
+            self.codec.encode_copy(data)  # checked (size), then shared
+            return None
+        body = self.codec.encode_copy(data)
+        return None if kind is int or kind in _TEXT else body
+
+    def copy(self, envelope: Envelope, body: bytes | None) -> Envelope:
+        """A receiver's own envelope: fresh data (unless shared) and fresh headers."""
+        headers = envelope.headers
+        if body is None:
+            if not headers:
+                return envelope
+            return msgspec.structs.replace(envelope, headers=dict(headers))
+        return msgspec.structs.replace(
+            envelope,
+            data=self.codec.decode_copy(body, envelope.type),
+            headers=dict(headers) if headers else {},
+        )
+
+    def _shareable(self, kind: type[Any], message_type: str) -> bool:
+        known = self._immutable.get(kind)
+        if known is None:
+            schema = schema_for(message_type)
+            if schema is not kind:
+                return False  # not the type's schema: over RabbitMQ it arrives as plain data
+            known = self._immutable[kind] = _immutable(mi.type_info(kind), set())
+        return known
+
+
+def _immutable(info: mi.Type, seen: set[type[Any]]) -> bool:
+    """Whether values of a type described by ``info`` cannot be changed in place."""
+    if isinstance(info, _IMMUTABLE_INFO):
+        return True
+    if isinstance(info, mi.StructType):
+        if info.cls in seen:
+            return True
+        if not info.cls.__struct_config__.frozen:
+            return False
+        seen.add(info.cls)
+        return all(_immutable(field.type, seen) for field in info.fields)
+    if isinstance(info, mi.TupleType):
+        return all(_immutable(item, seen) for item in info.item_types)
+    if isinstance(info, (mi.VarTupleType, mi.FrozenSetType)):
+        return _immutable(info.item_type, seen)
+    if isinstance(info, mi.UnionType):
+        return all(_immutable(member, seen) for member in info.types)
+    return False

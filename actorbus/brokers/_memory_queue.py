@@ -1,0 +1,278 @@
+"""One queue of the in-memory broker: consumers in round robin, and a bounded backlog.
+
+A message goes straight to a consumer's sink when one can take it; otherwise it
+waits in the queue's backlog, moved to a consumer as soon as one can. The
+backlog is bounded the way RabbitMQ bounds a queue (``x-max-length`` and
+``x-overflow``):
+
+- a queue declared with ``max_length`` and ``overflow="reject-publish"`` (the
+  default overflow) refuses the publish with ``QueueFull`` when full;
+- with ``overflow="drop-head"`` it drops its oldest message to make room;
+- a queue declared without ``max_length`` (unbounded on RabbitMQ) is held to
+  ``DEFAULT_MAX_LENGTH`` here, the process's memory being the limit, and drops
+  its oldest message past it: a queue nobody consumes (left by a bus that was
+  shut down) must never block live publishers.
+
+Dropped messages are counted (``dropped``, and by the server) and logged as a
+rate-limited warning. A queue declared with ``expires`` is deleted once it has
+had no consumer for that long (RabbitMQ ``x-expires``), checked when a message
+would be kept for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from itertools import count
+from threading import get_ident
+
+from .._ratelimit import RateLimitedWarning
+from ..errors import QueueFull
+from ..messages import Delivery, Envelope
+from .base import DeliverySink, QueueSpec
+
+__all__ = ["DEFAULT_MAX_LENGTH", "Consumer", "MemoryQueue"]
+
+logger = logging.getLogger("actorbus.brokers.memory")
+_drops = RateLimitedWarning(logger)
+
+DEFAULT_MAX_LENGTH = 100_000
+
+
+class _MemoryDelivery(Delivery):
+    __slots__ = ("_queue",)
+
+    def __init__(self, envelope: Envelope, queue: MemoryQueue) -> None:
+        self.envelope = envelope
+        self._queue = queue
+
+    def requeue(self) -> None:
+        self._queue.requeue(self.envelope)
+
+
+class Consumer:
+    """A sink attached to a queue, on the event loop that attached it."""
+
+    __slots__ = ("loop", "offer", "queue", "sink", "thread")
+
+    def __init__(self, queue: MemoryQueue, sink: DeliverySink, loop: asyncio.AbstractEventLoop):
+        self.queue = queue
+        self.sink = sink
+        self.loop = loop
+        self.thread = get_ident()
+        """The thread running ``loop`` (a consumer is made on its own loop)."""
+        # A sink may take a delivery synchronously when it has room (a Mailbox does):
+        # the fast path of a publish in the consumer's own loop, with no coroutine.
+        self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
+
+    async def cancel(self) -> None:
+        """Detach from the queue."""
+        self.queue.remove_consumer(self)
+
+
+class _NoBacklog(deque[Envelope]):
+    """The shared empty backlog of every queue that never needed one.
+
+    An empty deque costs about 760 bytes, and every actor has a queue that is
+    almost always consumed straight away; a queue gets its own deque on its
+    first backlogged message. Adding to this one is a bug and fails loudly.
+    """
+
+    def append(self, item: Envelope) -> None:
+        raise RuntimeError("the shared empty backlog cannot hold messages")
+
+    def appendleft(self, item: Envelope) -> None:
+        raise RuntimeError("the shared empty backlog cannot hold messages")
+
+
+_NO_BACKLOG = _NoBacklog()
+
+
+class MemoryQueue:
+    """One queue: its consumers in round robin, and a backlog while none can take."""
+
+    def __init__(
+        self, spec: QueueSpec, on_drop: Callable[[], None], on_expire: Callable[[str], None]
+    ) -> None:
+        self.spec = spec
+        """How the queue was declared."""
+        self.name = spec.name
+        """Queue name."""
+        self.max_length = spec.max_length or DEFAULT_MAX_LENGTH
+        """Most messages kept in the backlog."""
+        self.drop_head = spec.max_length is None or spec.overflow == "drop-head"
+        """Whether a full backlog drops its oldest message (else the publish is refused)."""
+        self.dropped = 0
+        """Messages dropped at the bound."""
+        self.idle_since: float | None = time.monotonic()
+        """Monotonic time the queue last lost its last consumer (``None`` while consumed)."""
+        self._on_drop = on_drop
+        self._on_expire = on_expire
+        self.consumers: list[Consumer] = []
+        self.backlog: deque[Envelope] = _NO_BACKLOG
+        """Messages no consumer could take yet (the shared empty deque until the first)."""
+        self._turn = count()
+        self._lock = threading.Lock()
+        self._draining = False
+        self._drain_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None
+        self._drain_waiters = None  # publishers waiting behind the backlog (made when needed)
+
+    async def deliver(self, envelope: Envelope) -> None:
+        pending = self.hand_over(envelope)
+        if pending is not None:
+            await pending
+
+    def hand_over(self, envelope: Envelope) -> Awaitable[None] | None:
+        """Deliver ``envelope``; return what is left to await (``None``: nothing, it is done).
+
+        In the consumer's loop, a sink with room takes the delivery at once (its
+        ``offer``); otherwise the caller must await the sink, which waits for room.
+        """
+        consumers = self.consumers
+        if not consumers or self.backlog:
+            self._append_backlog(envelope)
+            # Behind a backlog the consumer cannot push back directly: wait for the drain.
+            return self._backlog_drained() if consumers else None
+        consumer = (
+            consumers[next(self._turn) % len(consumers)] if len(consumers) > 1 else consumers[0]
+        )
+        delivery = _MemoryDelivery(envelope, self)
+        # On the consumer's loop? A thread runs one loop at a time, so "its thread, and
+        # its loop running" says so without asking asyncio (see actorbus._loops).
+        if consumer.thread == get_ident() and consumer.loop.is_running():
+            offer = consumer.offer
+            if offer is not None and offer(delivery):
+                return None
+            return consumer.sink(delivery)
+        return _deliver_across_loops(consumer, delivery)
+
+    @property
+    def draining(self) -> bool:
+        """Whether the backlog is being moved to a consumer right now."""
+        return self._draining
+
+    def requeue(self, envelope: Envelope) -> None:
+        with self._lock:
+            self._writable_backlog().appendleft(envelope)
+        self._kick_drain()
+
+    def _append_backlog(self, envelope: Envelope) -> None:
+        if self._expired():
+            self._on_expire(self.name)
+            return
+        with self._lock:
+            dropped = len(self.backlog) >= self.max_length
+            if dropped:
+                if not self.drop_head:
+                    raise QueueFull(
+                        f"queue {self.name!r} holds {self.max_length} messages, its limit"
+                    )
+                self.backlog.popleft()
+                self.dropped += 1
+            self._writable_backlog().append(envelope)
+        if dropped:
+            self._on_drop()
+            _drops.note(
+                self.name,
+                f"queue {self.name!r} is full ({self.max_length} messages): "
+                "its oldest message was dropped",
+            )
+        self._kick_drain()
+
+    def _expired(self) -> bool:
+        expires, idle_since = self.spec.expires, self.idle_since
+        return (
+            expires is not None
+            and idle_since is not None
+            and not self.consumers
+            and time.monotonic() - idle_since >= expires
+        )
+
+    async def _backlog_drained(self) -> None:
+        """Wait until the drain has emptied the backlog (or lost its consumers)."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        with self._lock:
+            if not self.backlog or not self.consumers:
+                return
+            if self._drain_waiters is None:
+                self._drain_waiters = []
+            self._drain_waiters.append((loop, waiter))
+        await waiter
+
+    def _wake_drain_waiters(self) -> None:
+        if not self._drain_waiters:
+            return
+        with self._lock:
+            waiters, self._drain_waiters = self._drain_waiters, None
+        for loop, waiter in waiters or ():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
+                loop.call_soon_threadsafe(_settle, waiter)
+
+    def _writable_backlog(self) -> deque[Envelope]:
+        if self.backlog is _NO_BACKLOG:
+            self.backlog = deque()
+        return self.backlog
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Start handing messages to ``consumer`` too."""
+        self.consumers = [*self.consumers, consumer]
+        self.idle_since = None
+        self._kick_drain()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        """Stop handing messages to ``consumer``."""
+        self.consumers = [c for c in self.consumers if c is not consumer]
+        if not self.consumers:
+            self.idle_since = time.monotonic()
+
+    def _kick_drain(self) -> None:
+        with self._lock:
+            if self._draining or not self.backlog or not self.consumers:
+                return
+            self._draining = True
+            loop = self.consumers[0].loop
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not self.backlog or not self.consumers:
+                        return
+                    envelope = self.backlog.popleft()
+                consumer = self.consumers[next(self._turn) % len(self.consumers)]
+                delivery = _MemoryDelivery(envelope, self)
+                try:
+                    if consumer.loop is asyncio.get_running_loop():
+                        await consumer.sink(delivery)
+                    else:
+                        await _deliver_across_loops(consumer, delivery)
+                except BaseException:
+                    self.requeue(envelope)
+                    raise
+        finally:
+            with self._lock:
+                self._draining = False
+            self._wake_drain_waiters()
+            if self.backlog and self.consumers:
+                self._kick_drain()
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _deliver_across_loops(consumer: Consumer, delivery: Delivery) -> None:
+    future = asyncio.run_coroutine_threadsafe(_await(consumer.sink(delivery)), consumer.loop)
+    await asyncio.wrap_future(future)
+
+
+async def _await(awaitable: Awaitable[None]) -> None:
+    await awaitable

@@ -41,22 +41,34 @@ _FORMAT_OF: dict[str, Format] = {
 
 DEFAULT_MAX_SIZE = 4 * 1024 * 1024
 
-_CONTAINERS = (dict, list, tuple)
-_SETS = (set, frozenset)
+_CONTAINERS = frozenset({dict, list, tuple})
+_SETS = frozenset({set, frozenset})
+_NESTED = _CONTAINERS | _SETS
 
 
-def _holds_a_set(data: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> bool:
-    """Whether a set is anywhere inside plain containers (already known to encode)."""
-    pending: list[Any] = [data]
+def _holds_a_set(data: Any) -> bool:
+    """Whether ``data`` is a set, or a set is anywhere inside its plain containers.
+
+    Called on data that encoded, so no deeper than the encoder goes; each level is
+    checked with one C-level pass over the types of its items.
+    """
+    kind = type(data)
+    if kind is dict:
+        if _NESTED.isdisjoint(map(type, data.values())):  # flat: the common case
+            return False
+    elif kind in _SETS:
+        return True
+    elif kind not in _CONTAINERS:
+        return False
+    pending = [data]
     while pending:
         value = pending.pop()
         items = value.values() if type(value) is dict else value
-        for item in items:
-            kind = type(item)
-            if kind in _CONTAINERS:
-                pending.append(item)
-            elif kind in _SETS:
-                return True
+        if _NESTED.isdisjoint(map(type, items)):
+            continue
+        if not _SETS.isdisjoint(map(type, items)):
+            return True
+        pending.extend(item for item in items if type(item) in _CONTAINERS)
     return False
 
 
@@ -90,9 +102,10 @@ class Codec:
         """
         return self._encode(data, "msgpack")
 
-    def decode_copy(self, body: bytes, message_type: str) -> Any:
-        """Decode what :meth:`encode_copy` made, as the type's schema (or as plain data)."""
-        return self._decoder("msgpack", schema_for(message_type) or Any).decode(body)
+    def copy_decoder(self, schema: type[Any] | None) -> msgspec.msgpack.Decoder[Any]:
+        """The decoder of what :meth:`encode_copy` made: as ``schema``, or as plain data."""
+        decoder: msgspec.msgpack.Decoder[Any] = self._decoder("msgpack", schema or Any)
+        return decoder
 
     def _encode(self, data: Any, fmt: Format) -> bytes:
         try:
@@ -102,8 +115,7 @@ class Codec:
         except (TypeError, OverflowError, ValueError) as exc:
             raise InvalidMessage(f"data cannot be encoded as {fmt}: {exc}") from None
         self._check_size(len(body))
-        kind = type(data)
-        if kind in _SETS or (kind in _CONTAINERS and _holds_a_set(data)):
+        if _holds_a_set(data):
             raise InvalidMessage(
                 "data holds a set, which would arrive as a list: send a list or a tuple"
             )

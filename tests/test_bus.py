@@ -672,7 +672,8 @@ def test_subscription_queue_names() -> None:
     explicit = subscription_class(nested, "trading", "my.queue")
     assert explicit.queue_name == "my.queue"
     assert explicit.durable
-    assert explicit.queue_max_length is None and explicit.queue_expires is None
+    assert explicit.queue_max_length is None
+    assert explicit.queue_expires is None
 
 
 async def test_concurrent_shutdowns_all_return_when_it_is_done(server: InMemoryServer) -> None:

@@ -23,11 +23,13 @@ import msgspec
 import msgspec.inspect as mi
 
 from ..codec import Codec
-from ..messages import Envelope, schema_for
+from ..messages import Envelope, _registered
 
 __all__ = ["Copier"]
 
 _SCALARS = (type(None), bool, float)
+_NESTED = frozenset({dict, list, tuple, set, frozenset})
+
 _TEXT = (str, bytes)
 _IMMUTABLE_INFO = (
     mi.NoneType,
@@ -55,6 +57,9 @@ class Copier:
         self.codec = codec
         """The codec whose checks (size limit included) apply to every publish."""
         self._immutable: dict[type[Any], bool] = {}
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._max_size = codec.max_size
+        self._decoders: dict[str, tuple[type[Any] | None, msgspec.msgpack.Decoder[Any]]] = {}
         # str or bytes shorter than this cannot exceed the size limit once encoded.
         self._short = max(0, (codec.max_size - 16) // 4)
 
@@ -65,6 +70,16 @@ class Copier:
         """
         data = envelope.data
         kind = type(data)
+        if kind is dict:  # the common payload, checked inline (the codec says why if bad)
+            try:
+                body = self._encode(data)
+            except Exception:
+                return self.codec.encode_copy(data)
+            if len(body) > self._max_size or not _NESTED.isdisjoint(map(type, data.values())):
+                return self.codec.encode_copy(data)  # nested (or too large): the full check
+            return body
+        if kind is list:
+            return self.codec.encode_copy(data)
         if kind in _SCALARS:
             return None
         if kind is int:
@@ -86,18 +101,20 @@ class Copier:
             if not headers:
                 return envelope
             return msgspec.structs.replace(envelope, headers=dict(headers))
+        message_type = envelope.type
+        schema = _registered.get(message_type)
+        cached = self._decoders.get(message_type)
+        if cached is None or cached[0] is not schema:  # first use, or a schema registered since
+            cached = self._decoders[message_type] = (schema, self.codec.copy_decoder(schema))
         return msgspec.structs.replace(
-            envelope,
-            data=self.codec.decode_copy(body, envelope.type),
-            headers=dict(headers) if headers else {},
+            envelope, data=cached[1].decode(body), headers=dict(headers) if headers else {}
         )
 
     def _shareable(self, kind: type[Any], message_type: str) -> bool:
+        if _registered.get(message_type) is not kind:
+            return False  # not the type's schema: over RabbitMQ it arrives as plain data
         known = self._immutable.get(kind)
         if known is None:
-            schema = schema_for(message_type)
-            if schema is not kind:
-                return False  # not the type's schema: over RabbitMQ it arrives as plain data
             known = self._immutable[kind] = _immutable(mi.type_info(kind), set())
         return known
 

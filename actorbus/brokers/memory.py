@@ -70,8 +70,6 @@ logger = logging.getLogger("actorbus.brokers.memory")
 DEFAULT_MAX_DEAD_LETTERS = 10_000
 """Entries the in-memory dead-letter store keeps before dropping the oldest."""
 
-_warnings = RateLimitedWarning(logger)
-
 
 class InMemoryServer:
     """The state an in-memory broker serves: queues, bindings, dead letters, replies."""
@@ -93,6 +91,7 @@ class InMemoryServer:
         self._dead: deque[DeadLetter] = deque()
         self._replies: dict[str, tuple[asyncio.AbstractEventLoop, int, ReplyHandler]] = {}
         self._lock = threading.Lock()
+        self._warnings = RateLimitedWarning(logger)
 
     @classmethod
     def default(cls) -> InMemoryServer:
@@ -169,7 +168,7 @@ class InMemoryServer:
             entry.reason,
         )
         if dropped:
-            _warnings.note(
+            self._warnings.note(
                 "dead letters full",
                 f"the dead-letter store holds {self.max_dead_letters} entries, its limit: "
                 f"the oldest was dropped ({self.dead_letters_dropped} dropped in all)",

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
 from actorbus import (
@@ -358,3 +359,31 @@ async def test_a_message_crashing_again_is_dead_lettered(
         await asyncio.sleep(0.01)
     assert [entry.envelope.data for entry in dead] == [{"order": 2}]
     assert bus.stats()["actors"]["exchange"]["restarts"] == 2
+
+
+class Point(msgspec.Struct):
+    """A Struct no type registered as its schema."""
+
+    x: int
+    y: int
+
+
+@pytest.mark.parametrize(
+    ("sent", "arrives"),
+    [
+        pytest.param((1, "a"), [1, "a"], id="tuple as list"),
+        pytest.param(Point(1, 2), {"x": 1, "y": 2}, id="unregistered Struct as dict"),
+        pytest.param("text", "text", id="str"),
+        pytest.param(None, None, id="None"),
+    ],
+)
+async def test_data_arrives_as_the_wire_gives_it(
+    make_bus: Callable[..., AsyncMessageBus], sent: Any, arrives: Any
+) -> None:
+    bus = make_bus()
+    got: list[Any] = []
+    await bus.subscribe(SIGNAL, lambda t, d: got.append(d))
+    await bus.publish(SIGNAL, sent)
+    await wait_until(lambda: len(got) == 1)
+    assert got == [arrives]
+    assert type(got[0]) is type(arrives)

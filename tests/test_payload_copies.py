@@ -1,0 +1,104 @@
+"""In memory, what each receiver gets is its own, unless nobody can change it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import msgspec
+import pytest
+
+from actorbus import Actor, AsyncMessageBus, Envelope, handles, register_message_type
+
+pytestmark = pytest.mark.anyio
+
+
+class Quote(msgspec.Struct, frozen=True):
+    """Immutable through and through: shared, not copied."""
+
+    symbol: str
+    legs: tuple[float, ...]
+
+
+class Book(msgspec.Struct):
+    """Mutable: each receiver gets its own."""
+
+    levels: list[float]
+
+
+class Basket(msgspec.Struct, frozen=True):
+    """Frozen, but holding a list: copied."""
+
+    items: list[str]
+
+
+QUOTE = register_message_type("copies.quote", Quote)
+BOOK = register_message_type("copies.book", Book)
+BASKET = register_message_type("copies.basket", Basket)
+PLAIN = register_message_type("copies.plain")
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.002)):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def receive_twice(bus: AsyncMessageBus, message_type: str, data: Any) -> list[Any]:
+    got: list[Any] = []
+    await bus.subscribe(message_type, lambda t, d: got.append(d))
+    await bus.subscribe(message_type, lambda t, d: got.append(d))
+    await bus.publish(message_type, data)
+    await wait_until(lambda: len(got) == 2)
+    return got
+
+
+async def test_an_immutable_schema_struct_is_shared(bus: AsyncMessageBus) -> None:
+    quote = Quote("X", (1.0, 2.0))
+    first, second = await receive_twice(bus, QUOTE, quote)
+    assert first is quote
+    assert second is quote
+
+
+@pytest.mark.parametrize(
+    ("message_type", "data"),
+    [(BOOK, Book([1.0])), (BASKET, Basket(["a"])), (PLAIN, {"a": [1]})],
+    ids=["mutable Struct", "frozen Struct with a list", "dict"],
+)
+async def test_anything_mutable_is_copied_per_receiver(
+    bus: AsyncMessageBus, message_type: str, data: Any
+) -> None:
+    first, second = await receive_twice(bus, message_type, data)
+    assert first == data
+    assert second == data
+    assert first is not data
+    assert second is not first
+
+
+class Tagger(Actor):
+    """Writes into the headers of what it receives."""
+
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    @handles(PLAIN)
+    async def on_plain(self, envelope: Envelope) -> None:
+        self.seen.append(dict(envelope.headers))
+        envelope.headers["tagged"] = self.context.name
+
+
+async def test_headers_are_each_receivers_own(bus: AsyncMessageBus) -> None:
+    from actorbus import ChildSpec, Supervisor
+
+    Tagger.seen = []
+    await bus.spawn(
+        Supervisor([ChildSpec(Tagger, name="one"), ChildSpec(Tagger, name="two")], name="t")
+    )
+    headers = {"trace": "1"}
+    await bus.publish(PLAIN, 1, headers=headers)
+    headers["trace"] = "changed by the publisher"
+    await wait_until(lambda: len(Tagger.seen) == 2)
+    assert Tagger.seen == [{"trace": "1"}, {"trace": "1"}]

@@ -102,3 +102,23 @@ async def test_headers_are_each_receivers_own(bus: AsyncMessageBus) -> None:
     headers["trace"] = "changed by the publisher"
     await wait_until(lambda: len(Tagger.seen) == 2)
     assert Tagger.seen == [{"trace": "1"}, {"trace": "1"}]
+
+
+class Keeper(Actor):
+    """Answers with a dict it keeps and changes afterwards."""
+
+    kept: ClassVar[dict[str, Any]] = {}
+
+    @handles(PLAIN)
+    async def on_plain(self, envelope: Envelope) -> dict[str, Any]:
+        type(self).kept = {"n": 1}
+        asyncio.get_running_loop().call_soon(type(self).kept.update, {"n": 2})
+        return self.kept
+
+
+async def test_the_asker_gets_its_own_copy_of_the_reply(bus: AsyncMessageBus) -> None:
+    await bus.spawn(Keeper)
+    reply = await bus.ask(PLAIN, None, timeout=5)
+    await asyncio.sleep(0.01)
+    assert Keeper.kept == {"n": 2}
+    assert reply == {"n": 1}

@@ -358,7 +358,12 @@ class InMemoryBroker:
         self.send_reply_nowait(address, envelope)
 
     def send_reply_nowait(self, address: str, envelope: Envelope) -> None:
-        """:meth:`send_reply` without a coroutine (it never waits)."""
+        """:meth:`send_reply` without a coroutine (it never waits).
+
+        The asker gets its own copy of the result, checked as a publish is.
+        """
+        copier = self.copier
+        envelope = copier.copy(envelope, copier.prepare(envelope))
         target = self.server._replies.get(address)
         if target is None:
             logger.warning("reply to %s dropped: the asking bus is gone", address)

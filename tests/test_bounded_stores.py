@@ -142,3 +142,15 @@ async def test_a_queue_expires_after_its_time_without_consumers(server: InMemory
     await asyncio.sleep(0.02)
     await broker.publish(make_envelope(SIGNAL, {"n": 1}))
     assert "brief" not in server.queues
+
+
+async def test_a_full_queue_does_not_keep_the_message_from_the_others(
+    server: InMemoryServer,
+) -> None:
+    broker = InMemoryBroker(server)
+    await broker.declare_queue(QueueSpec(name="a-full", patterns=(SIGNAL,), max_length=1))
+    await broker.declare_queue(QueueSpec(name="b-open", patterns=(SIGNAL,)))
+    await broker.publish(make_envelope(SIGNAL, {"n": 0}))
+    with pytest.raises(QueueFull):  # refused, as RabbitMQ nacks it...
+        await broker.publish(make_envelope(SIGNAL, {"n": 1}))
+    assert len(server.queues["b-open"].backlog) == 2  # ...but the open queue has it

@@ -123,6 +123,7 @@ class MemoryQueue:
         self._drain_waiters = None  # publishers waiting behind the backlog (made when needed)
 
     async def deliver(self, envelope: Envelope) -> None:
+        """Deliver ``envelope``, waiting while the consumer has no room."""
         pending = self.hand_over(envelope)
         if pending is not None:
             await pending
@@ -157,6 +158,7 @@ class MemoryQueue:
         return self._draining
 
     def requeue(self, envelope: Envelope) -> None:
+        """Put an unsettled message back at the head of the queue."""
         with self._lock:
             self._writable_backlog().appendleft(envelope)
         self._kick_drain()

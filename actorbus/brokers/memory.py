@@ -48,7 +48,7 @@ import msgspec
 
 from .._ratelimit import RateLimitedWarning
 from ..codec import Codec
-from ..errors import Unroutable
+from ..errors import QueueFull, Unroutable
 from ..messages import Envelope
 from ..topic import topic_matches
 from ._copies import Copier
@@ -283,10 +283,30 @@ class InMemoryBroker:
             return self._unroutable(envelope, body, mandatory)
         if len(queues) == 1:
             return queues[0].hand_over(copier.copy(envelope, body))
+        return self._fan_out(None, queues, envelope, body)
+
+    def _fan_out(
+        self,
+        full: QueueFull | None,
+        queues: tuple[MemoryQueue, ...],
+        envelope: Envelope,
+        body: bytes | None,
+    ) -> Awaitable[None] | None:
+        """Hand a copy to each queue; a full one (reject-publish) does not stop the others.
+
+        As over RabbitMQ, the publish then fails with ``QueueFull`` although the
+        other queues have the message.
+        """
         for index, queue in enumerate(queues):
-            pending = queue.hand_over(copier.copy(envelope, body))
+            try:
+                pending = queue.hand_over(self.copier.copy(envelope, body))
+            except QueueFull as exc:
+                full = exc
+                continue
             if pending is not None:
-                return self._finish_delivery(pending, queues[index + 1 :], envelope, body)
+                return self._finish_delivery(pending, full, queues[index + 1 :], envelope, body)
+        if full is not None:
+            raise full
         return None
 
     def _unroutable(
@@ -311,15 +331,15 @@ class InMemoryBroker:
     async def _finish_delivery(
         self,
         pending: Awaitable[None],
+        full: QueueFull | None,
         queues: tuple[MemoryQueue, ...],
         envelope: Envelope,
         body: bytes | None,
     ) -> None:
         await pending
-        for queue in queues:
-            more = queue.hand_over(self.copier.copy(envelope, body))
-            if more is not None:
-                await more
+        more = self._fan_out(full, queues, envelope, body)
+        if more is not None:
+            await more
 
     async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
         """Deliver to one queue by name."""

@@ -63,10 +63,12 @@ class Copier:
         # str or bytes shorter than this cannot exceed the size limit once encoded.
         self._short = max(0, (codec.max_size - 16) // 4)
 
-    def prepare(self, envelope: Envelope) -> bytes | None:
+    def prepare(self, envelope: Envelope, schema_type: str | None = None) -> bytes | None:
         """Check ``envelope.data``; return the bytes to copy from, or ``None`` to share it.
 
-        Raises ``InvalidMessage`` or ``MessageTooLarge`` for data that cannot travel.
+        ``schema_type`` overrides the type whose schema the data is read as (``""`` for
+        none: a reply, whose data is not of its request's schema). Raises
+        ``InvalidMessage`` or ``MessageTooLarge`` for data that cannot travel.
         """
         data = envelope.data
         kind = type(data)
@@ -88,20 +90,22 @@ class Copier:
         elif kind in _TEXT:
             if len(data) < self._short:
                 return None
-        elif self._shareable(kind, envelope.type):
+        elif self._shareable(kind, envelope.type if schema_type is None else schema_type):
             self.codec.encode_copy(data)  # checked (size), then shared
             return None
         body = self.codec.encode_copy(data)
         return None if kind is int or kind in _TEXT else body
 
-    def copy(self, envelope: Envelope, body: bytes | None) -> Envelope:
+    def copy(
+        self, envelope: Envelope, body: bytes | None, schema_type: str | None = None
+    ) -> Envelope:
         """A receiver's own envelope: fresh data (unless shared) and fresh headers."""
         headers = envelope.headers
         if body is None:
             if not headers:
                 return envelope
             return msgspec.structs.replace(envelope, headers=dict(headers))
-        message_type = envelope.type
+        message_type = envelope.type if schema_type is None else schema_type
         schema = _registered.get(message_type)
         cached = self._decoders.get(message_type)
         if cached is None or cached[0] is not schema:  # first use, or a schema registered since

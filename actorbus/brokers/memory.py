@@ -380,10 +380,11 @@ class InMemoryBroker:
     def send_reply_nowait(self, address: str, envelope: Envelope) -> None:
         """:meth:`send_reply` without a coroutine (it never waits).
 
-        The asker gets its own copy of the result, checked as a publish is.
+        The asker gets its own copy of the result, checked as a publish is, and read
+        as plain data (as over RabbitMQ: a reply is not of its request's schema).
         """
         copier = self.copier
-        envelope = copier.copy(envelope, copier.prepare(envelope))
+        envelope = copier.copy(envelope, copier.prepare(envelope, ""), "")
         target = self.server._replies.get(address)
         if target is None:
             logger.warning("reply to %s dropped: the asking bus is gone", address)

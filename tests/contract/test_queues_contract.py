@@ -387,3 +387,32 @@ async def test_data_arrives_as_the_wire_gives_it(
     await wait_until(lambda: len(got) == 1)
     assert got == [arrives]
     assert type(got[0]) is type(arrives)
+
+
+class Book(msgspec.Struct):
+    """The schema of a request type."""
+
+    levels: list[float]
+
+
+BOOK = register_message_type("contract.book", Book)
+
+
+class Answer(msgspec.Struct):
+    """A reply Struct, not the schema of the request's type."""
+
+    price: float
+
+
+class Pricer(Actor):
+    """Answers a typed request with a Struct of another shape."""
+
+    @handles(BOOK)
+    async def on_book(self, envelope: Envelope) -> Answer:
+        return Answer(price=envelope.data.levels[0])
+
+
+async def test_a_reply_arrives_as_plain_data(make_bus: Callable[..., AsyncMessageBus]) -> None:
+    bus = make_bus()
+    await bus.spawn(Pricer)
+    assert await bus.ask(BOOK, Book([2.5]), timeout=10) == {"price": 2.5}

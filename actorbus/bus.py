@@ -12,6 +12,12 @@ makes it raise ``BrokerUnavailable`` instead. A broker that answers but refuses
 the login or the virtual host raises ``BrokerRefused`` either way: that is a
 configuration mistake, and running in memory would hide it.
 
+Messages no queue is bound to are counted (``stats()["unroutable"]``) and
+logged at a limited rate; ``unroutable="keep"`` keeps them in the queue
+``<prefix>.unroutable`` (see :mod:`actorbus.brokers._unroutable`; a broker
+handed in with ``broker=`` takes the option itself). Subscriptions and their
+queues follow the rules of :mod:`actorbus.subscription`.
+
 Shutdown drains first: it waits (up to a timeout) until every mailbox is empty
 and no handler is running, then stops every actor tree, then closes the broker.
 Unread deliveries go back to their queues; a second ``shutdown`` does nothing;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -242,12 +243,14 @@ async def test_unroutable_messages_are_counted_and_logged(
     bus = make_bus()
     await bus.start()
     before = bus.stats()["unroutable"]
+    began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="actorbus.unroutable"):
         for n in range(100):
             await bus.publish(nobody, {"n": n})
+    took = time.monotonic() - began
     assert bus.stats()["unroutable"] - before == 100
     warnings = [r for r in caplog.records if r.name == "actorbus.unroutable"]
-    assert len(warnings) == 1, "logged, at a limited rate"
+    assert 1 <= len(warnings) <= 1 + took // 10, "logged, at most once per type per 10 s"
     assert nobody in warnings[0].getMessage()
     with pytest.raises(Unroutable):
         await bus.publish(nobody, {"n": 0}, mandatory=True)

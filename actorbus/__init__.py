@@ -11,6 +11,8 @@ from .actor import RetryPolicy as RetryPolicy
 from .actor import handles as handles
 from .brokers.base import DeadLetter as DeadLetter
 from .bus import AsyncMessageBus as AsyncMessageBus
+from .clock import REAL_CLOCK as REAL_CLOCK
+from .clock import Clock as Clock
 from .codec import Codec as Codec
 from .errors import ActorbusError as ActorbusError
 from .errors import ActorStartError as ActorStartError
@@ -34,6 +36,7 @@ from .supervisor import Supervisor as Supervisor
 from .sync_bus import MessageBus as MessageBus
 
 __all__ = [
+    "REAL_CLOCK",
     "Actor",
     "ActorStartError",
     "ActorState",
@@ -45,6 +48,7 @@ __all__ = [
     "BrokerUnavailable",
     "BusClosed",
     "ChildSpec",
+    "Clock",
     "Codec",
     "Conflate",
     "DeadLetter",

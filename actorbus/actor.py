@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
+from .clock import REAL_CLOCK, Clock
 from .mailbox import Conflate
 from .messages import Envelope
 from .topic import is_pattern, topic_matches
@@ -145,6 +146,9 @@ class Actor:
     """At ``queue_max_length``: refuse publishes (``QueueFull``) or drop the oldest."""
     queue_expires: ClassVar[float | None] = None
     """Seconds without a consumer after which the queue is deleted (``x-expires``)."""
+    clock: Clock = REAL_CLOCK
+    """The clock time-based rules read (see :mod:`actorbus.clock`); assign another per
+    instance, e.g. a simulated one, to replay the actor's input deterministically."""
 
     _handlers: ClassVar[dict[str, str]] = {}
     _handler_cache: ClassVar[dict[str, Handler | None]] = {}

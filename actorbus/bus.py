@@ -609,6 +609,11 @@ class AsyncMessageBus:
             cell.name: await router.broker.queue_length(cell.queue) for cell in list(router.cells)
         }
 
+    async def queue_length(self, queue: str) -> int:
+        """Messages waiting in the broker's queue ``queue`` (0: none, or no such queue)."""
+        router = await self._ready()
+        return await router.broker.queue_length(queue)
+
     def stats(self) -> dict[str, Any]:
         """Counters: the mode, and per actor its state, counts, mailbox depth and ``busy``.
 

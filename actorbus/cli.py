@@ -28,13 +28,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
+import math
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from . import __version__
 from .bus import AsyncMessageBus
@@ -59,6 +58,26 @@ class UsageError(Exception):
 
 
 # -- argument parsing ------------------------------------------------------------------------
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
+
+
+def _non_negative_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
 
 
 def _add_bus_options(parser: argparse.ArgumentParser) -> None:
@@ -105,61 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"actorbus {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser(
-        "run",
-        help="run the trading system with a live view, then print a summary",
-        description=(
-            "Run the trading system (market data, strategy, risk, execution, exchange, "
-            "position) as a supervised actor tree. Shows live progress on stderr and ends "
-            "with a summary and an audit of the book."
-        ),
-    )
-    _add_bus_options(run)
-    run.add_argument(
-        "--duration", type=float, default=10.0, help="seconds to run the feed (default: 10)"
-    )
-    run.add_argument(
-        "--symbols",
-        default=None,
-        help="comma-separated symbols (default: BTC/USDT,ETH/USDT,SOL/USDT; all in a CSV feed)",
-    )
-    run.add_argument(
-        "--feed",
-        nargs="+",
-        metavar=("KIND", "PATH"),
-        default=["simulated"],
-        help="'simulated' (default: seeded random walk) or 'csv PATH' (ticks or OHLCV bars)",
-    )
-    run.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    run.add_argument(
-        "--rate",
-        type=float,
-        default=5000.0,
-        help="ticks per second in all; 0 for as fast as the system goes (default: 5000)",
-    )
-    run.add_argument(
-        "--only",
-        default=None,
-        help=(
-            "run only these actors here (comma-separated: market_data, strategy, risk, "
-            "execution, exchange, position); run the rest in another process"
-        ),
-    )
-    run.add_argument(
-        "--chaos",
-        type=float,
-        default=0.0,
-        metavar="RATE",
-        help="make handlers fail at random with this probability (e.g. 0.02)",
-    )
-    run.add_argument(
-        "--flatten",
-        action="store_true",
-        help="close every position (POSITION_CLOSE) when the feed stops",
-    )
-    run.add_argument(
-        "--quiet", action="store_true", help="no live view (the summary is still printed)"
-    )
+    from actors.command import add_parser as add_run_parser  # the demo's own command
+
+    add_run_parser(commands)
 
     stats = commands.add_parser(
         "stats",
@@ -171,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_bus_options(stats)
     stats.add_argument(
-        "--wait", type=float, default=2.5, help="seconds to listen for heartbeats (default: 2.5)"
+        "--wait",
+        type=_non_negative_seconds,
+        default=2.5,
+        help="seconds to listen for heartbeats (default: 2.5)",
     )
 
     dlq = commands.add_parser(
@@ -186,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--type", dest="message_type", default=None, help="only dead letters of this type"
     )
     dlq.add_argument(
-        "--limit", type=int, default=50, help="most entries to list in text (default: 50)"
+        "--limit",
+        type=_non_negative_count,
+        default=50,
+        help="most entries to list in text (default: 50)",
     )
     return parser
 
@@ -249,97 +222,13 @@ def _unreachable(args: argparse.Namespace, exc: BaseException) -> int:
     return EXIT_UNREACHABLE
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    return f"{value:,.{digits}f}"
-
-
 # -- run -------------------------------------------------------------------------------------
 
 
-class LiveView:
-    """Draws the live progress of a run on a terminal (redrawn) or as log lines."""
+async def _run(args: argparse.Namespace) -> int:
+    from actors.command import run_command  # the demo lives in its own package
 
-    def __init__(self, stream: TextIO, args: argparse.Namespace, mode: str) -> None:
-        self.stream = stream
-        self.args = args
-        self.mode = mode
-        self.tty = stream.isatty()
-        self._lines = 0
-        self._last: tuple[float, dict[str, int]] | None = None
-        self._last_line = 0.0
-
-    def below(self) -> None:
-        """Draw the next block below what was printed since the last one, not over it."""
-        self._lines = 0
-
-    def __call__(self, numbers: dict[str, Any]) -> None:
-        elapsed: float = numbers["elapsed"]
-        counts: dict[str, int] = numbers["counts"]
-        rates = dict.fromkeys(counts, 0.0)
-        if self._last is not None and elapsed > self._last[0]:
-            span = elapsed - self._last[0]
-            rates = {k: (v - self._last[1].get(k, 0)) / span for k, v in counts.items()}
-        self._last = (elapsed, dict(counts))
-        if self.tty:
-            self._draw(numbers, rates)
-        elif elapsed - self._last_line >= 1.0 or numbers.get("final"):
-            self._last_line = elapsed
-            print(
-                f"[{elapsed:5.1f}s] ticks {counts['ticks']:,} ({rates['ticks']:,.0f}/s) "
-                f"signals {counts['signals']:,} orders {counts['orders']:,} "
-                f"fills {counts['fills']:,} breaches {counts['breaches']:,} "
-                f"restarts {sum(a['restarts'] for a in numbers['actors'].values())} "
-                f"dead letters {sum(a['dead_lettered'] for a in numbers['actors'].values())}",
-                file=self.stream,
-                flush=True,
-            )
-
-    def _draw(self, numbers: dict[str, Any], rates: dict[str, float]) -> None:
-        args, counts = self.args, numbers["counts"]
-        lines = [
-            f"actorbus run · {self.mode} · {numbers['elapsed']:.1f}s of {args.duration:g}s · "
-            f"seed {args.seed}"
-            + (f" · chaos {args.chaos:g}" if args.chaos else "")
-            + f" · tree {numbers['state']}",
-            "  ".join(
-                f"{label} {counts[key]:,} ({rates[key]:,.0f}/s)"
-                for key, label in (
-                    ("ticks", "ticks"),
-                    ("signals", "signals"),
-                    ("orders", "orders"),
-                    ("fills", "fills"),
-                )
-            )
-            + f"  breaches {counts['breaches']:,}",
-        ]
-        positions: dict[str, dict[str, Any]] = numbers["positions"]
-        if positions:
-            lines.append(
-                f"  {'symbol':<10} {'qty':>8} {'avg price':>12} {'mark':>12} "
-                f"{'realised':>12} {'unrealised':>12}"
-            )
-            for symbol, p in positions.items():
-                lines.append(
-                    f"  {symbol:<10} {p['quantity']:>8,} {_fmt(p['avg_price']):>12} "
-                    f"{_fmt(p['mark']):>12} {_fmt(p['realised_pnl']):>12} "
-                    f"{_fmt(p['unrealised_pnl']):>12}"
-                )
-            total = sum(p["realised_pnl"] + p["unrealised_pnl"] for p in positions.values())
-            lines.append(
-                f"  {'':<10} {'':>8} {'':>12} {'':>12} {'P&L total':>12} {_fmt(total):>12}"
-            )
-        lines.extend(_actor_table(numbers["actors"]))
-        dead = sum(a["dead_lettered"] for a in numbers["actors"].values())
-        lines.append(f"dead letters so far: {dead}   (Ctrl-C stops and winds down cleanly)")
-        out = []
-        if self._lines:
-            out.append(f"\x1b[{self._lines}F")
-        out.extend(f"\x1b[2K{line}\n" for line in lines)
-        if self._lines > len(lines):
-            out.append("\x1b[J")
-        self._lines = len(lines)
-        self.stream.write("".join(out))
-        self.stream.flush()
+    return await run_command(args)
 
 
 def _actor_table(actors: dict[str, dict[str, Any]]) -> list[str]:
@@ -354,186 +243,6 @@ def _actor_table(actors: dict[str, dict[str, Any]]) -> list[str]:
             f"{a['mailbox']:>8,} {a['conflated']:>10,}"
         )
     return lines
-
-
-def _print_summary(report: dict[str, Any], stream: TextIO) -> None:
-    out: list[str] = []
-    throughput = report["throughput"]
-    out.append(
-        f"\nSummary ({report['mode']}, {report['duration']:.1f}s, ended by {report['ended_by']}; "
-        f"ran here: {', '.join(report['placed'])})"
-    )
-    if "feed" in report:
-        end_to_end = throughput["strategy_ticks_per_second"] or throughput["ticks_per_second"]
-        out.append(
-            f"  ticks       {throughput['ticks']:,} published in {throughput['feed_seconds']:.1f}s "
-            f"({throughput['ticks_per_second']:,.0f}/s); end to end {end_to_end:,.0f} ticks/s "
-            "(handled by the strategy while the feed ran)"
-            + (f"   feed error: {report['feed']['error']}" if report["feed"]["error"] else "")
-        )
-    if not report.get("drained", True):
-        out.append("  WARNING     the actors here did not settle before the summary")
-    if report.get("last_quotes"):
-        quotes = ", ".join(f"{s} {_fmt(p)}" for s, p in report["last_quotes"].items())
-        out.append(f"  last quotes {quotes}  (asked of market_data by request/reply)")
-    counts = report["counts"]
-    out.append(
-        f"  signals     {counts['signals']:,}   orders {counts['orders']:,}   "
-        f"fills {counts['fills']:,}   risk breaches {counts['breaches']:,}"
-    )
-    if "risk" in report and report["risk"]["breaches"]:
-        rules = ", ".join(f"{rule} {n}" for rule, n in report["risk"]["breaches"].items())
-        out.append(f"  breaches    {rules}")
-    if "orders" in report:
-        states = ", ".join(f"{state} {n}" for state, n in report["orders"]["by_state"].items())
-        out.append(f"  orders      {states or 'none'}")
-    if "positions" in report:
-        out.append("  positions")
-        for symbol, p in report["positions"].items():
-            out.append(
-                f"    {symbol:<10} qty {p['quantity']:>8,}  avg {_fmt(p['avg_price']):>12}  "
-                f"mark {_fmt(p['mark']):>12}  realised {_fmt(p['realised_pnl']):>12}  "
-                f"unrealised {_fmt(p['unrealised_pnl']):>12}"
-            )
-        pnl = report["pnl"]
-        out.append(
-            f"    P&L: realised {_fmt(pnl['realised'])}, unrealised {_fmt(pnl['unrealised'])}, "
-            f"total {_fmt(pnl['total'])}"
-        )
-    out.append("  actors")
-    out.extend("  " + line for line in _actor_table(report["actors"]))
-    dead = report["dead_letters"]
-    chaos = report["chaos"]
-    if chaos["rate"]:
-        out.append(
-            f"  chaos       {chaos['injected']:,} failures injected, {chaos['crashes']} crashes"
-        )
-    out.append(
-        f"  dead letters {dead['dead_lettered']} during the run, {dead['replayed_at_end']} "
-        f"replayed at the end, {dead['remaining']} left"
-    )
-    accounting = report.get("accounting")
-    if accounting:
-        out.append(
-            f"  messages    {accounting['delivered']:,} delivered to the actors = "
-            f"{accounting['handled']:,} handled + {accounting['conflated']:,} conflated "
-            f"(older ticks replaced) + {accounting['dead_lettered']:,} dead-lettered"
-        )
-    problems: list[str] = report["problems"]
-    if problems:
-        out.append(f"  AUDIT FAILED: {len(problems)} problem(s)")
-        out.extend(f"    - {problem}" for problem in problems[:20])
-    else:
-        scope = "book and message counts" if report.get("only") is None else "book (this process)"
-        out.append(f"  audit       OK: {scope} consistent")
-    print("\n".join(out), file=stream, flush=True)
-
-
-def _install_stop(stop: asyncio.Event, view: LiveView | None = None) -> Callable[[], None]:
-    """Make SIGINT/SIGTERM set ``stop`` (a second SIGINT quits at once); return an undo."""
-    loop = asyncio.get_running_loop()
-    installed: list[int] = []
-
-    def first(signum: int) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            os._exit(EXIT_INTERRUPTED)
-        print("\nactorbus: stopping (Ctrl-C again to quit at once)...", file=sys.stderr)
-        if view is not None:
-            view.below()
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, first, signum)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on this platform
-            pass
-
-    def undo() -> None:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-
-    return undo
-
-
-async def _run(args: argparse.Namespace) -> int:
-    from actors import TradingConfig, TradingSystem, register_schemas, run_trading_system
-    from actors.market_data import FeedError
-
-    if args.duration <= 0:
-        raise UsageError("--duration must be positive")
-    if args.rate < 0:
-        raise UsageError("--rate must be 0 (unthrottled) or positive")
-    if not 0.0 <= args.chaos <= 1.0:
-        raise UsageError("--chaos is a probability between 0 and 1")
-    feed = list(args.feed)
-    csv_path: str | None = None
-    if feed[0] == "csv" and len(feed) == 2:
-        csv_path = feed[1]
-    elif feed != ["simulated"]:
-        raise UsageError("--feed takes 'simulated' or 'csv PATH'")
-    symbols: tuple[str, ...]
-    if args.symbols:
-        symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
-        if not symbols:
-            raise UsageError("--symbols needs at least one symbol")
-    else:
-        symbols = () if csv_path else TradingConfig().symbols
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    config = TradingConfig(
-        symbols=symbols, seed=args.seed, rate=args.rate, csv_path=csv_path, chaos=args.chaos
-    )
-    system = TradingSystem(config)
-    try:
-        system.tree(only)  # validates names and opens the feed before anything connects
-    except FeedError as exc:
-        raise UsageError(str(exc)) from None
-    except ValueError as exc:
-        raise UsageError(f"--only: {exc}") from None
-    register_schemas()
-    stop = asyncio.Event()
-    view = None if args.quiet else LiveView(sys.stderr, args, resolve_mode(args.mode))
-    undo = _install_stop(stop, view)
-    try:
-        bus = _make_bus(args, batch_ticks=True)
-        try:
-            await bus.start()
-        except BrokerUnavailable as exc:
-            return _unreachable(args, exc)
-        if only is not None and bus.mode == "in_memory":
-            print(
-                "actorbus: --only in memory runs just these actors, alone: the others can only "
-                "run in another process over RabbitMQ (--mode rabbitmq).",
-                file=sys.stderr,
-            )
-        try:
-            report = await run_trading_system(
-                bus,
-                system,
-                duration=args.duration,
-                only=only,
-                flatten=args.flatten,
-                progress=view,
-                stop=stop,
-            )
-        finally:
-            await bus.shutdown()
-    finally:
-        undo()
-    report["only"] = only
-    report["seed"] = args.seed
-    report["symbols"] = list(symbols)
-    report["prefix"] = args.prefix
-    if args.json:
-        print(json.dumps(report, default=str))
-    else:
-        _print_summary(report, sys.stdout)
-    if report["ended_by"] == "interrupted":
-        return EXIT_INTERRUPTED
-    failed = (
-        report["problems"] or report["ended_by"] == "failed" or report.get("feed", {}).get("error")
-    )
-    return EXIT_FAILED if failed else EXIT_OK
 
 
 # -- stats -----------------------------------------------------------------------------------

@@ -12,6 +12,8 @@
   the receiving actors handled (nothing may go missing).
 - On start the actor publishes COMPONENT_STATUS (``running``, with its
   incarnation number), so anyone can watch restarts happen.
+- ``self.clock`` is the system's clock (:attr:`Environment.clock`): the
+  feed's time when market data runs in this process (see :mod:`actors.clock`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from actorbus import Actor, MessageTypes, RetryPolicy, Unroutable
+from actorbus import REAL_CLOCK, Actor, Clock, MessageTypes, RetryPolicy, Unroutable
 
 __all__ = ["Chaos", "ChaosCrash", "ChaosError", "Environment", "TradingActor"]
 
@@ -91,11 +93,13 @@ class Chaos:
 
 
 class Environment:
-    """What every actor of one trading system shares: chaos and the publish counters."""
+    """What every actor of one trading system shares: chaos, the clock, the publish counters."""
 
-    def __init__(self, chaos: Chaos | None = None) -> None:
+    def __init__(self, chaos: Chaos | None = None, clock: Clock | None = None) -> None:
         self.chaos = chaos or Chaos()
         """Fault injection (off by default)."""
+        self.clock: Clock = clock or REAL_CLOCK
+        """The clock every actor of the system reads (the feed's, when the feed runs here)."""
         self.published: Counter[str] = Counter()
         """Messages published by the actors of this process, per type (asks included)."""
         self.incarnations: Counter[str] = Counter()
@@ -111,6 +115,7 @@ class TradingActor(Actor):
         super().__init__()
         self.env = env
         """The shared environment."""
+        self.clock = env.clock
 
     def fault_point(self) -> None:
         """Where ``--chaos`` strikes: first thing in every handler."""

@@ -2,9 +2,9 @@
 
 The exchange watches the market like any venue: it takes MARKET_DATA_UPDATE
 itself (conflated: only the latest quote of a symbol matters). For each
-EXCHANGE_ORDER_SUBMIT it waits ``latency`` seconds, takes the symbol's current
-quote (asking market data for it by request/reply when it has seen no tick of
-that symbol yet) and answers with EXCHANGE_ORDER_STATUS reports:
+EXCHANGE_ORDER_SUBMIT it waits ``latency`` seconds (of the system's clock),
+takes the symbol's current quote (asking market data for it by request/reply
+when it has seen no tick of that symbol yet) and answers with EXCHANGE_ORDER_STATUS reports:
 
 - ``rejected`` with probability ``reject_rate``, or when no quote can be had;
 - otherwise ``acknowledged``, then the order filled in one piece, or with
@@ -14,7 +14,9 @@ that symbol yet) and answers with EXCHANGE_ORDER_STATUS reports:
   filled and the rest of the order is ``cancelled`` instead.
 
 What happens to an order is drawn from a random generator seeded by the run's
-seed and the order id, so a redelivered order gets the same plan, and every
+seed and what the order is (symbol, side, quantity, reference price: not its id,
+a random message id, so that a replay of the same feed gets the same plans), so
+a redelivered order gets the same plan, and every
 report carries an ``exec_id`` derived from the order id and its position in
 the plan: a report sent twice is the same report, which execution applies once.
 
@@ -29,7 +31,6 @@ EXCHANGE_ERROR "too late"; unknown orders likewise.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import zlib
 from dataclasses import dataclass
@@ -110,9 +111,9 @@ class ExchangeActor(TradingActor):
             self.state.duplicates += 1
             return
         params = self.params
-        plan = random.Random(f"{params.seed}:{zlib.crc32(order.order_id.encode())}")
+        plan = random.Random(f"{params.seed}:{zlib.crc32(_plan_key(order))}")
         if params.latency > 0:
-            await asyncio.sleep(params.latency)
+            await self.clock.sleep(params.latency)
         if plan.random() < params.reject_rate:
             await self._reject(order, "rejected by the venue (simulated)")
             return
@@ -221,6 +222,10 @@ class ExchangeActor(TradingActor):
                 reason=reason,
             ),
         )
+
+
+def _plan_key(order: ExchangeSubmit) -> bytes:
+    return f"{order.symbol}:{order.side}:{order.quantity}:{order.price!r}".encode()
 
 
 def _split(quantity: int, plan: random.Random) -> list[int]:

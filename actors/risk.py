@@ -4,7 +4,9 @@ Each STRATEGY_SIGNAL is checked, in this order, against:
 
 - ``price_band``: the signal's reference price within ``price_band`` (a fraction)
   of the latest tick of the symbol;
-- ``max_order_rate``: at most ``max_orders_per_second`` approvals in any second;
+- ``max_order_rate``: a token bucket of ``order_burst`` tokens, refilled at
+  ``max_orders_per_second`` (on the system's clock); each approval takes one, so
+  orders flow smoothly at the rate, with short bursts allowed;
 - ``max_position``: the symbol's position after every working order and this one,
   valued at the reference price, within ``max_position_notional``;
 - ``max_notional``: the gross exposure over all symbols after this order within
@@ -22,8 +24,6 @@ The state lives in :class:`RiskState`, which outlives a restart of the actor.
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from dataclasses import dataclass
 
 from actorbus import Conflate, Envelope, MessageTypes, handles
@@ -49,12 +49,14 @@ TERMINAL = frozenset({"filled", "cancelled", "rejected"})
 class RiskLimits:
     """The pre-trade limits."""
 
-    max_position_notional: float = 400_000.0
+    max_position_notional: float = 250_000.0
     """Largest absolute position of one symbol, valued at the reference price."""
-    max_gross_notional: float = 1_000_000.0
+    max_gross_notional: float = 600_000.0
     """Largest sum of absolute positions over all symbols."""
-    max_orders_per_second: int = 20
-    """Most approvals in any one-second window."""
+    max_orders_per_second: float = 10.0
+    """Sustained approvals per second (the bucket's refill rate)."""
+    order_burst: int = 5
+    """Approvals allowed in a burst (the bucket's size)."""
     price_band: float = 0.01
     """Largest relative distance between a signal's price and the latest tick."""
 
@@ -82,8 +84,10 @@ class RiskState:
         """Signed unfilled quantity per symbol, over the orders not yet terminal."""
         self.live = 0
         """Orders seen in a status and not yet terminal."""
-        self.approvals: deque[float] = deque()
-        """Monotonic times of recent approvals (for the order rate)."""
+        self.tokens: float | None = None
+        """Approvals the order-rate bucket allows now (``None``: full, before the first)."""
+        self.refilled_at = 0.0
+        """Clock time the bucket was last refilled."""
         self.decided: dict[str, str] = {}
         """Signal id -> "approved" or the breached rule (a redelivered signal is decided once)."""
         self.last_price: dict[str, float] = {}
@@ -180,7 +184,7 @@ class RiskActor(TradingActor):
         if rule is None:
             state.decided[msg.id] = "approved"
             state.pending[msg.id] = (signal.symbol, sign(signal.side) * signal.quantity)
-            state.approvals.append(time.monotonic())
+            state.tokens = (state.tokens or 0.0) - 1.0
             state.approved += 1
             await self.publish(
                 MessageTypes.EXECUTION_ORDER_REQUEST,
@@ -203,16 +207,20 @@ class RiskActor(TradingActor):
 
     def _check(self, signal: Signal) -> tuple[str | None, str]:
         state, limits = self.state, self.limits
-        if signal.quantity <= 0 or signal.price <= 0:
-            return "bad_signal", f"quantity {signal.quantity} at {signal.price}"
         last = state.last_price.get(signal.symbol)
         if last is not None and abs(signal.price / last - 1) > limits.price_band:
             return "price_band", f"{signal.price} is more than {limits.price_band:.2%} from {last}"
-        now = time.monotonic()
-        while state.approvals and now - state.approvals[0] > 1.0:
-            state.approvals.popleft()
-        if len(state.approvals) >= limits.max_orders_per_second:
-            return "max_order_rate", f"{limits.max_orders_per_second} orders in the last second"
+        now = self.clock.monotonic()
+        if state.tokens is None:
+            state.tokens = float(limits.order_burst)
+        else:
+            refill = (now - state.refilled_at) * limits.max_orders_per_second
+            state.tokens = min(float(limits.order_burst), state.tokens + max(0.0, refill))
+        state.refilled_at = now
+        if state.tokens < 1.0:
+            return "max_order_rate", (
+                f"above {limits.max_orders_per_second:g} orders/s (bursts of {limits.order_burst})"
+            )
         projected = state.projected()
         after = projected.get(signal.symbol, 0) + sign(signal.side) * signal.quantity
         if abs(after) * signal.price > limits.max_position_notional:

@@ -2,10 +2,11 @@
 
 :func:`run_trading_system` is what ``actorbus run`` does, without the command
 line: spawn the tree (or the part of it placed in this process), let the feed
-run for the given time, then wind down in an order that leaves a book worth
-auditing:
+run (for ``duration`` seconds of the feed's time, or to its end), then wind
+down in an order that leaves a book worth auditing:
 
-1. stop the feed (and, with ``flatten``, send POSITION_CLOSE for every symbol);
+1. stop the feed (and, with ``flatten``, close every position: POSITION_CLOSE,
+   sent again while a close order is rejected, up to :data:`FLATTEN_ROUNDS`);
 2. wait until this process has settled (see :func:`quiesce`: no message left
    for its actors anywhere, and, when it runs the whole system, every message
    accounted for);
@@ -14,6 +15,11 @@ auditing:
 4. ask market data for the last quote of each symbol (request/reply);
 5. take the report: the system's snapshot, the bus's per-actor counters, the
    dead letters left, the throughput, and the audit's findings.
+
+Steps 1 to 4 together take at most ``wind_down`` seconds (:data:`WIND_DOWN`):
+past that, or when ``abort`` is set (a Ctrl-C after the feed ended), the run
+reports what it has, marked not settled (``drained`` false), which the audit
+counts as a problem.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from actorbus import ActorState, AsyncMessageBus, MessageTypes
+from actorbus import ActorState, AskTimeout, AsyncMessageBus, MessageTypes
 
 from .audit import audit
 from .schemas import PositionClose, QuoteRequest, Tick, as_struct
@@ -42,6 +48,10 @@ Progress = Callable[[dict[str, Any]], None]
 """Called about every ``interval`` seconds with the live numbers (see :func:`live_numbers`)."""
 
 
+WIND_DOWN = 15.0
+"""Longest wind-down in seconds, from the end of the feed to the report."""
+FLATTEN_ROUNDS = 5
+"""POSITION_CLOSE rounds sent while positions stay open (a close order can be rejected)."""
 QUIET_POLLS = 5
 """Consecutive settled looks :func:`quiesce` wants besides its quiet time (see there)."""
 POLL = 0.02
@@ -52,10 +62,10 @@ async def quiesce(
     system: TradingSystem | None = None,
     *,
     balance: bool = False,
-    replayed: Mapping[str, int] | None = None,
+    carried: Mapping[str, int] | None = None,
     quiet: float = 0.3,
-    stall: float = 10.0,
-    timeout: float = 300.0,
+    timeout: float = WIND_DOWN,
+    abort: Callable[[], bool] | None = None,
 ) -> bool:
     """Wait until this process's actors have handled everything there is for them.
 
@@ -64,24 +74,22 @@ async def quiesce(
     and no message waiting for it in the broker. With ``system``, also: the feed
     has stopped (when it runs here), every actor placed here is running (not
     between two incarnations), and, with ``balance`` (the whole system runs in
-    this process), every message published to an actor's types is handled,
-    conflated or in the dead-letter queue (the audit's equation; ``replayed``
-    counts the dead letters of each actor sent back since). That must hold, with
-    no counter moving, for ``quiet`` seconds and at least :data:`QUIET_POLLS`
-    looks in a row. Quiet time alone is no proof: on a loaded machine a message
-    can sit in the broker, or a handler wait for a confirm, longer than any
-    quiet time, and the counters stand still meanwhile.
+    this process), the audit's equation holds for every actor: the messages
+    published to its types (plus ``carried``: those waiting for it before the run)
+    are handled, conflated or in the dead-letter queue now (the queue itself is
+    asked, so replays by a supervisor after a restart count as they should).
+    That must hold, with no counter moving, for ``quiet`` seconds and at least
+    :data:`QUIET_POLLS` looks in a row. Quiet time alone is no proof: on a loaded
+    machine a message can sit in the broker, or a handler wait for a confirm,
+    longer than any quiet time, and the counters stand still meanwhile.
 
-    Waits as long as work is left and something moves (a backlog in RabbitMQ
-    queues can take a while to drain); returns False when nothing moved for
-    ``stall`` seconds while work was left, or after ``timeout`` seconds in all.
+    Returns False after ``timeout`` seconds, or as soon as ``abort()`` is true.
     """
     started = time.monotonic()
     last: Any = None
-    changed = started
     calm_since: float | None = None
     calm_looks = 0
-    while time.monotonic() - started < timeout:
+    while time.monotonic() - started < timeout and not (abort is not None and abort()):
         actors = bus.stats()["actors"]
         key = tuple(
             (name, a["processed"], a["failed"], a["dead_lettered"], a["conflated"], a["mailbox"])
@@ -89,12 +97,16 @@ async def quiesce(
         )
         now = time.monotonic()
         if key != last:
-            last, changed, calm_since = key, now, None
+            last, calm_since = key, None
         settled = not any(a["mailbox"] or a["busy"] for a in actors.values())
         if settled and system is not None:
-            settled = _system_settled(system, actors, balance, replayed or {})
+            settled = _system_running(system, actors)
         if settled:
             settled = not any((await bus.queued()).values())
+        if settled and system is not None and balance:
+            settled = not unbalanced(
+                system, actors, await dead_letters_by_actor(bus, system), carried
+            )
         if settled:
             if calm_since is None:
                 calm_since, calm_looks = now, 0
@@ -103,34 +115,42 @@ async def quiesce(
                 return True
         else:
             calm_since = None
-            if now - changed >= stall:
-                return False
         await asyncio.sleep(POLL)
     return False
 
 
-def _system_settled(
-    system: TradingSystem,
-    actors: dict[str, dict[str, Any]],
-    balance: bool,
-    replayed: Mapping[str, int],
-) -> bool:
-    """The trading system's part of :func:`quiesce`: feed stopped, actors up, books balanced."""
+async def dead_letters_by_actor(bus: AsyncMessageBus, system: TradingSystem) -> Counter[str]:
+    """Dead letters now in the queue, per actor placed in this process."""
+    placed = set(system.placed)
+    return Counter(entry.actor for entry in await bus.dead_letters() if entry.actor in placed)
+
+
+def _system_running(system: TradingSystem, actors: dict[str, dict[str, Any]]) -> bool:
+    """The trading system's part of :func:`quiesce`: feed stopped, actors up."""
     market = system.market
     if "market_data" in system.placed and market.feed is not None and not market.exhausted:
         return False
-    if any(actors.get(name, {}).get("state") != "running" for name in system.placed):
-        return False
-    if not balance:
-        return True  # other processes publish to these actors: no equation to check here
+    return all(actors.get(name, {}).get("state") == "running" for name in system.placed)
+
+
+def unbalanced(
+    system: TradingSystem,
+    actors: dict[str, dict[str, Any]],
+    in_dlq: Mapping[str, int],
+    carried: Mapping[str, int] | None = None,
+) -> dict[str, tuple[int, int]]:
+    """Actors whose messages do not add up: name -> (delivered, accounted for)."""
     published = system.env.published
+    carried = carried or {}
+    wrong: dict[str, tuple[int, int]] = {}
     for name in system.placed:
         counters = actors[name]
         expected = sum(published[t] for t in ACTOR_CLASSES[name].handled_types())
-        in_dlq = counters["dead_lettered"] - replayed.get(name, 0)
-        if counters["processed"] + counters["conflated"] + in_dlq != expected:
-            return False
-    return True
+        expected += carried.get(name, 0)
+        accounted = counters["processed"] + counters["conflated"] + in_dlq.get(name, 0)
+        if accounted != expected:
+            wrong[name] = (expected, accounted)
+    return wrong
 
 
 def live_numbers(
@@ -185,29 +205,40 @@ async def run_trading_system(
     bus: AsyncMessageBus,
     system: TradingSystem,
     *,
-    duration: float,
+    duration: float | None,
     only: Sequence[str] | None = None,
     flatten: bool = False,
     progress: Progress | None = None,
     interval: float = 0.5,
     stop: asyncio.Event | None = None,
+    abort: asyncio.Event | None = None,
+    wind_down: float = WIND_DOWN,
 ) -> dict[str, Any]:
-    """Run the system for ``duration`` seconds (or until ``stop``, or the feed ends); report."""
+    """Run the system, wind down, report; see the module documentation.
+
+    ``duration``: seconds of the feed's time when the feed runs here (``None``: to
+    the end of the feed), else of the wall clock (``None``: until ``stop``).
+    ``stop`` ends the feed early; ``abort`` (or ``stop``, once the feed has ended)
+    cuts the wind-down short.
+    """
     stop = stop or asyncio.Event()
+    abort = abort or asyncio.Event()
     tree = system.tree(only)
+    feed_here = "market_data" in system.placed
+    if feed_here:
+        system.market.duration = duration
     system.market.window = 1 if bus.mode == "in_memory" else PUBLISH_WINDOW
+    balance = only is None
+    old_letters = await dead_letters_by_actor(bus, system)
+    carried = await _carried_over(bus, system, old_letters) if balance else Counter()
     started = time.monotonic()
     await bus.spawn(tree, actors=list(system.placed) if only is not None else None)
     placed = set(system.placed)
-    feed_here = "market_data" in placed
     next_progress = started + interval
     next_heartbeat = started
     seen_states: dict[str, tuple[str, int]] = {}
-    ended_by = "duration"
     while True:
         now = time.monotonic()
-        if now - started >= duration:
-            break
         if stop.is_set():
             ended_by = "interrupted"
             break
@@ -215,7 +246,10 @@ async def run_trading_system(
             ended_by = "failed"
             break
         if feed_here and system.market.exhausted:
-            ended_by = "feed ended"
+            ended_by = FEED_ENDINGS.get(system.market.ended_by or "", "feed ended")
+            break
+        if not feed_here and duration is not None and now - started >= duration:
+            ended_by = "duration"
             break
         if progress is not None and now >= next_progress:
             next_progress = now + interval
@@ -224,23 +258,31 @@ async def run_trading_system(
             next_heartbeat = now + HEARTBEAT_INTERVAL
             await _heartbeat(bus, system, live_numbers(system, bus, now - started, tree))
         await _announce_changes(bus, seen_states)
-        await asyncio.sleep(min(0.05, max(0.0, duration - (now - started))))
+        await asyncio.sleep(0.05)
     system.market.stop_feed()
-    feed_seconds = time.monotonic() - (system.market.started_at or started)
-    ticks = system.market.ticks
-    strategy_ticks = bus.stats()["actors"].get("strategy", {}).get("processed", 0)
+    # The wind-down: bounded, and cut short by ``abort`` (or by ``stop`` when the feed
+    # ended by itself, so that a Ctrl-C then ends the wait).
+    cut: tuple[asyncio.Event, ...] = (abort,) if ended_by == "interrupted" else (stop, abort)
+
+    def halt() -> bool:
+        return any(event.is_set() for event in cut)
+
+    deadline = time.monotonic() + wind_down
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
     # A failed tree has no actors left to wait for: only let what is in flight settle.
     settling = system if ended_by != "failed" else None
-    balance = only is None
     replayed_by: Counter[str] = Counter()
+    drained = await quiesce(
+        bus, settling, balance=balance, carried=carried, timeout=left(), abort=halt
+    )
+    flat: bool | None = None
     if flatten and "position" in placed and ended_by != "failed":
-        await quiesce(bus, settling, balance=balance)
-        for symbol in sorted(set(system.config.symbols) | set(system.positions.positions)):
-            await bus.publish(MessageTypes.POSITION_CLOSE, PositionClose(symbol=symbol))
-            system.env.published[MessageTypes.POSITION_CLOSE] += 1
-    drained = await quiesce(bus, settling, balance=balance)
+        flat, drained = await _flatten(bus, system, balance, carried, left, halt)
     system.env.chaos.enabled = False
-    if ended_by != "failed":
+    if ended_by != "failed" and not halt() and left() > 0:
         for _ in range(3):
             count = 0
             for name in system.placed:
@@ -249,47 +291,66 @@ async def run_trading_system(
                 count += replays
             if not count:
                 break
-            drained = await quiesce(bus, settling, balance=balance, replayed=replayed_by)
-    replayed = sum(replayed_by.values())
+            drained = await quiesce(
+                bus, settling, balance=balance, carried=carried, timeout=left(), abort=halt
+            )
+    if halt():
+        drained = False
     quotes: dict[str, float] = {}
-    if "market_data" in placed and ended_by != "failed":
+    if "market_data" in placed and ended_by != "failed" and not halt():
         for symbol in sorted(system.market.quotes):  # request/reply, as any client would
-            reply = await bus.ask(MessageTypes.MARKET_DATA_REQUEST, QuoteRequest(symbol=symbol))
             system.env.published[MessageTypes.MARKET_DATA_REQUEST] += 1
+            try:
+                reply = await bus.ask(
+                    MessageTypes.MARKET_DATA_REQUEST,
+                    QuoteRequest(symbol=symbol),
+                    timeout=max(0.5, left()),
+                )
+            except AskTimeout:
+                continue
             if reply is not None:
                 quotes[symbol] = as_struct(reply, Tick).price
-    if progress is not None:
-        progress(live_numbers(system, bus, time.monotonic() - started, tree))
     report = system.snapshot()
     report["last_quotes"] = quotes
     stats = bus.stats()
     report["mode"] = stats["mode"]
     report["ended_by"] = ended_by
+    report["interrupted_wind_down"] = halt()
     report["supervisor"] = str(tree.state)
     report["drained"] = drained
+    report["wind_down_limit"] = wind_down
     report["duration"] = round(time.monotonic() - started, 3)
     report["actors"] = {
         name: counters for name, counters in stats["actors"].items() if name in placed
     }
-    letters = await bus.dead_letters()
-    by_actor = Counter(entry.actor for entry in letters if entry.actor in placed)
+    by_actor = await dead_letters_by_actor(bus, system)
+    dead_lettered = sum(a["dead_lettered"] for a in report["actors"].values())
+    replayed = sum(replayed_by.values())
+    remaining = sum(by_actor.values())
+    old = sum(old_letters.values())
     report["dead_letters"] = {
-        "dead_lettered": sum(a["dead_lettered"] for a in report["actors"].values()),
+        "dead_lettered": dead_lettered,
+        "replayed_by_supervisors": max(0, dead_lettered + old - replayed - remaining),
         "replayed_at_end": replayed,
-        "remaining": sum(by_actor.values()),
+        "remaining": remaining,
         "by_actor": dict(by_actor),
     }
+    market = system.market
+    feed_seconds = (
+        (market.ended_at or time.monotonic()) - market.started_at
+        if feed_here and market.started_at is not None
+        else 0.0
+    )
+    ticks = market.ticks
+    report["counts"]["ticks"] = ticks
     report["throughput"] = {
         "feed_seconds": round(feed_seconds, 3),
         "ticks": ticks,
         "ticks_per_second": round(ticks / feed_seconds, 1) if feed_here and feed_seconds else 0.0,
-        "strategy_ticks_per_second": (
-            round(strategy_ticks / feed_seconds, 1)
-            if "strategy" in placed and feed_seconds
-            else 0.0
-        ),
     }
-    if only is None:
+    if flat is not None:
+        report["flattened"] = flat
+    if balance:
         published = report["published"]
         report["accounting"] = {
             "delivered": sum(
@@ -297,9 +358,82 @@ async def run_trading_system(
                 for name in system.placed
                 for t in ACTOR_CLASSES[name].handled_types()
             ),
+            "carried_over": sum(carried.values()),
             "handled": sum(a["processed"] for a in report["actors"].values()),
             "conflated": sum(a["conflated"] for a in report["actors"].values()),
-            "dead_lettered": report["dead_letters"]["remaining"],
+            "dead_lettered": remaining,
         }
-    report["problems"] = audit([report], messages=only is None)
+        report["carried_over"] = dict(carried)
+    if progress is not None:
+        final = live_numbers(system, bus, time.monotonic() - started, tree)
+        final["final"] = True
+        final["feed_seconds"] = feed_seconds
+        progress(final)
+    report["problems"] = [*_run_problems(report, feed_here), *audit([report], messages=balance)]
     return report
+
+
+def _run_problems(report: dict[str, Any], feed_here: bool) -> list[str]:
+    """What makes a run fail besides the audit: not settled, feed failed, nothing traded."""
+    problems: list[str] = []
+    if not report["drained"]:
+        why = (
+            "cut short"
+            if report["interrupted_wind_down"]
+            else (f"not within {report['wind_down_limit']:g}s")
+        )
+        problems.append(f"not settled: the wind-down was {why}, so the counts are incomplete")
+    feed = report.get("feed", {})
+    if feed.get("error"):
+        problems.append(f"feed failed: {feed['error']}")
+    if feed_here and not report["counts"]["ticks"] and report["ended_by"] != "interrupted":
+        problems.append("the feed published no tick")
+    if report.get("flattened") is False:
+        still = {
+            symbol: p["quantity"]
+            for symbol, p in report.get("positions", {}).items()
+            if p["quantity"]
+        }
+        problems.append(
+            "still open after --flatten: "
+            + ", ".join(f"{symbol} {quantity:,}" for symbol, quantity in still.items())
+        )
+    return problems
+
+
+FEED_ENDINGS = {"duration": "duration", "end of feed": "feed ended", "error": "feed failed"}
+"""``ended_by`` of the run for each way the feed ends (a stopped feed: ``interrupted``)."""
+
+
+async def _carried_over(
+    bus: AsyncMessageBus, system: TradingSystem, old_letters: Counter[str]
+) -> Counter[str]:
+    """Messages waiting for each actor before the run: in its queue or its dead letters."""
+    carried = Counter(old_letters)
+    for name in system.placed:
+        carried[name] += await bus.queue_length(f"{bus.prefix}.actor.{name}")
+    return +carried
+
+
+async def _flatten(
+    bus: AsyncMessageBus,
+    system: TradingSystem,
+    balance: bool,
+    carried: Mapping[str, int],
+    left: Callable[[], float],
+    halt: Callable[[], bool],
+) -> tuple[bool, bool]:
+    """Close every position, again while some stay open; return (flat, settled)."""
+    drained = False
+    for _ in range(FLATTEN_ROUNDS):
+        open_symbols = [s for s, p in sorted(system.positions.positions.items()) if p.quantity]
+        if not open_symbols or halt() or left() <= 0:
+            break
+        for symbol in open_symbols:
+            await bus.publish(MessageTypes.POSITION_CLOSE, PositionClose(symbol=symbol))
+            system.env.published[MessageTypes.POSITION_CLOSE] += 1
+        drained = await quiesce(
+            bus, system, balance=balance, carried=carried, timeout=left(), abort=halt
+        )
+    flat = not any(p.quantity for p in system.positions.positions.values())
+    return flat, drained

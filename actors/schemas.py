@@ -12,10 +12,19 @@ dicts (the seed API examples do) keeps working next to ``import actors``.
 
 Quantities are integers (units of the symbol), prices floats. Sides are
 ``"buy"`` and ``"sell"``.
+
+Prices and quantities are checked whenever one of these Structs is made,
+decoded or converted (``__post_init__``): a price must be finite, above 0 and
+below :data:`MAX_PRICE`, a quantity above 0 and below :data:`MAX_QUANTITY`.
+A bad value raises ``ValueError`` where it is made (``msgspec.ValidationError``
+when decoded or converted), so a message carrying ``nan``, ``inf`` or ``1e300``
+is refused by its publisher or dead-lettered with the reason by its receiver;
+it is never traded.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -23,6 +32,8 @@ import msgspec
 from actorbus import MessageTypes, register_message_type
 
 __all__ = [
+    "MAX_PRICE",
+    "MAX_QUANTITY",
     "ExchangeCancel",
     "ExchangeReport",
     "ExchangeSubmit",
@@ -38,6 +49,9 @@ __all__ = [
     "Signal",
     "Tick",
     "as_struct",
+    "check_amount",
+    "check_price",
+    "check_quantity",
     "register_schemas",
     "sign",
     "unregister_schemas",
@@ -46,6 +60,34 @@ __all__ = [
 Side = Literal["buy", "sell"]
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+
+MAX_PRICE = 1e9
+"""Prices at or above this are refused as absurd (no traded symbol is worth a billion)."""
+MAX_QUANTITY = 10**12
+"""Quantities at or above this are refused as absurd."""
+
+
+def check_price(value: float, what: str = "price", *, zero: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a plausible price (``zero``: 0 allowed too)."""
+    if zero and value == 0:
+        return
+    if not 0 < value < MAX_PRICE:  # false for nan as well
+        raise ValueError(f"{what} {value!r} is not a price: need a finite number in (0, 1e9)")
+
+
+def check_quantity(value: int, what: str = "quantity", *, zero: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a plausible quantity (``zero``: 0 allowed too)."""
+    if zero and value == 0:
+        return
+    if not 0 < value < MAX_QUANTITY:
+        raise ValueError(f"{what} {value!r} is not a quantity: need 0 < quantity < 1e12")
+
+
+def check_amount(value: float, what: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is finite (money amounts may be negative)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {value!r} is not finite")
 
 
 def sign(side: str) -> int:
@@ -67,6 +109,13 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True):
     ts: float = 0.0
     """Epoch seconds of the quote."""
 
+    def __post_init__(self) -> None:
+        check_price(self.price)
+        check_price(self.bid, "bid")
+        check_price(self.ask, "ask")
+        if not 0 <= self.volume < MAX_QUANTITY:
+            raise ValueError(f"volume {self.volume!r} is not a volume: need a finite number >= 0")
+
 
 class QuoteRequest(msgspec.Struct, frozen=True, kw_only=True):
     """MARKET_DATA_REQUEST: ask for a symbol's latest quote (the reply is a Tick or None)."""
@@ -85,6 +134,10 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     strategy: str = ""
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        check_price(self.price)
+        check_quantity(self.quantity)
+
 
 class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     """EXECUTION_ORDER_REQUEST: an order approved by risk (or a flattening order)."""
@@ -98,6 +151,10 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Reference price at approval."""
     origin: str = "strategy"
 
+    def __post_init__(self) -> None:
+        check_price(self.price)
+        check_quantity(self.quantity)
+
 
 class Fill(msgspec.Struct, frozen=True, kw_only=True):
     """One execution of (part of) an order."""
@@ -108,6 +165,10 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     side: Side
     quantity: int
     price: float
+
+    def __post_init__(self) -> None:
+        check_price(self.price, "fill price")
+        check_quantity(self.quantity, "fill quantity")
 
 
 class OrderStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,6 +185,11 @@ class OrderStatus(msgspec.Struct, frozen=True, kw_only=True):
     fill: Fill | None = None
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        check_quantity(self.quantity)
+        check_quantity(self.filled_quantity, "filled quantity", zero=True)
+        check_price(self.avg_price, "average price", zero=True)
+
 
 class ExchangeSubmit(msgspec.Struct, frozen=True, kw_only=True):
     """EXCHANGE_ORDER_SUBMIT: a new order sent to the venue."""
@@ -133,6 +199,10 @@ class ExchangeSubmit(msgspec.Struct, frozen=True, kw_only=True):
     side: Side
     quantity: int
     price: float
+
+    def __post_init__(self) -> None:
+        check_price(self.price)
+        check_quantity(self.quantity)
 
 
 class ExchangeCancel(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,6 +226,11 @@ class ExchangeReport(msgspec.Struct, frozen=True, kw_only=True):
     """Quantity filled so far, this report included."""
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        check_quantity(self.fill_quantity, "fill quantity", zero=True)
+        check_price(self.fill_price, "fill price", zero=not self.fill_quantity)
+        check_quantity(self.cum_quantity, "cumulative quantity", zero=True)
+
 
 class PositionUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """POSITION_UPDATE: a symbol's position after a fill."""
@@ -167,6 +242,12 @@ class PositionUpdate(msgspec.Struct, frozen=True, kw_only=True):
     unrealised_pnl: float
     mark: float
     fills: int
+
+    def __post_init__(self) -> None:
+        check_price(self.avg_price, "average price", zero=True)
+        check_price(self.mark, "mark", zero=True)
+        check_amount(self.realised_pnl, "realised P&L")
+        check_amount(self.unrealised_pnl, "unrealised P&L")
 
 
 class PositionClose(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,7 +261,7 @@ class RiskBreach(msgspec.Struct, frozen=True, kw_only=True):
     """RISK_LIMIT_BREACH: a signal refused by a pre-trade check."""
 
     symbol: str
-    rule: Literal["max_position", "max_notional", "max_order_rate", "price_band", "bad_signal"]
+    rule: Literal["max_position", "max_notional", "max_order_rate", "price_band"]
     detail: str
     signal_id: str
 
@@ -192,6 +273,10 @@ class ExposureUpdate(msgspec.Struct, frozen=True, kw_only=True):
     net_notional: float
     positions: dict[str, int]
     open_orders: int
+
+    def __post_init__(self) -> None:
+        check_amount(self.gross_notional, "gross notional")
+        check_amount(self.net_notional, "net notional")
 
 
 _SCHEMAS: dict[str, type[msgspec.Struct]] = {

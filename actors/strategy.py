@@ -3,7 +3,8 @@
 For each symbol the actor keeps a fast and a slow simple moving average of the
 tick prices. When the fast average crosses above the slow one it signals a buy,
 when it crosses below a sell, of one lot (``lot_notional`` worth at the tick's
-price, at least 1 unit), at most once per ``min_interval`` seconds per symbol.
+price, at least 1 unit), at most once per ``min_interval`` seconds per symbol
+(on the system's clock: the feed's time, see :mod:`actors.clock`).
 
 The averages are soft state: a restarted strategy starts them afresh and
 signals again once ``slow`` ticks have arrived. The strategy takes every tick
@@ -13,7 +14,6 @@ its mailbox is what paces an unthrottled feed.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -33,10 +33,10 @@ class CrossoverParams:
     """Ticks in the fast average."""
     slow: int = 40
     """Ticks in the slow average."""
-    lot_notional: float = 100_000.0
+    lot_notional: float = 50_000.0
     """Notional of one signal's quantity at the reference price."""
-    min_interval: float = 0.05
-    """Shortest time between two signals of one symbol, in seconds."""
+    min_interval: float = 0.25
+    """Shortest time between two signals of one symbol, in seconds of the system's clock."""
 
 
 class MovingAverageCrossover:
@@ -106,7 +106,7 @@ class StrategyActor(TradingActor):
         side = crossover.update(tick.price)
         if side is None:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._last_signal.get(symbol, -1e9) < self.params.min_interval:
             return
         self._last_signal[symbol] = now

@@ -47,13 +47,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from actorbus import Actor, ChildSpec, MessageTypes, Supervisor
+from actorbus import REAL_CLOCK, Actor, ChildSpec, MessageTypes, Supervisor
 
 from .base import Chaos, Environment
+from .clock import FeedClock
 from .exchange import ExchangeActor, ExchangeParams, ExchangeState
 from .execution import ExecutionActor, OrderBook
 from .market_data import (
     DEFAULT_PRICES,
+    UNPACED_STEP,
     CsvFeed,
     Feed,
     MarketDataActor,
@@ -88,9 +90,15 @@ class TradingConfig:
     seed: int = 1
     """Seed of the simulated feed, the exchange's plans and the chaos."""
     rate: float = 5_000.0
-    """Ticks per second in all; 0 for as fast as the system takes them."""
+    """Simulated ticks per second in all; 0 for as fast as the system takes them."""
+    prices: dict[str, float] = field(default_factory=dict)
+    """Start prices of simulated symbols beyond :data:`~actors.market_data.DEFAULT_PRICES`."""
     csv_path: str | None = None
     """Replay this CSV file instead of simulating."""
+    speed: float = 0.0
+    """How fast a CSV file's timestamps replay (1: real time); 0 for as fast as possible."""
+    duration: float | None = 10.0
+    """Seconds of feed time to run (``None``: to the end of the feed)."""
     chaos: float = 0.0
     """Probability that a handler call fails (see :class:`~actors.base.Chaos`)."""
     crash_interval: float = 5.0
@@ -112,8 +120,15 @@ class TradingSystem:
         )
         """Chaos and publish counters, shared by the actors."""
         self._feed = feed
-        self.market = MarketState(None, rate=config.rate)
-        """Feed and latest quotes (the feed is opened when the market data actor is placed)."""
+        csv = config.csv_path is not None or feed is not None
+        self.market = MarketState(
+            None,
+            speed=config.speed if csv else (1.0 if config.rate > 0 else 0.0),
+            duration=config.duration,
+            clock=FeedClock(),
+        )
+        """Feed, latest quotes and the feed's clock (the feed is opened when market data is
+        placed here; then every actor here runs on the feed's time)."""
         self.risk = RiskState()
         self.orders = OrderBook()
         self.venue = ExchangeState()
@@ -128,7 +143,8 @@ class TradingSystem:
         config = self.config
         if config.csv_path is not None:
             return CsvFeed(config.csv_path, symbols=config.symbols or None)
-        return SimulatedFeed(config.symbols, seed=config.seed)
+        step = 1.0 / config.rate if config.rate > 0 else UNPACED_STEP
+        return SimulatedFeed(config.symbols, seed=config.seed, prices=config.prices, step=step)
 
     def tree(self, only: Iterable[str] | None = None) -> Supervisor:
         """Build the supervisor tree (a new one per call); ``only`` names the actors placed here.
@@ -145,6 +161,7 @@ class TradingSystem:
             self.placed = tuple(name for name in ACTOR_NAMES if name in names)
         if "market_data" in self.placed and self.market.feed is None:
             self.market.feed = self.open_feed()
+        self.env.clock = self.market.clock if "market_data" in self.placed else REAL_CLOCK
         env, config = self.env, self.config
         exchange_params = config.exchange or ExchangeParams(seed=config.seed)
         market = Supervisor(

@@ -15,8 +15,9 @@ when it has seen no tick of that symbol yet) and answers with EXCHANGE_ORDER_STA
 
 What happens to an order is drawn from a random generator seeded by the run's
 seed and what the order is (symbol, side, quantity, reference price: not its id,
-a random message id, so that a replay of the same feed gets the same plans), so
-a redelivered order gets the same plan, and every
+a random message id, so that a replay of the same feed gets the same plans) and
+how many orders just like it were done before, so a redelivered order gets the
+same plan while a close order sent again after a rejection gets a new one; every
 report carries an ``exec_id`` derived from the order id and its position in
 the plan: a report sent twice is the same report, which execution applies once.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 
 from actorbus import (
@@ -85,6 +87,8 @@ class ExchangeState:
         self.fills = 0
         self.cancelled = 0
         self.duplicates = 0
+        self.seen: Counter[bytes] = Counter()
+        """Orders done per content (symbol, side, quantity, price): the plan's second key."""
 
 
 class ExchangeActor(TradingActor):
@@ -111,7 +115,9 @@ class ExchangeActor(TradingActor):
             self.state.duplicates += 1
             return
         params = self.params
-        plan = random.Random(f"{params.seed}:{zlib.crc32(_plan_key(order))}")
+        key = _plan_key(order)
+        attempt = self.state.seen[key]  # the same order again (a close re-sent) plans anew
+        plan = random.Random(f"{params.seed}:{zlib.crc32(key)}:{attempt}")
         if params.latency > 0:
             await self.clock.sleep(params.latency)
         if plan.random() < params.reject_rate:
@@ -155,7 +161,7 @@ class ExchangeActor(TradingActor):
                 reason="rest cancelled: no liquidity",
             )
             self.state.cancelled += 1
-        self.state.done.add(order.order_id)
+        self._done(order)
 
     async def _ask_quote(self, symbol: str) -> Tick | None:
         self.state.asked += 1
@@ -195,7 +201,11 @@ class ExchangeActor(TradingActor):
     async def _reject(self, order: ExchangeSubmit, reason: str) -> None:
         await self._report(order, "rejected", "rej", reason=reason)
         self.state.rejected += 1
+        self._done(order)
+
+    def _done(self, order: ExchangeSubmit) -> None:
         self.state.done.add(order.order_id)
+        self.state.seen[_plan_key(order)] += 1
 
     async def _report(
         self,

@@ -50,7 +50,7 @@ Progress = Callable[[dict[str, Any]], None]
 
 WIND_DOWN = 15.0
 """Longest wind-down in seconds, from the end of the feed to the report."""
-FLATTEN_ROUNDS = 5
+FLATTEN_ROUNDS = 10
 """POSITION_CLOSE rounds sent while positions stay open (a close order can be rejected)."""
 QUIET_POLLS = 5
 """Consecutive settled looks :func:`quiesce` wants besides its quiet time (see there)."""

@@ -14,7 +14,7 @@ Run, each in its own terminal (a RabbitMQ broker on localhost, or set
 
 Start a second ``risk`` process and the two share the risk queue as competing
 consumers: that is how a subsystem scales out. Names on the broker start with
-ACTORBUS_EXAMPLE_PREFIX (default ``trading``).
+ACTORBUS_EXAMPLE_PREFIX (default ``example``).
 """
 
 import asyncio
@@ -25,7 +25,7 @@ from typing import Any
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, Supervisor, handles
 
-PREFIX = os.environ.get("ACTORBUS_EXAMPLE_PREFIX", "trading")
+PREFIX = os.environ.get("ACTORBUS_EXAMPLE_PREFIX", "example")
 
 
 class Strategy(Actor):

@@ -10,12 +10,20 @@ from trading_helpers import collect, field, wait_for
 from actorbus import AsyncMessageBus, ChildSpec, Conflate, MessageTypes
 from actors import Environment
 from actors.exchange import ExchangeActor
-from actors.market_data import CsvFeed, FeedError, MarketDataActor, MarketState, SimulatedFeed
+from actors.market_data import (
+    SIM_START,
+    CsvFeed,
+    FeedError,
+    MarketDataActor,
+    MarketState,
+    SimulatedFeed,
+)
 from actors.position import PositionActor
 from actors.risk import RiskActor
 from actors.strategy import StrategyActor
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
+PRICES = {"A": 100.0, "B": 20.0}
 
 
 def take(feed: SimulatedFeed | CsvFeed, count: int) -> list[object]:
@@ -29,15 +37,37 @@ def take(feed: SimulatedFeed | CsvFeed, count: int) -> list[object]:
 
 
 def test_the_same_seed_gives_the_same_prices() -> None:
-    first = [t.price for t in take(SimulatedFeed(["A", "B"], seed=5), 50)]  # type: ignore[attr-defined]
-    again = [t.price for t in take(SimulatedFeed(["A", "B"], seed=5), 50)]  # type: ignore[attr-defined]
-    other = [t.price for t in take(SimulatedFeed(["A", "B"], seed=6), 50)]  # type: ignore[attr-defined]
+    first = [t.price for t in take(SimulatedFeed(["A", "B"], seed=5, prices=PRICES), 50)]  # type: ignore[attr-defined]
+    again = [t.price for t in take(SimulatedFeed(["A", "B"], seed=5, prices=PRICES), 50)]  # type: ignore[attr-defined]
+    other = [t.price for t in take(SimulatedFeed(["A", "B"], seed=6, prices=PRICES), 50)]  # type: ignore[attr-defined]
     assert first == again
     assert first != other
 
 
+def test_simulated_ticks_are_stamped_by_the_feeds_own_time() -> None:
+    ticks = take(SimulatedFeed(["A", "B"], seed=1, prices=PRICES, step=0.5), 3)
+    assert [field(t, "ts") - SIM_START for t in ticks] == [0.0, 0.5, 1.0]
+
+
+def test_an_unknown_simulated_symbol_needs_a_start_price() -> None:
+    with pytest.raises(FeedError, match="no start price for DOGE"):
+        SimulatedFeed(["BTC/USDT", "DOGE"])
+
+
+@pytest.mark.anyio
+async def test_the_feed_moves_the_clock_and_stops_at_its_duration(bus: AsyncMessageBus) -> None:
+    market = MarketState(SimulatedFeed(["A"], prices=PRICES, step=0.25), duration=2.0)
+    env = Environment(clock=market.clock)
+    await bus.spawn(ChildSpec(MarketDataActor, factory=lambda: MarketDataActor(env, market)))
+    await wait_for(lambda: market.exhausted)
+    assert market.ended_by == "duration"
+    assert market.ticks == 8  # 0, 0.25, ... 1.75: the tick at 2.0 is past the end
+    assert market.clock.time() == SIM_START + 2.0
+    assert market.clock.released
+
+
 def test_simulated_ticks_take_turns_and_count_per_symbol() -> None:
-    ticks = take(SimulatedFeed(["A", "B"], seed=1), 4)
+    ticks = take(SimulatedFeed(["A", "B"], seed=1, prices=PRICES), 4)
     assert [field(t, "symbol") for t in ticks] == ["A", "B", "A", "B"]
     assert [field(t, "seq") for t in ticks] == [1, 1, 2, 2]
     for tick in ticks:
@@ -68,16 +98,14 @@ def test_bad_csv_files_say_what_is_wrong(tmp_path: Path) -> None:
         CsvFeed(wrong)
     bad = tmp_path / "bad.csv"
     bad.write_text("symbol,price\nA,2\nA,two\n")
-    feed = CsvFeed(bad)
-    assert feed.next_tick() is not None
-    with pytest.raises(FeedError, match="data row 2"):
-        feed.next_tick()
+    with pytest.raises(FeedError, match=r"bad\.csv, line 3: price 'two' is not a number"):
+        CsvFeed(bad)  # read through before the first tick is sent
 
 
 @pytest.mark.anyio
 async def test_actor_publishes_the_feed_and_answers_quote_requests(bus: AsyncMessageBus) -> None:
     env = Environment()
-    market = MarketState(CsvFeed(DATA / "ticks.csv"), rate=0)
+    market = MarketState(CsvFeed(DATA / "ticks.csv"))
     seen = await collect(bus, MessageTypes.MARKET_DATA_UPDATE)
     await bus.spawn(ChildSpec(MarketDataActor, factory=lambda: MarketDataActor(env, market)))
     await wait_for(lambda: market.exhausted)
@@ -91,7 +119,7 @@ async def test_actor_publishes_the_feed_and_answers_quote_requests(bus: AsyncMes
 @pytest.mark.anyio
 async def test_a_restarted_feed_continues_where_it_stopped(bus: AsyncMessageBus) -> None:
     env = Environment()
-    market = MarketState(SimulatedFeed(["A"], seed=1), rate=2000)
+    market = MarketState(SimulatedFeed(["A"], seed=1, prices=PRICES, step=1 / 2000), speed=1.0)
     seen = await collect(bus, MessageTypes.MARKET_DATA_UPDATE)
     tree = await bus.spawn(ChildSpec(MarketDataActor, factory=lambda: MarketDataActor(env, market)))
     await wait_for(lambda: len(seen) >= 20)

@@ -7,6 +7,7 @@ from trading_helpers import collect, field, of_type, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
 from actors import Environment
+from actors.clock import FeedClock
 from actors.risk import RiskActor, RiskLimits, RiskState
 from actors.schemas import OrderStatus, Signal, Tick
 
@@ -58,10 +59,13 @@ async def test_a_signal_within_limits_becomes_an_order_request(bus: AsyncMessage
     ("limits", "signals", "rule"),
     [
         (RiskLimits(price_band=0.01), [signal(price=102.0)], "price_band"),
-        (RiskLimits(max_orders_per_second=2), [signal(quantity=1)] * 3, "max_order_rate"),
+        (
+            RiskLimits(max_orders_per_second=0.01, order_burst=2),
+            [signal(quantity=1)] * 3,
+            "max_order_rate",
+        ),
         (RiskLimits(max_position_notional=1500.0), [signal(), signal()], "max_position"),
         (RiskLimits(max_gross_notional=500.0), [signal()], "max_notional"),
-        (RiskLimits(), [signal(quantity=0)], "bad_signal"),
     ],
 )
 async def test_each_limit_refuses_with_its_rule(
@@ -141,3 +145,20 @@ def test_running_totals_match_a_recount_whatever_order_statuses_arrive_in() -> N
         projected = {s: q for s, q in state.projected().items() if q or s in expected}
         assert projected == expected, step
         assert state.open_orders() == sum(1 for t in truth.values() if not t[4])
+
+
+async def test_the_order_rate_is_a_token_bucket_on_the_actors_clock(bus: AsyncMessageBus) -> None:
+    clock = FeedClock(1000.0)
+    state = RiskState()
+    env = Environment(clock=clock)
+    limits = RiskLimits(max_orders_per_second=2.0, order_burst=3)
+    await bus.spawn(ChildSpec(RiskActor, factory=lambda: RiskActor(env, state, limits)))
+    for count in range(1, 5):  # a burst of 3 passes, the 4th is refused
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, signal(quantity=1))
+        await decisions(bus, state, count)
+    assert list(state.decided.values()) == ["approved"] * 3 + ["max_order_rate"]
+    clock.advance(1000.5)  # half a second at 2/s: one more token, not a whole new second
+    for count in range(5, 7):
+        await bus.publish(MessageTypes.STRATEGY_SIGNAL, signal(quantity=1))
+        await decisions(bus, state, count)
+    assert list(state.decided.values())[4:] == ["approved", "max_order_rate"]

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from trading_helpers import ROOT, actorbus_command, cli_env, run_cli, run_json
 
-from actorbus.cli import LiveView, build_parser, main
+from actorbus.cli import build_parser, main
 from actors import audit
+from actors.view import LiveView
 
 UNREACHABLE = "amqp://guest:s3cret@127.0.0.1:1/"
 
@@ -75,13 +76,15 @@ def test_demo_run_under_chaos_restarts_dead_letters_and_stays_consistent() -> No
 
 
 def test_csv_feed_replays_the_file_and_ends_the_run() -> None:
-    report = run_json(
-        "--feed", "csv", str(ROOT / "examples" / "data" / "ticks.csv"), "--duration", "20"
-    )
+    path = str(ROOT / "examples" / "data" / "ticks.csv")
+    report = run_json("--feed", "csv", path)
     assert report["exit_code"] == 0
     assert report["ended_by"] == "feed ended"
     assert report["counts"]["ticks"] == 1200
     assert report["problems"] == []
+    first_20s = run_json("--feed", "csv", path, "--duration", "20")  # of the file's own time
+    assert first_20s["ended_by"] == "duration"
+    assert 0 < first_20s["counts"]["ticks"] < 1200
 
 
 def test_symbols_and_flatten() -> None:
@@ -98,7 +101,7 @@ def test_symbols_and_flatten() -> None:
         (["run", "--feed", "csv", "no/such/file.csv"], "cannot read"),
         (["run", "--feed", "zmq"], "--feed takes"),
         (["run", "--chaos", "2"], "--chaos is a probability"),
-        (["run", "--duration", "0"], "--duration must be positive"),
+        (["run", "--duration", "0"], "--duration: must be positive"),
         (["run", "--mode", "carrier-pigeon"], "invalid choice"),
     ],
 )
@@ -210,7 +213,7 @@ def test_live_view_redraws_on_a_terminal_and_logs_lines_otherwise() -> None:
 
 def test_parser_defaults_match_the_readme() -> None:
     args = build_parser().parse_args(["run"])
-    assert args.duration == 10.0
+    assert args.duration is None  # 10 s of feed time simulated, a whole CSV file replayed
     assert args.seed == 1
     assert args.feed == ["simulated"]
     assert args.mode is None  # the environment variable, else in memory

@@ -15,6 +15,8 @@ and returns the problems it finds, an empty list meaning all is well:
 - **messages**: for each actor, the messages published to the types it handles
   equal those it handled, plus those conflated away (replaced by a newer tick),
   plus those still in the dead-letter queue: nothing lost, nothing invented.
+  Messages that were waiting for an actor before the run (in its queue, or in
+  the dead-letter queue: ``carried_over``) count as published to it.
 
 A report is the dict built by ``actorbus run`` (``--json`` prints it): the
 system's ``snapshot()`` plus ``actors`` (the bus's per-actor counters) and
@@ -126,16 +128,20 @@ def _audit_messages(reports: Sequence[dict[str, Any]], problems: list[str]) -> N
     for report in reports:
         stats = report.get("actors", {})
         in_dlq = report.get("dead_letters", {}).get("by_actor", {})
+        carried = report.get("carried_over", {})
         for name in report.get("placed", []):
             counters = stats.get(name)
             if counters is None:
                 problems.append(f"{name}: no counters reported")
                 continue
             expected = sum(published[t] for t in ACTOR_CLASSES[name].handled_types())
+            expected += carried.get(name, 0)
             accounted = counters["processed"] + counters["conflated"] + in_dlq.get(name, 0)
             if accounted != expected:
+                waiting = f" ({carried[name]} waiting from before)" if carried.get(name) else ""
                 problems.append(
-                    f"{name}: {expected} message(s) published to it, but {counters['processed']} "
+                    f"{name}: {expected} message(s) published to it{waiting}, but "
+                    f"{counters['processed']} "
                     f"handled + {counters['conflated']} conflated + {in_dlq.get(name, 0)} "
                     f"dead-lettered = {accounted}"
                 )

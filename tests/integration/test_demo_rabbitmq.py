@@ -156,3 +156,39 @@ def test_stats_hears_a_running_system(rabbitmq_url: str, prefix: str) -> None:
     }  # fmt: skip
     assert system["actors"]["strategy"]["processed"] > 0
     assert stats["dead_letters"] == {}
+
+
+def test_messages_waiting_from_before_the_run_are_accounted_for(
+    rabbitmq_url: str, prefix: str
+) -> None:
+    first = run_report(rabbitmq_url, prefix, "--duration", "1", "--rate", "500")
+    assert first["problems"] == []  # the queues exist now, durable
+
+    async def leave_signals() -> None:  # as `dlq replay` does when no run is there to take them
+        async with AsyncMessageBus(mode="rabbitmq", url=rabbitmq_url, prefix=prefix) as bus:
+            for _ in range(5):
+                await bus.publish(
+                    MessageTypes.STRATEGY_SIGNAL,
+                    {"symbol": "BTC/USDT", "side": "buy", "quantity": 1, "price": 50_000.0},
+                )
+
+    asyncio.run(leave_signals())
+    report = run_report(rabbitmq_url, prefix, "--duration", "1", "--rate", "500")
+    assert report["problems"] == []
+    assert report["carried_over"] == {"risk": 5}
+    accounting = report["accounting"]
+    assert accounting["delivered"] + accounting["carried_over"] == (
+        accounting["handled"] + accounting["conflated"] + accounting["dead_lettered"]
+    )
+
+
+def test_chaos_over_rabbitmq_winds_down_settled_with_balanced_dead_letters(
+    rabbitmq_url: str, prefix: str
+) -> None:
+    report = run_report(rabbitmq_url, prefix, "--duration", "3", "--seed", "2", "--chaos", "0.2")
+    assert report["problems"] == []
+    assert report["drained"] is True
+    dead = report["dead_letters"]
+    assert dead["dead_lettered"] == (
+        dead["replayed_by_supervisors"] + dead["replayed_at_end"] + dead["remaining"]
+    )

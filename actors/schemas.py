@@ -110,10 +110,15 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True):
     """Epoch seconds of the quote."""
 
     def __post_init__(self) -> None:
-        check_price(self.price)
-        check_price(self.bid, "bid")
-        check_price(self.ask, "ask")
-        if not 0 <= self.volume < MAX_QUANTITY:
+        if not (  # one expression: this runs for every tick
+            0 < self.price < MAX_PRICE
+            and 0 < self.bid < MAX_PRICE
+            and 0 < self.ask < MAX_PRICE
+            and 0 <= self.volume < MAX_QUANTITY
+        ):
+            check_price(self.price)
+            check_price(self.bid, "bid")
+            check_price(self.ask, "ask")
             raise ValueError(f"volume {self.volume!r} is not a volume: need a finite number >= 0")
 
 

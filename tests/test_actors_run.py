@@ -18,6 +18,7 @@ from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
 from actorbus.brokers.memory import InMemoryServer
 from actors import Environment, TradingConfig, TradingSystem, run_trading_system
 from actors.exchange import ExchangeParams
+from actors.market_data import FeedError
 from actors.risk import RiskActor, RiskState
 from actors.schemas import Tick
 from actors.view import LiveView, print_summary
@@ -304,3 +305,32 @@ def test_the_message_line_says_when_it_does_not_add_up() -> None:
     assert line.endswith(
         f"= {report['accounting']['handled'] + report['accounting']['conflated']:,}"
     )
+
+
+class _FailingFeed:
+    """Three good ticks, then a feed that breaks (a file changed under the replay)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def next_tick(self) -> Tick | None:
+        self.sent += 1
+        if self.sent > 3:
+            raise FeedError("line 5: price 'abc' is not a number")
+        price = 100.0 + self.sent
+        return Tick(symbol="X", price=price, bid=price, ask=price, seq=self.sent, ts=self.sent)
+
+
+@pytest.mark.anyio
+async def test_a_feed_that_fails_fails_the_run_and_the_summary_says_so(
+    server: InMemoryServer,
+) -> None:
+    system = TradingSystem(TradingConfig(symbols=("X",), duration=None), feed=_FailingFeed())
+    async with AsyncMessageBus(mode="in_memory", server=server) as bus:
+        report = await run_trading_system(bus, system, duration=None)
+    assert report["ended_by"] == "feed failed"
+    assert any(p.startswith("feed failed: line 5") for p in report["problems"])
+    out = io.StringIO()
+    print_summary(report, out)
+    assert "AUDIT FAILED" in out.getvalue()
+    assert "audit       OK" not in out.getvalue()

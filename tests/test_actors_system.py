@@ -67,7 +67,8 @@ async def test_a_run_leaves_a_consistent_book() -> None:
     assert report["counts"]["orders"] > 0
     assert report["counts"]["fills"] > 0
     assert report["orders"]["total"] == report["published"][MessageTypes.EXECUTION_ORDER_REQUEST]
-    assert report["published"][MessageTypes.POSITION_CLOSE] == 3
+    assert report["flattened"] is True  # a close for each open symbol, again if rejected
+    assert report["published"][MessageTypes.POSITION_CLOSE] >= 1
     closing = [o for o in report["orders"]["list"] if o["origin"] == "close"]
     assert closing
     for order in closing:  # a close that filled left its symbol flat

@@ -17,7 +17,7 @@ Exit codes, so scripts can act on them:
 ====  =============================================================
 
 Ctrl-C during ``run`` stops the feed and winds down cleanly (a second Ctrl-C
-quits at once). The trading logic is in the ``actors`` package; this module
+quits at once). The trading logic is in the ``actorbus_trading`` package; this module
 only parses options, shows progress and reports.
 """
 
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"actorbus {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from actors.command import add_parser as add_run_parser  # the demo's own command
+    from actorbus_trading.command import add_parser as add_run_parser  # the demo's own command
 
     add_run_parser(commands)
 
@@ -226,7 +226,7 @@ def _unreachable(args: argparse.Namespace, exc: BaseException) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from actors.command import run_command  # the demo lives in its own package
+    from actorbus_trading.command import run_command  # the demo lives in its own package
 
     return await run_command(args)
 

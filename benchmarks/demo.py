@@ -24,9 +24,9 @@ def demo_missing() -> str | None:
     """Why the demo cannot run, or ``None``."""
     if (
         importlib.util.find_spec("actorbus.cli") is None
-        or importlib.util.find_spec("actors") is None
+        or importlib.util.find_spec("actorbus_trading") is None
     ):
-        return "the trading demo (actors/, actorbus run) is not there"
+        return "the trading demo (actorbus_trading, actorbus run) is not there"
     return None
 
 

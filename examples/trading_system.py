@@ -8,7 +8,7 @@ prints the P&L and what the audit of the book found.
 import asyncio
 
 from actorbus import AsyncMessageBus
-from actors import TradingConfig, TradingSystem, register_schemas, run_trading_system
+from actorbus_trading import TradingConfig, TradingSystem, register_schemas, run_trading_system
 
 
 async def main() -> None:

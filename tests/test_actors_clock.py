@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from actorbus import REAL_CLOCK, Actor, Clock
-from actors.clock import FeedClock
+from actorbus_trading.clock import FeedClock
 
 pytestmark = pytest.mark.anyio
 

@@ -6,10 +6,10 @@ import pytest
 from trading_helpers import collect, field, of_type, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
-from actors import Environment
-from actors.exchange import ExchangeActor, ExchangeParams, ExchangeState, _split
-from actors.market_data import MarketDataActor, MarketState
-from actors.schemas import ExchangeSubmit, Tick
+from actorbus_trading import Environment
+from actorbus_trading.exchange import ExchangeActor, ExchangeParams, ExchangeState, _split
+from actorbus_trading.market_data import MarketDataActor, MarketState
+from actorbus_trading.schemas import ExchangeSubmit, Tick
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ import pytest
 from trading_helpers import collect, field, of_type, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
-from actors import Environment, register_schemas, unregister_schemas
-from actors.execution import ExecutionActor, Order, OrderBook, OrderState
-from actors.schemas import OrderRequest
+from actorbus_trading import Environment, register_schemas, unregister_schemas
+from actorbus_trading.execution import ExecutionActor, Order, OrderBook, OrderState
+from actorbus_trading.schemas import OrderRequest
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ import pytest
 from trading_helpers import collect, field, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, Conflate, MessageTypes
-from actors import Environment
-from actors.exchange import ExchangeActor
-from actors.market_data import (
+from actorbus_trading import Environment
+from actorbus_trading.exchange import ExchangeActor
+from actorbus_trading.market_data import (
     SIM_START,
     CsvFeed,
     FeedError,
@@ -18,9 +18,9 @@ from actors.market_data import (
     MarketState,
     SimulatedFeed,
 )
-from actors.position import PositionActor
-from actors.risk import RiskActor
-from actors.strategy import StrategyActor
+from actorbus_trading.position import PositionActor
+from actorbus_trading.risk import RiskActor
+from actorbus_trading.strategy import StrategyActor
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 PRICES = {"A": 100.0, "B": 20.0}

@@ -6,9 +6,9 @@ import pytest
 from trading_helpers import collect, field, of_type, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
-from actors import Environment
-from actors.position import Position, PositionActor, PositionBook
-from actors.schemas import Fill, OrderStatus, PositionClose, Tick
+from actorbus_trading import Environment
+from actorbus_trading.position import Position, PositionActor, PositionBook
+from actorbus_trading.schemas import Fill, OrderStatus, PositionClose, Tick
 
 
 def fill(exec_id: str, side: str, quantity: int, price: float, symbol: str = "X") -> Fill:

@@ -6,10 +6,10 @@ import pytest
 from trading_helpers import collect, field, of_type, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
-from actors import Environment
-from actors.clock import FeedClock
-from actors.risk import RiskActor, RiskLimits, RiskState
-from actors.schemas import OrderStatus, Signal, Tick
+from actorbus_trading import Environment
+from actorbus_trading.clock import FeedClock
+from actorbus_trading.risk import RiskActor, RiskLimits, RiskState
+from actorbus_trading.schemas import OrderStatus, Signal, Tick
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +115,7 @@ async def test_a_redelivered_signal_is_decided_once(bus: AsyncMessageBus) -> Non
 def test_running_totals_match_a_recount_whatever_order_statuses_arrive_in() -> None:
     import random
 
-    from actors.risk import _Working
+    from actorbus_trading.risk import _Working
 
     state = RiskState()
     plan = random.Random(11)

@@ -16,12 +16,12 @@ from trading_helpers import ROOT, actorbus_command, cli_env, run_cli, run_json
 
 from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
 from actorbus.brokers.memory import InMemoryServer
-from actors import Environment, TradingConfig, TradingSystem, run_trading_system
-from actors.exchange import ExchangeParams
-from actors.market_data import FeedError
-from actors.risk import RiskActor, RiskState
-from actors.schemas import Tick
-from actors.view import LiveView, print_summary
+from actorbus_trading import Environment, TradingConfig, TradingSystem, run_trading_system
+from actorbus_trading.exchange import ExchangeParams
+from actorbus_trading.market_data import FeedError
+from actorbus_trading.risk import RiskActor, RiskState
+from actorbus_trading.schemas import Tick
+from actorbus_trading.view import LiveView, print_summary
 
 TICKS = ROOT / "examples" / "data" / "ticks.csv"
 

@@ -6,9 +6,9 @@ import pytest
 from trading_helpers import collect, field, wait_for
 
 from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
-from actors import Environment
-from actors.schemas import Tick
-from actors.strategy import CrossoverParams, MovingAverageCrossover, StrategyActor
+from actorbus_trading import Environment
+from actorbus_trading.schemas import Tick
+from actorbus_trading.strategy import CrossoverParams, MovingAverageCrossover, StrategyActor
 
 
 def test_crossover_signals_when_the_fast_average_crosses() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, Supervisor, handles
 from actorbus.brokers.memory import InMemoryServer
-from actors import (
+from actorbus_trading import (
     ACTOR_NAMES,
     TradingConfig,
     TradingSystem,
@@ -20,7 +20,7 @@ from actors import (
     run_trading_system,
     unregister_schemas,
 )
-from actors.runner import quiesce
+from actorbus_trading.runner import quiesce
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,8 @@ import pytest
 from trading_helpers import ROOT, actorbus_command, cli_env, run_cli, run_json
 
 from actorbus.cli import build_parser, main
-from actors import audit
-from actors.view import LiveView
+from actorbus_trading import audit
+from actorbus_trading.view import LiveView
 
 UNREACHABLE = "amqp://guest:s3cret@127.0.0.1:1/"
 

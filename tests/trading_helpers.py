@@ -15,7 +15,7 @@ from typing import Any
 import aiormq
 
 from actorbus import AsyncMessageBus, MessageTypes
-from actors.system import ACTOR_NAMES
+from actorbus_trading.system import ACTOR_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ import pytest
 from trading_helpers import ROOT, actorbus_command, cli_env, delete_prefix, run_cli, wait_for
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, RetryPolicy, handles
-from actors import audit
+from actorbus_trading import audit
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -16,7 +16,7 @@ Feeds:
 Time and pacing: every tick carries a timestamp (``ts``: a CSV file's own, or
 the simulated feed's, ``1 / rate`` apart from :data:`SIM_START`, or
 :data:`UNPACED_STEP` apart with ``rate`` 0), and the actor moves the system's
-:class:`~actors.clock.FeedClock` to it before publishing, so the actors run on
+:class:`~actorbus_trading.clock.FeedClock` to it before publishing, so the actors run on
 the feed's time. ``duration`` is measured on that time too: the feed ends at
 the first tick at or past ``duration`` seconds after the first one. ``speed``
 says how fast the feed's time passes on the wall clock (1: real time; 0: as
@@ -25,7 +25,7 @@ mailbox pushes back on the feed). Consumers that only need the latest price
 (risk, position) conflate ticks per symbol in their mailboxes instead of
 falling behind.
 
-Validation: every tick is a valid :class:`~actors.schemas.Tick` (finite
+Validation: every tick is a valid :class:`~actorbus_trading.schemas.Tick` (finite
 prices in (0, 1e9), ``bid <= ask``). A CSV file is read through once when it is
 opened, so a bad row (a non-numeric, non-finite or absurd price, a bad
 timestamp, bytes that are not UTF-8) is an error before the run starts, naming

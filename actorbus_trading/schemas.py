@@ -8,7 +8,7 @@ converted at the actor's door.
 
 Registering attaches schemas to built-in message types for the whole process,
 so it is not done on import: a program that publishes its own ``strategy.signal``
-dicts (the seed API examples do) keeps working next to ``import actors``.
+dicts (the seed API examples do) keeps working next to ``import actorbus_trading``.
 
 Quantities are integers (units of the symbol), prices floats. Sides are
 ``"buy"`` and ``"sell"``.

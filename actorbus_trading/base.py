@@ -13,7 +13,7 @@
 - On start the actor publishes COMPONENT_STATUS (``running``, with its
   incarnation number), so anyone can watch restarts happen.
 - ``self.clock`` is the system's clock (:attr:`Environment.clock`): the
-  feed's time when market data runs in this process (see :mod:`actors.clock`).
+  feed's time when market data runs in this process (see :mod:`actorbus_trading.clock`).
 """
 
 from __future__ import annotations

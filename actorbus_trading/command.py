@@ -5,7 +5,7 @@
 starts (exit code 2 with the reason): durations and rates must be finite, lists
 must name something, simulated symbols must have a start price (the three
 defaults have one; give others as ``SYMBOL=PRICE``), and a CSV file is read
-through once (see :class:`~actors.market_data.CsvFeed`).
+through once (see :class:`~actorbus_trading.market_data.CsvFeed`).
 
 Ctrl-C: the first stops the feed and winds down; one during the wind-down
 (a second, when the first stopped the feed) cuts the wind-down short and still

@@ -4,7 +4,7 @@ For each symbol the actor keeps a fast and a slow simple moving average of the
 tick prices. When the fast average crosses above the slow one it signals a buy,
 when it crosses below a sell, of one lot (``lot_notional`` worth at the tick's
 price, at least 1 unit), at most once per ``min_interval`` seconds per symbol
-(on the system's clock: the feed's time, see :mod:`actors.clock`).
+(on the system's clock: the feed's time, see :mod:`actorbus_trading.clock`).
 
 The averages are soft state: a restarted strategy starts them afresh and
 signals again once ``slow`` ticks have arrived. The strategy takes every tick

@@ -4,7 +4,7 @@
 (counters, positions, actors) in place; otherwise it prints one line a second, and
 always a last line when the run ends (with the feed's true rate: ticks over the
 feed's own time, not over the wind-down). :func:`print_summary` turns the report
-of :func:`~actors.runner.run_trading_system` into the text summary. Every count
+of :func:`~actorbus_trading.runner.run_trading_system` into the text summary. Every count
 shown is read from the report (or the live numbers) and nowhere else, so the live
 view, the summary and ``--json`` agree.
 """
@@ -41,7 +41,10 @@ class LiveView:
         self._lines = 0
 
     def __call__(self, numbers: dict[str, Any]) -> None:
-        """Show ``numbers`` (see :func:`~actors.runner.live_numbers`); ``final``: the last."""
+        """Show ``numbers`` (see :func:`~actorbus_trading.runner.live_numbers`).
+
+        ``final`` marks the last call, whose rates are over the whole feed.
+        """
         elapsed: float = numbers["elapsed"]
         counts: dict[str, int] = numbers["counts"]
         rates = dict.fromkeys(counts, 0.0)

@@ -1,7 +1,7 @@
 """The trading system: its configuration, its supervisor tree, and what it reports.
 
 :class:`TradingSystem` holds everything one process of the system keeps: the
-shared :class:`~actors.base.Environment` and the stores of the stateful actors
+shared :class:`~actorbus_trading.base.Environment` and the stores of the stateful actors
 (feed and quotes, risk's view, the order book, the exchange's handled orders,
 the positions). The stores outlive actor instances, so a restarted actor
 continues where its predecessor stopped; in a production system they would be
@@ -92,7 +92,8 @@ class TradingConfig:
     rate: float = 5_000.0
     """Simulated ticks per second in all; 0 for as fast as the system takes them."""
     prices: dict[str, float] = field(default_factory=dict)
-    """Start prices of simulated symbols beyond :data:`~actors.market_data.DEFAULT_PRICES`."""
+    """Start prices of simulated symbols beyond
+    :data:`~actorbus_trading.market_data.DEFAULT_PRICES`."""
     csv_path: str | None = None
     """Replay this CSV file instead of simulating."""
     speed: float = 0.0
@@ -100,7 +101,7 @@ class TradingConfig:
     duration: float | None = 10.0
     """Seconds of feed time to run (``None``: to the end of the feed)."""
     chaos: float = 0.0
-    """Probability that a handler call fails (see :class:`~actors.base.Chaos`)."""
+    """Probability that a handler call fails (see :class:`~actorbus_trading.base.Chaos`)."""
     crash_interval: float = 5.0
     """Shortest time between two injected crashes of one actor."""
     strategy: CrossoverParams = field(default_factory=CrossoverParams)

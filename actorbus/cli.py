@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 from . import __version__
 from .bus import AsyncMessageBus
@@ -124,9 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"actorbus {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from actorbus_trading.command import add_parser as add_run_parser  # the demo's own command
-
-    add_run_parser(commands)
+    _demo_command().add_parser(commands)
 
     stats = commands.add_parser(
         "stats",
@@ -225,10 +224,27 @@ def _unreachable(args: argparse.Namespace, exc: BaseException) -> int:
 # -- run -------------------------------------------------------------------------------------
 
 
-async def _run(args: argparse.Namespace) -> int:
-    from actorbus_trading.command import run_command  # the demo lives in its own package
+class _DemoCommand(Protocol):
+    """What the demo's command module offers the ``actorbus`` command."""
 
-    return await run_command(args)
+    def add_parser(self, commands: Any) -> None:
+        """Register ``actorbus run`` with its options."""
+
+    async def run_command(self, args: argparse.Namespace) -> int:
+        """Run the demo; return the exit code."""
+
+
+def _demo_command() -> _DemoCommand:
+    """The demo's command module, found by name.
+
+    The demo is built on the library, not the other way round: the library never
+    imports it statically, and its type checks stand on this protocol.
+    """
+    return cast(_DemoCommand, importlib.import_module("actorbus_trading.command"))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    return await _demo_command().run_command(args)
 
 
 def _actor_table(actors: dict[str, dict[str, Any]]) -> list[str]:

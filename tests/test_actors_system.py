@@ -91,7 +91,6 @@ async def test_a_crash_loop_escalates_to_the_root_which_gives_up() -> None:
         await asyncio.sleep(0.05)
     assert report["ended_by"] == "failed"
     assert report["supervisor"] == "failed"
-    assert report["duration"] < 9.0
     assert errors
     assert "gave up" in errors[0]["error"]
 

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import ack_crash_app
+import anyio.to_thread
 import pytest
 from support.rabbit_cleanup import delete_names
 
@@ -48,6 +49,13 @@ def start(url: str, prefix: str, log: Path, die_after: int) -> subprocess.Popen[
     return process
 
 
+def wait_for_all(log: Path) -> None:
+    """Wait (at most a minute, to stop a hang) until every message was handled once."""
+    deadline = time.monotonic() + 60
+    while len(handled(log)) < MESSAGES and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def handled(log: Path) -> Counter[int]:
     """How many times each message was handled, from the log."""
     return Counter(int(n) for n in log.read_text().split())
@@ -75,9 +83,7 @@ async def test_acks_leave_while_a_handler_never_awaits(
         first.stdin.close()
         second = start(rabbitmq_url, unique_prefix, log, 0)
         try:
-            deadline = time.monotonic() + 60
-            while len(handled(log)) < MESSAGES and time.monotonic() < deadline:
-                time.sleep(0.05)
+            await anyio.to_thread.run_sync(wait_for_all, log)
         finally:
             assert second.stdin is not None
             second.stdin.close()

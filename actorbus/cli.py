@@ -5,6 +5,7 @@ Commands::
     actorbus run     run the trading system (in memory by default), live view, summary
     actorbus stats   counters of trading systems running over RabbitMQ, dead letters per actor
     actorbus dlq     list | replay | purge dead letters, filtered by --actor / --type
+    actorbus topology  the RabbitMQ definitions (exchanges, queues, bindings) of a system
 
 Exit codes, so scripts can act on them:
 
@@ -29,65 +30,30 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
 from .bus import AsyncMessageBus
-from .config import MODE_VARIABLE, URL_VARIABLE, resolve_mode, resolve_url
-from .errors import ActorbusError, BrokerRefused, BrokerUnavailable, ConfigurationError
+from .commands import dlq, stats, topology
+from .commands._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    unreachable,
+)
+from .commands._common import add_bus_options as _add_bus_options
+from .config import resolve_mode, resolve_url
+from .errors import ActorbusError, BrokerUnavailable, ConfigurationError
 from .messages import MessageTypes
 
 __all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_INTERRUPTED = 130
-
-HEARTBEAT_COMPONENT = "trading_system"
-"""``component`` of the COMPONENT_STATUS heartbeats a running system publishes."""
-
-
-class UsageError(Exception):
-    """A problem with the command line that the user can fix."""
-
-
 # -- argument parsing ------------------------------------------------------------------------
-
-
-def _add_bus_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mode",
-        choices=["in_memory", "rabbitmq"],
-        default=None,
-        help=f"message bus mode (default: ${MODE_VARIABLE}, else in_memory)",
-    )
-    parser.add_argument(
-        "--url",
-        default=None,
-        help=f"AMQP URL in rabbitmq mode (default: ${URL_VARIABLE}, else localhost)",
-    )
-    parser.add_argument(
-        "--prefix",
-        default="trading",
-        help="prefix of exchange and queue names (default: trading)",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print a machine-readable result on stdout"
-    )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log more (-v: warnings, -vv: info)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_bus_options(run)
+    run.add_argument(
+        "--declare",
+        choices=["create", "passive"],
+        default="create",
+        help="over RabbitMQ: declare the topology, or only check it exists (a user without "
+        "configure permission; `actorbus topology` prints it) (default: create)",
+    )
     run.add_argument(
         "--duration", type=float, default=10.0, help="seconds to run the feed (default: 10)"
     )
@@ -161,46 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no live view (the summary is still printed)"
     )
 
-    stats = commands.add_parser(
-        "stats",
-        help="show running trading systems (over RabbitMQ) and dead letters per actor",
-        description=(
-            "Listen for the heartbeats that `actorbus run` processes publish every second "
-            "and show each one's actors, plus the dead letters waiting per actor."
-        ),
-    )
-    _add_bus_options(stats)
-    stats.add_argument(
-        "--wait", type=float, default=2.5, help="seconds to listen for heartbeats (default: 2.5)"
-    )
-
-    dlq = commands.add_parser(
-        "dlq",
-        help="list, replay or purge dead letters",
-        description="Dead letters: messages a handler failed on for good, kept with the reason.",
-    )
-    dlq.add_argument("action", choices=["list", "replay", "purge"], help="what to do")
-    _add_bus_options(dlq)
-    dlq.add_argument("--actor", default=None, help="only dead letters of this actor")
-    dlq.add_argument(
-        "--type", dest="message_type", default=None, help="only dead letters of this type"
-    )
-    dlq.add_argument(
-        "--limit", type=int, default=50, help="most entries to list in text (default: 50)"
-    )
+    stats.add_parser(commands)
+    dlq.add_parser(commands)
+    topology.add_parser(commands)
     return parser
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _redact(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 def _configure_logging(verbose: int) -> None:
     level = {0: logging.ERROR, 1: logging.WARNING}.get(verbose, logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:  # the libraries (aiormq...) speak through actorbus's own messages
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(logging.Filter("actorbus"))
 
 
 def _make_bus(
@@ -221,6 +169,7 @@ def _make_bus(
             prefix=args.prefix,
             connect_timeout=connect_timeout,
             batch_types=[MessageTypes.MARKET_DATA_UPDATE],
+            declare=args.declare,
         )
         return AsyncMessageBus(broker=broker, prefix=args.prefix, fallback=False)
     return AsyncMessageBus(
@@ -233,20 +182,7 @@ def _make_bus(
 
 
 def _unreachable(args: argparse.Namespace, exc: BaseException) -> int:
-    url = _redact(resolve_url(args.url))
-    if isinstance(exc, BrokerRefused):
-        print(
-            f"actorbus: {exc}\n  Fix the credentials or virtual host in --url or ${URL_VARIABLE}.",
-            file=sys.stderr,
-        )
-        return EXIT_UNREACHABLE
-    print(
-        f"actorbus: cannot reach RabbitMQ at {url}: {exc}\n"
-        f"  Start a broker there (for example: docker run -d -p 5672:5672 rabbitmq:3), "
-        f"point --url or ${URL_VARIABLE} at yours, or run in memory with --mode in_memory.",
-        file=sys.stderr,
-    )
-    return EXIT_UNREACHABLE
+    return unreachable(args.url, exc)
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -536,129 +472,6 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-# -- stats -----------------------------------------------------------------------------------
-
-
-async def _stats(args: argparse.Namespace) -> int:
-    bus = _make_bus(args)
-    try:
-        await bus.start()
-    except BrokerUnavailable as exc:
-        return _unreachable(args, exc)
-    heartbeats: dict[str, dict[str, Any]] = {}
-    try:
-        if bus.mode == "in_memory":
-            print(
-                "actorbus: in memory, nothing outlives a process, so there is no running "
-                "system to show; `actorbus run` shows these counters live. "
-                "Use --mode rabbitmq to watch systems running over RabbitMQ.",
-                file=sys.stderr,
-            )
-        else:
-
-            def on_status(message_type: str, data: Any) -> None:
-                if isinstance(data, dict) and data.get("component") == HEARTBEAT_COMPONENT:
-                    heartbeats[str(data.get("source", "?"))] = data
-
-            await bus.subscribe(MessageTypes.COMPONENT_STATUS, on_status)
-            await asyncio.sleep(args.wait)
-        letters = await bus.dead_letters()
-    finally:
-        await bus.shutdown()
-    by_actor: dict[str, int] = {}
-    for entry in letters:
-        by_actor[entry.actor] = by_actor.get(entry.actor, 0) + 1
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "mode": bus.mode,
-                    "prefix": args.prefix,
-                    "systems": heartbeats,
-                    "dead_letters": by_actor,
-                },
-                default=str,
-            )
-        )
-        return EXIT_OK
-    if bus.mode != "in_memory":
-        if not heartbeats:
-            print(f"no running trading system heard on prefix {args.prefix!r} in {args.wait:g}s")
-        for source, beat in sorted(heartbeats.items()):
-            counts = beat.get("counts", {})
-            print(
-                f"{source}: {beat.get('state', '?')}, running {', '.join(beat.get('placed', []))}; "
-                f"uptime {beat.get('elapsed', 0):.0f}s; ticks {counts.get('ticks', 0):,}, "
-                f"orders {counts.get('orders', 0):,}, fills {counts.get('fills', 0):,}"
-            )
-            for line in _actor_table(beat.get("actors", {})):
-                print(line)
-    total = sum(by_actor.values())
-    print(
-        f"dead letters: {total}"
-        + "".join(f"\n  {a:<24} {n:>6}" for a, n in sorted(by_actor.items()))
-    )
-    return EXIT_OK
-
-
-# -- dlq -------------------------------------------------------------------------------------
-
-
-async def _dlq(args: argparse.Namespace) -> int:
-    bus = _make_bus(args)
-    try:
-        await bus.start()
-    except BrokerUnavailable as exc:
-        return _unreachable(args, exc)
-    try:
-        if bus.mode == "in_memory":
-            print(
-                "actorbus: in memory, dead letters live only inside the process that made "
-                "them (this one has none); use --mode rabbitmq for a shared broker.",
-                file=sys.stderr,
-            )
-        selection = {"actor": args.actor, "type": args.message_type}
-        if args.action == "list":
-            letters = await bus.dead_letters(**selection)
-            if args.json:
-                entries = [
-                    {
-                        "id": e.envelope.id,
-                        "type": e.envelope.type,
-                        "actor": e.actor,
-                        "queue": e.queue,
-                        "error_type": e.error_type,
-                        "reason": e.reason,
-                        "attempts": e.attempts,
-                        "replays": e.replays,
-                        "first_failure": e.first_failure,
-                        "last_failure": e.last_failure,
-                        "data": e.envelope.data,
-                    }
-                    for e in letters
-                ]
-                print(json.dumps({"count": len(entries), "dead_letters": entries}, default=str))
-            else:
-                print(f"{len(letters)} dead letter(s)")
-                for e in letters[: args.limit]:
-                    when = time.strftime("%H:%M:%S", time.localtime(e.last_failure))
-                    print(
-                        f"  {when} {e.actor:<14} {e.envelope.type:<24} {e.envelope.id} "
-                        f"attempts {e.attempts} replays {e.replays}: {e.error_type}: {e.reason}"
-                    )
-                if len(letters) > args.limit:
-                    print(f"  ... {len(letters) - args.limit} more (--limit, or --json)")
-        elif args.action == "replay":
-            count = await bus.replay_dead_letters(**selection)
-            print(json.dumps({"replayed": count}) if args.json else f"replayed {count}")
-        else:
-            count = await bus.purge_dead_letters(**selection)
-            print(json.dumps({"purged": count}) if args.json else f"purged {count}")
-    finally:
-        await bus.shutdown()
-    return EXIT_OK
-
-
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -678,7 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _configure_logging(args.verbose)
-    command = {"run": _run, "stats": _stats, "dlq": _dlq}[args.command]
+    command = {
+        "run": _run,
+        "stats": stats.stats,
+        "dlq": dlq.dlq,
+        "topology": topology.topology,
+    }[args.command]
     try:
         code: int = _runner()(command(args))
     except UsageError as exc:

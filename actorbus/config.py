@@ -85,21 +85,16 @@ def check_prefix(prefix: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with no part of its password (nor its query), fit for a message.
+    """Return ``url`` with no part of its credentials (nor its query), fit for a message.
 
     Everything between ``://`` and the last ``@`` is credentials (a password
-    may hold ``@``, ``:``, ``/`` or ``%``); the user name is kept when it can
-    be told apart, so ``amqp://bob:p@ss:w0rd@host/`` shows ``amqp://bob:***@host/``.
+    may hold ``@``, ``:``, ``/`` or ``%``) and becomes ``***``, so
+    ``amqp://bob:p@ss:w0rd@host/`` shows as ``amqp://***@host/``. Messages that
+    need the user name say it on its own.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        scheme, rest = "", url
-    credentials, at, location = rest.rpartition("@")
-    if not at:
-        location = rest
-    location = location.split("?", 1)[0].split("#", 1)[0]
-    shown = f"{scheme}://" if sep else ""
-    if at:
-        user, colon, _ = credentials.partition(":")
-        shown += f"{user}:***@" if colon and "@" not in user and "/" not in user else "***@"
-    return shown + location
+        rest = url
+    _, at, location = rest.rpartition("@")
+    location = (location if at else rest).split("?", 1)[0].split("#", 1)[0]
+    return (f"{scheme}://" if sep else "") + ("***@" if at else "") + location

@@ -24,10 +24,15 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from ...errors import TopologyMissing
-from ...messages import subsystem_of
+from ...messages import MessageTypes, known_types, subsystem_of
 from ..base import QueueSpec
 
-__all__ = ["Topology", "leading_wildcard", "missing_error"]
+__all__ = ["Topology", "expected_subsystems", "leading_wildcard", "missing_error"]
+
+
+def expected_subsystems() -> set[str]:
+    """The subsystems whose exchanges a broker declares at connect: every known type's."""
+    return {subsystem_of(t) for t in known_types()} | {t.subsystem for t in MessageTypes}
 
 
 def leading_wildcard(pattern: str) -> bool:

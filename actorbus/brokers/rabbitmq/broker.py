@@ -44,7 +44,9 @@ batching (``batch_types``, ``batch_size``, ``batch_linger``; see ``_batch``), an
 ``ack_flush_count``/``ack_flush_interval`` (acks are written at once past that
 many waiting, or that age, even while a handler keeps the loop busy), and
 ``declare="passive"`` for users without ``configure`` permission: the topology is
-only checked (one ``TopologyMissing`` lists all that is missing), never created.
+only checked (one ``TopologyMissing`` lists all that is missing), never created;
+``subsystems`` narrows the exchanges declared (or checked) at connect to those
+named (default: every known subsystem; others are declared when first used).
 
 Dead letters are listed, replayed and purged by reading the whole store with
 ``basic.get`` and giving back what is not taken. Two processes doing so at the
@@ -82,7 +84,7 @@ from ...errors import (
     QueueFull,
     Unroutable,
 )
-from ...messages import Envelope, MessageTypes, known_types, subsystem_of
+from ...messages import Envelope, subsystem_of
 from .._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from ..base import (
     ConsumerHandle,
@@ -99,7 +101,7 @@ from ._link import Link
 from ._params import ConnectionSettings
 from ._publisher import Pipeline
 from ._refusals import refused_declaration
-from ._topology import Topology, leading_wildcard, missing_error
+from ._topology import Topology, expected_subsystems, leading_wildcard, missing_error
 from ._wire import decode_message, encode_envelope
 
 __all__ = ["AsyncRabbitMQBroker"]
@@ -141,6 +143,7 @@ class AsyncRabbitMQBroker:
         declare: Literal["create", "passive"] = "create",
         ack_flush_count: int = 64,
         ack_flush_interval: float = 0.05,
+        subsystems: Iterable[str] | None = None,
     ) -> None:
         check_prefix(prefix)
         if declare not in ("create", "passive"):
@@ -196,6 +199,7 @@ class AsyncRabbitMQBroker:
         self._coalesce = coalesce_writes
         self._dedup_window = dedup_window
         self._ack_flush = (ack_flush_count, ack_flush_interval)
+        self._subsystems = None if subsystems is None else frozenset(subsystems)
         self.batch_types = frozenset(str(t) for t in batch_types)
         """Message types sent many to an AMQP message (see ``_batch``); others one each."""
         self._batcher = Batcher(self._send_batch, size=batch_size, linger=batch_linger)
@@ -217,8 +221,9 @@ class AsyncRabbitMQBroker:
         """Connect and declare the exchanges and the dead-letter store."""
         if self._connected:
             return
-        self._topo.subsystems.update(subsystem_of(t) for t in known_types())
-        self._topo.subsystems.update(t.subsystem for t in MessageTypes)
+        self._topo.subsystems.update(
+            expected_subsystems() if self._subsystems is None else self._subsystems
+        )
         self._topo.queues[self.dead_letter_queue] = QueueSpec(
             name=self.dead_letter_queue, patterns=()
         )

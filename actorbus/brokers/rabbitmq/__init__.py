@@ -14,7 +14,8 @@ connection), ``_refusals`` (a refusal told from an outage, by exception type),
 (what was declared, the binding rules, passive checks), ``_definitions`` (the
 topology of a system as RabbitMQ definitions),
 ``_publisher`` (confirmed publishes, many per socket write), ``_consumer``
-(consumers, batched acks, copies recognised by id), ``_batch`` (opt-in many
+(consumers, copies recognised by id), ``_acker`` (batched acks, written at once
+past a count or an age), ``_batch`` (opt-in many
 envelopes per AMQP message), ``_dead_letters`` (the dead-letter store) and
 ``broker`` (the ``MessageBroker`` itself). The sync face is
 :class:`actorbus.brokers.rabbitmq_sync.RabbitMQBroker`.

@@ -5,7 +5,7 @@ event loop gets a turn. A handler that never awaits keeps the loop from ever
 getting one, so acknowledgements of handled messages would wait (and be lost
 at a crash). :class:`RecordingTransport` is the client's own transport factory
 (TCP or TLS) that keeps the stream writer it made; :func:`writer_of` gives it
-back for a connection, and the consumer's :class:`~._consumer.Acker` writes
+back for a connection, and the consumer's :class:`~._acker.Acker` writes
 whole frames to it directly (a socket write, no loop turn needed).
 """
 

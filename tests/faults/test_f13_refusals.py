@@ -30,7 +30,7 @@ from support.rabbit_node import (
     rabbitmq_installed,
 )
 
-from actorbus import AsyncMessageBus, BrokerRefused, TopologyMissing
+from actorbus import ActorStartError, AsyncMessageBus, BrokerRefused, TopologyMissing
 from actorbus.brokers.rabbitmq import topology_definitions
 
 pytestmark = [pytest.mark.faults, pytest.mark.anyio]
@@ -231,3 +231,26 @@ def _quoted(password: str) -> str:
 def _assert_no_password(text: str) -> None:
     for part in (PASSWORD, _quoted(PASSWORD), "w0rd"):
         assert part not in text
+
+
+async def test_passive_mode_names_a_queue_missing_at_spawn(
+    node: RabbitNode, prefix: str, user: str, tmp_path: Path
+) -> None:
+    definitions = topology_definitions(prefix)  # the exchanges and dead letters, no actor queue
+    path = tmp_path / "definitions.json"
+    path.write_text(json.dumps(definitions))
+    node.import_definitions(path)
+    node.add_user(user, PASSWORD, configure="")
+    url = node.url_for(user=user, password=_quoted(PASSWORD))
+    bus = AsyncMessageBus(mode="rabbitmq", url=url, prefix=prefix, declare="passive")
+    try:
+        await bus.start()
+        missing = f"queue {prefix}.actor.echo missing"
+        with (
+            anyio.fail_after(20),
+            pytest.raises(ActorStartError, match=f"TopologyMissing.*{missing}"),
+        ):
+            await bus.spawn(passive_tree.tree())  # said at once, not waited out as an outage
+    finally:
+        await bus.shutdown(timeout=2.0)
+        await _clean(node.url, prefix, definitions)

@@ -77,6 +77,7 @@ from pamqp.commands import Basic
 from ...codec import Codec
 from ...config import check_prefix
 from ...errors import (
+    ActorbusError,
     ConfigurationError,
     DecodeError,
     PublishError,
@@ -311,6 +312,8 @@ class AsyncRabbitMQBroker:
             try:
                 await operation(channel)
                 return
+            except ActorbusError:  # TopologyMissing in passive mode: not an outage to wait out
+                raise
             except ChannelPreconditionFailed as exc:
                 raise ConfigurationError(f"RabbitMQ refused a declaration: {exc}") from None
             except ChannelAccessRefused as exc:

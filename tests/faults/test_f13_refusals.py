@@ -254,3 +254,20 @@ async def test_passive_mode_names_a_queue_missing_at_spawn(
     finally:
         await bus.shutdown(timeout=2.0)
         await _clean(node.url, prefix, definitions)
+
+
+async def test_a_declaration_refused_after_the_start_is_said_at_once(
+    node: RabbitNode, prefix: str, user: str
+) -> None:
+    # May declare the prefix's exchanges and dead-letter queue, not the actors' queues.
+    node.add_user(user, PASSWORD, configure=rf"^{prefix}\.[a-z_]+$")
+    url = node.url_for(user=user, password=_quoted(PASSWORD))
+    bus = AsyncMessageBus(mode="rabbitmq", url=url, prefix=prefix)
+    try:
+        await bus.start()
+        assert bus.mode == "rabbitmq"
+        with anyio.fail_after(20), pytest.raises(ActorStartError, match="ACCESS_REFUSED"):
+            await bus.spawn(passive_tree.tree())  # not retried as if the broker were away
+    finally:
+        await bus.shutdown(timeout=2.0)
+        await _clean(node.url, prefix, topology_definitions(prefix, [passive_tree.tree()]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actorbus import AsyncMessageBus, ConfigurationError
+from actorbus import AsyncMessageBus, ConfigurationError, MessageBus
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker, ConnectionSettings, redact
 from actorbus.config import MAX_PREFIX_LENGTH, check_prefix, redact_url
 
@@ -27,9 +27,11 @@ def test_a_prefix_amqp_cannot_name_is_refused_at_construction(mode: str, prefix:
 
 
 @pytest.mark.parametrize("prefix", BAD_PREFIXES)
-def test_the_broker_refuses_it_too(prefix: str) -> None:
+def test_the_broker_and_the_sync_bus_refuse_it_too(prefix: str) -> None:
     with pytest.raises(ConfigurationError):
         AsyncRabbitMQBroker(prefix=prefix)
+    with pytest.raises(ConfigurationError):
+        MessageBus(mode="rabbitmq", prefix=prefix)
 
 
 @pytest.mark.parametrize("prefix", ["trading", "desk-eu", "desk_eu.2", "a:b/c@d#e,f+g h"])

@@ -271,3 +271,11 @@ async def test_a_declaration_refused_after_the_start_is_said_at_once(
     finally:
         await bus.shutdown(timeout=2.0)
         await _clean(node.url, prefix, topology_definitions(prefix, [passive_tree.tree()]))
+
+
+async def test_tls_to_a_plain_listener_is_refused(node: RabbitNode, prefix: str) -> None:
+    url = node.url.replace("amqp://", "amqps://") + "?no_verify_ssl=1"
+    bus = AsyncMessageBus(mode="rabbitmq", url=url, prefix=prefix)
+    with pytest.raises(BrokerRefused, match="TLS handshake"):
+        await bus.start()
+    await bus.shutdown()

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
+from ...errors import BrokerRefused
 from ._params import ConnectionSettings
 from ._refusals import classify
 from ._transport import RecordingTransport, remember
@@ -144,9 +145,9 @@ class Link:
             try:
                 await self._connect()
             except Exception as exc:
-                logger.warning(
-                    "reconnect to %s failed: %r; next try in %.2fs", self.settings, exc, delay
-                )
+                error = classify(exc, self.settings)
+                log = logger.error if isinstance(error, BrokerRefused) else logger.warning
+                log("reconnect to %s failed: %s; next try in %.2fs", self.settings, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_interval)
                 continue

@@ -44,7 +44,10 @@ def classify(exc: BaseException, settings: ConnectionSettings) -> ActorbusError:
         )
     tls = _cause(exc, ssl.SSLError)
     if tls is not None and not isinstance(tls, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return BrokerRefused(f"the TLS handshake with {where} failed: {tls.reason or tls}")
+        return BrokerRefused(
+            f"the TLS handshake with {where} failed ({tls.reason or tls}): is port "
+            f"{settings.port} a TLS listener, and are the TLS options right?"
+        )
     if isinstance(exc, ProbableAuthenticationError):
         return BrokerRefused(
             f"{where} refused the login of user {settings.username!r}: "

@@ -32,9 +32,10 @@ class Acker:
     handler that never awaits (the loop never turns) cannot hold acks back
     until a crash loses them, settling also writes the frames itself, straight
     to the connection's socket, once ``flush_count`` settlements are waiting or
-    the oldest has waited ``flush_interval`` seconds: at a crash, at most that
-    many handled messages are delivered again. It does so only when nothing
-    else is queued for the socket, so frames never overtake one another.
+    (checked at each settlement) the oldest has waited ``flush_interval``
+    seconds: at a crash, fewer than ``flush_count`` handled messages are
+    delivered again. It does so only when nothing else is queued for the
+    socket, so frames never overtake one another.
     """
 
     __slots__ = (
@@ -49,7 +50,6 @@ class Acker:
         "_unsent",
         "_writer",
         "channel",
-        "direct_writes",
     )
 
     def __init__(
@@ -62,8 +62,6 @@ class Acker:
     ) -> None:
         self.channel = channel
         """The channel the deliveries came on."""
-        self.direct_writes = 0
-        """Times settling wrote its frames itself (a handler kept the loop from turning)."""
         self._pending: deque[int] = deque()
         self._state: dict[int, int] = {}
         self._scheduled = False
@@ -139,7 +137,6 @@ class Acker:
         frames.extend(Basic.Ack(delivery_tag=tag) for tag in singles)
         if frames:
             writer.write(ChannelFrame.marshall(channel.number, frames).payload)
-            self.direct_writes += 1
         self._scheduled = True  # the kick already queued finds nothing, or what came since
         self._due = time.monotonic() + self._interval
 

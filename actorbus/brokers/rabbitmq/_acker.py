@@ -33,8 +33,8 @@ class Acker:
     until a crash loses them, settling also writes the frames itself, straight
     to the connection's socket, once ``flush_count`` settlements are waiting or
     (checked at each settlement) the oldest has waited ``flush_interval``
-    seconds: at a crash, fewer than ``flush_count`` handled messages are
-    delivered again. It does so only when nothing else is queued for the
+    seconds: at a crash, at most ``flush_count`` messages are delivered again
+    (the one being handled included). It does so only when nothing else is queued for the
     socket, so frames never overtake one another.
     """
 

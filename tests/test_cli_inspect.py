@@ -42,6 +42,21 @@ def test_without_a_broker_in_view_there_is_nothing_to_look_at(command: list[str]
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stats", "--wait", "-1"], "--wait must be"),
+        (["stats", "--wait", "nan"], "--wait must be"),
+        (["stats", "--wait", "inf"], "--wait must be"),
+        (["dlq", "list", "--limit", "-1"], "--limit must be"),
+    ],
+)
+def test_bad_values_exit_2(args: list[str], message: str) -> None:
+    done = run_cli(*args, "--mode", "rabbitmq", "--url", "amqp://127.0.0.1:1/")
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
 def _names(prefix: str) -> tuple[list[str], list[str]]:
     listed = []
     for kind in ("exchanges", "queues"):

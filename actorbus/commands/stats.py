@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from ..brokers.base import DeadLetterFilter
@@ -43,8 +44,8 @@ async def stats(args: argparse.Namespace) -> int:
     """Run ``actorbus stats``; return the exit code."""
     from ..brokers.rabbitmq._listen import overhear
 
-    if not args.wait >= 0:
-        raise UsageError("--wait must be 0 or more seconds")
+    if not (math.isfinite(args.wait) and args.wait >= 0):
+        raise UsageError("--wait must be a finite number of seconds, 0 or more")
     inspected_mode(args, "stats")
     heartbeats: dict[str, dict[str, Any]] = {}
     by_actor: dict[str, int] = {}

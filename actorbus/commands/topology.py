@@ -57,6 +57,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the actor tree: a Supervisor or a function returning one (default: the demo's)",
     )
     parser.add_argument("--vhost", default="/", help="virtual host of every object (default: /)")
+    parser.add_argument(
+        "--unroutable",
+        choices=["drop", "keep"],
+        default="drop",
+        help="the bus's unroutable option: 'keep' adds the queue it keeps them in",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v, -vv)")
     return parser
 
@@ -96,6 +102,8 @@ async def topology(args: argparse.Namespace) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # --tree may name a module of the current directory
     tree = load_tree(args.tree) if args.tree else _demo_tree()
-    definitions = topology_definitions(args.prefix, [tree], vhost=args.vhost)
+    definitions = topology_definitions(
+        args.prefix, [tree], vhost=args.vhost, unroutable=args.unroutable
+    )
     print(json.dumps(definitions, indent=2))
     return EXIT_OK

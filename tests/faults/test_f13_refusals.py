@@ -158,11 +158,14 @@ async def test_passive_mode_lists_everything_missing(
 ) -> None:
     node.add_user(user, PASSWORD, configure="")
     url = node.url_for(user=user, password=_quoted(PASSWORD))
-    bus = AsyncMessageBus(mode="rabbitmq", url=url, prefix=prefix, declare="passive")
+    bus = AsyncMessageBus(
+        mode="rabbitmq", url=url, prefix=prefix, declare="passive", unroutable="keep"
+    )
     with pytest.raises(TopologyMissing) as raised:
         await bus.start()
     await bus.shutdown()
-    expected = topology_definitions(prefix)
+    expected = topology_definitions(prefix, unroutable="keep")
+    assert f"{prefix}.unroutable" in {q["name"] for q in expected["queues"]}
     wanted = {f"exchange {e['name']}" for e in expected["exchanges"]}
     wanted |= {f"queue {q['name']}" for q in expected["queues"]}
     assert set(raised.value.missing) == wanted  # all of them, in one error

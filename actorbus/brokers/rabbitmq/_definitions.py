@@ -3,7 +3,8 @@
 For operations teams that declare exchanges and queues themselves and give
 services a user without ``configure`` permission: :func:`topology_definitions`
 lists what a bus on ``prefix`` running the given actor trees declares (the
-exchanges of every known subsystem, the dead-letter queue, one queue per actor
+exchanges of every known subsystem, the dead-letter queue (and the unroutable
+queue under ``unroutable="keep"``), one queue per actor
 with its arguments, and every binding), named and shaped exactly as the broker
 declares them; a bus with ``declare="passive"`` then runs on them.
 
@@ -18,7 +19,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...messages import subsystem_of
+from ...router import actor_queue_name, actor_queue_spec
 from ...supervisor import ChildSpec, Supervisor
+from .._unroutable import UnroutablePolicy, unroutable_spec
 from ..base import QueueSpec
 from ._topology import Topology, expected_subsystems, leading_wildcard
 
@@ -26,22 +29,15 @@ __all__ = ["topology_definitions", "tree_queues"]
 
 
 def tree_queues(prefix: str, tree: Supervisor) -> list[QueueSpec]:
-    """The queue of every actor in ``tree`` (nested trees too), named as the router names it."""
+    """The queue of every actor in ``tree`` (nested trees too), as the router declares it."""
     specs: list[QueueSpec] = []
     for child in tree.children:
         if isinstance(child, Supervisor):
             specs.extend(tree_queues(prefix, child))
             continue
         assert isinstance(child, ChildSpec)
-        actor = child.actor
-        specs.append(
-            QueueSpec(
-                name=actor.queue_name or f"{prefix}.actor.{child.actor_name}",
-                patterns=actor.handled_types(),
-                durable=actor.durable,
-                quorum=actor.quorum,
-            )
-        )
+        queue = actor_queue_name(prefix, child.actor, child.actor_name)
+        specs.append(actor_queue_spec(child.actor, queue))
     return specs
 
 
@@ -51,10 +47,16 @@ def topology_definitions(
     *,
     vhost: str = "/",
     idle_queue_expiry: float = 300.0,
+    unroutable: UnroutablePolicy = "drop",
 ) -> dict[str, Any]:
-    """The definitions (exchanges, queues, bindings) of a bus on ``prefix`` running ``trees``."""
+    """The definitions (exchanges, queues, bindings) of a bus on ``prefix`` running ``trees``.
+
+    ``unroutable="keep"`` adds the queue that bus option keeps unroutable messages in.
+    """
     topology = Topology(prefix, idle_queue_expiry=idle_queue_expiry, timeout=0.0)
     specs = [QueueSpec(name=f"{prefix}.dead_letters", patterns=())]
+    if unroutable == "keep":
+        specs.append(unroutable_spec(prefix))
     for tree in trees:
         specs.extend(tree_queues(prefix, tree))
     subsystems = expected_subsystems()

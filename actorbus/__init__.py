@@ -21,8 +21,10 @@ from .errors import AskTimeout as AskTimeout
 from .errors import BrokerRefused as BrokerRefused
 from .errors import BrokerUnavailable as BrokerUnavailable
 from .errors import BusClosed as BusClosed
+from .errors import ConfigurationError as ConfigurationError
 from .errors import DecodeError as DecodeError
 from .errors import SchemaError as SchemaError
+from .errors import TopologyMissing as TopologyMissing
 from .errors import UnknownMessageType as UnknownMessageType
 from .errors import Unroutable as Unroutable
 from .mailbox import Conflate as Conflate
@@ -50,6 +52,7 @@ __all__ = [
     "ChildSpec",
     "Clock",
     "Codec",
+    "ConfigurationError",
     "Conflate",
     "DeadLetter",
     "DecodeError",
@@ -61,6 +64,7 @@ __all__ = [
     "SchemaError",
     "Strategy",
     "Supervisor",
+    "TopologyMissing",
     "UnknownMessageType",
     "Unroutable",
     "handles",

@@ -9,8 +9,11 @@ Start-up picks the broker by mode (constructor ``mode=`` > the
 mode an unreachable broker is not fatal by default: the bus logs a warning and
 runs in memory (``bus.mode`` then says ``"in_memory"``); ``fallback=False``
 makes it raise ``BrokerUnavailable`` instead. A broker that answers but refuses
-the login or the virtual host raises ``BrokerRefused`` either way: that is a
-configuration mistake, and running in memory would hide it.
+(login, virtual host, a TLS certificate that does not verify, permissions that
+refuse the bus's declarations) raises ``BrokerRefused`` either way: that is a
+configuration or security mistake, and running in memory would hide it. A
+prefix that cannot make AMQP names is a ``ConfigurationError`` at construction.
+``declare="passive"`` checks the RabbitMQ topology instead of declaring it.
 
 Messages no queue is bound to are counted (``stats()["unroutable"]``) and
 logged at a limited rate; ``unroutable="keep"`` keeps them in the queue
@@ -33,7 +36,7 @@ import socket
 import time
 from collections.abc import Sequence
 from threading import get_ident
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import msgspec
@@ -44,7 +47,7 @@ from .brokers._unroutable import UnroutablePolicy
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
-from .config import Mode, resolve_mode, resolve_url
+from .config import Mode, check_prefix, resolve_mode, resolve_url
 from .errors import (
     BrokerRefused,
     BrokerUnavailable,
@@ -104,10 +107,11 @@ class AsyncMessageBus:
         fallback: bool = True,
         connect_timeout: float = 5.0,
         unroutable: UnroutablePolicy = "drop",
+        declare: Literal["create", "passive"] = "create",
     ) -> None:
         self._requested: Mode = resolve_mode(mode) if broker is None else broker.name  # type: ignore[assignment]
         self._url = url
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         """Prefix of exchange and queue names (``<prefix>.<subsystem>``)."""
         self.source = source or f"{socket.gethostname()}.{os.getpid()}"
         """Source name of messages published by the bus itself."""
@@ -119,6 +123,7 @@ class AsyncMessageBus:
         if unroutable not in ("drop", "keep"):
             raise ConfigurationError(f"unroutable must be 'drop' or 'keep', not {unroutable!r}")
         self._unroutable: UnroutablePolicy = unroutable
+        self._declare: Literal["create", "passive"] = declare
         self._router: Router | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
@@ -220,6 +225,7 @@ class AsyncMessageBus:
             codec=self._codec,
             connect_timeout=self._connect_timeout,
             unroutable=self._unroutable,
+            declare=self._declare,
         )
 
     async def _host_main(self, ready: asyncio.Future[None]) -> None:

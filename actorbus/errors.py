@@ -17,7 +17,8 @@ The tree::
     │   ├── QueueFull           a queue (or the outbox while disconnected) is at its limit
     │   └── PublishTimeout      no confirm within the publish timeout
     ├── BrokerUnavailable       the broker cannot be reached (connect failed or timed out)
-    │   └── BrokerRefused       it answered but refused: wrong credentials, missing vhost
+    │   └── BrokerRefused       it answered but refused: credentials, vhost, TLS, permissions
+    │       └── TopologyMissing passive mode: exchanges or queues the bus expects are absent
     ├── AskTimeout              no reply to an ask within its timeout
     ├── AskFailed               the handler of an ask failed for good (the reply carries why)
     ├── ActorStartError         an actor's ``on_start`` failed past its supervisor's limits
@@ -99,10 +100,25 @@ class BrokerUnavailable(ActorbusError, ConnectionError):
 
 
 class BrokerRefused(BrokerUnavailable):
-    """Raised when the broker answers but refuses the login or the virtual host.
+    """Raised when the broker answers but refuses: login, virtual host, TLS, permissions.
 
-    A configuration mistake, so the bus never falls back to memory on it.
+    A certificate that does not verify, a user whose permissions refuse the
+    bus's declarations, wrong credentials or a missing virtual host are
+    configuration (or security) mistakes, so the bus never falls back to
+    memory on them, whatever ``fallback`` says.
     """
+
+
+class TopologyMissing(BrokerRefused):
+    """Raised in passive mode when exchanges or queues the bus expects do not exist.
+
+    ``missing`` lists them all (``"exchange <name>"``, ``"queue <name>"``).
+    """
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+        """Every missing object, as ``"exchange <name>"`` or ``"queue <name>"``."""
 
 
 class AskTimeout(ActorbusError, TimeoutError):

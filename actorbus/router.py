@@ -36,7 +36,7 @@ from .errors import AskFailed, AskTimeout
 from .messages import Envelope, make_envelope, new_message_id
 from .supervisor import ChildSpec
 
-__all__ = ["Router"]
+__all__ = ["Router", "actor_queue_name", "actor_queue_spec"]
 
 logger = logging.getLogger("actorbus.router")
 
@@ -176,6 +176,24 @@ class _Deadlines:
             self._arm(earliest)
 
 
+def actor_queue_name(prefix: str, actor_class: type[Actor], name: str) -> str:
+    """The queue an actor named ``name`` consumes from under ``prefix``."""
+    return actor_class.queue_name or f"{prefix}.actor.{name}"
+
+
+def actor_queue_spec(actor_class: type[Actor], queue: str) -> QueueSpec:
+    """The queue of an actor: bound to every type it handles, shaped by its class options."""
+    return QueueSpec(
+        name=queue,
+        patterns=actor_class.handled_types(),
+        durable=actor_class.durable,
+        quorum=actor_class.quorum,
+        max_length=actor_class.queue_max_length,
+        overflow=actor_class.queue_overflow,
+        expires=actor_class.queue_expires,
+    )
+
+
 class Router:
     """Connects actor cells and publishers to one broker."""
 
@@ -209,7 +227,7 @@ class Router:
 
     def queue_for(self, actor_class: type[Actor], name: str) -> str:
         """The queue an actor consumes from."""
-        return actor_class.queue_name or f"{self.prefix}.actor.{name}"
+        return actor_queue_name(self.prefix, actor_class, name)
 
     def make_cell(self, spec: ChildSpec) -> ActorCell:
         """Build the cell of a child spec."""
@@ -219,17 +237,7 @@ class Router:
 
     async def attach_bindings(self, cell: ActorCell) -> None:
         """Declare the cell's queue, bound to every type its actor handles now."""
-        await self.broker.declare_queue(
-            QueueSpec(
-                name=cell.queue,
-                patterns=cell.patterns,
-                durable=cell.actor_class.durable,
-                quorum=cell.actor_class.quorum,
-                max_length=cell.actor_class.queue_max_length,
-                overflow=cell.actor_class.queue_overflow,
-                expires=cell.actor_class.queue_expires,
-            )
-        )
+        await self.broker.declare_queue(actor_queue_spec(cell.actor_class, cell.queue))
 
     async def attach(self, cell: ActorCell) -> None:
         """Declare the cell's queue and bindings, and start feeding its mailbox."""

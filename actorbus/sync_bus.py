@@ -34,7 +34,7 @@ from anyio.from_thread import BlockingPortal
 from .actor import Actor
 from .brokers.base import DeadLetter
 from .bus import AsyncMessageBus, validate_pattern
-from .config import Mode
+from .config import Mode, check_prefix
 from .errors import BusClosed
 from .messages import Envelope
 from .subscription import MessageHandler, check_handler
@@ -60,6 +60,8 @@ class MessageBus:
     """The message bus for synchronous code; same options as ``AsyncMessageBus``."""
 
     def __init__(self, mode: str | None = None, **options: Any) -> None:
+        if "prefix" in options:
+            check_prefix(options["prefix"])  # a name RabbitMQ cannot take fails here, not later
         self._mode = mode
         self._options = options
         self._lock = threading.Lock()

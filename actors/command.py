@@ -24,17 +24,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from actorbus import BrokerUnavailable
-from actorbus.cli import (
+from actorbus import AsyncMessageBus, BrokerUnavailable, MessageTypes
+from actorbus.commands._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
-    _add_bus_options,
-    _make_bus,
-    _unreachable,
+    add_bus_options,
+    unreachable,
 )
-from actorbus.config import resolve_mode
+from actorbus.config import resolve_mode, resolve_url
 
 from .market_data import FeedError
 from .runner import WIND_DOWN, run_trading_system
@@ -46,6 +45,36 @@ __all__ = ["add_parser", "run_command"]
 
 DEFAULT_DURATION = 10.0
 """Seconds of feed time a simulated run lasts unless ``--duration`` says otherwise."""
+
+
+def _make_bus(
+    args: argparse.Namespace, connect_timeout: float = 5.0, *, batch_ticks: bool = False
+) -> AsyncMessageBus:
+    """The bus a command asked for; never falls back to memory when RabbitMQ was asked for.
+
+    With ``batch_ticks`` (``run`` over RabbitMQ), market data ticks travel many to
+    one AMQP message: the feed is by far the largest stream, and batching it is
+    what lets RabbitMQ mode keep up with the tick rates of in-memory mode.
+    """
+    mode = resolve_mode(args.mode)
+    if mode == "rabbitmq" and batch_ticks:
+        from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
+
+        broker = AsyncRabbitMQBroker(
+            resolve_url(args.url),
+            prefix=args.prefix,
+            connect_timeout=connect_timeout,
+            batch_types=[MessageTypes.MARKET_DATA_UPDATE],
+            declare=args.declare,
+        )
+        return AsyncMessageBus(broker=broker, prefix=args.prefix, fallback=False)
+    return AsyncMessageBus(
+        mode,
+        url=args.url,
+        prefix=args.prefix,
+        fallback=False,
+        connect_timeout=connect_timeout,
+    )
 
 
 def _positive(text: str) -> float:
@@ -84,7 +113,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
             "with a CSV feed, or --rate 0, the same input and seed give the same book."
         ),
     )
-    _add_bus_options(run)
+    add_bus_options(run)
+    run.add_argument(
+        "--declare",
+        choices=["create", "passive"],
+        default="create",
+        help="over RabbitMQ: declare the topology, or only check it exists (a user without "
+        "configure permission; `actorbus topology` prints it) (default: create)",
+    )
     run.add_argument(
         "--duration",
         type=_positive,
@@ -262,7 +298,7 @@ async def run_command(args: argparse.Namespace) -> int:
         try:
             await bus.start()
         except BrokerUnavailable as exc:
-            return _unreachable(args, exc)
+            return unreachable(args.url, exc)
         if only is not None and bus.mode == "in_memory":
             print(
                 "actorbus: --only in memory runs just these actors, alone: the others can only "

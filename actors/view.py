@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from actorbus.cli import _actor_table as actor_table
+from actorbus.commands._common import actor_table
 
 __all__ = ["RULES", "LiveView", "fmt", "print_summary"]
 

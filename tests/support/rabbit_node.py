@@ -21,6 +21,12 @@ thread so the event loop, and the consumers under test, keep running.
 
 Readiness is an AMQP handshake (protocol header in, ``Connection.Start`` out),
 polled, because ``rabbitmqctl await_startup`` fails right after ``-detached``.
+
+TLS: :func:`make_certificates` makes a CA and a server certificate for
+127.0.0.1 with the ``openssl`` command; ``RabbitNode(tls=files)`` adds a TLS
+listener on ``node.tls_port`` using them (``node.tls_url``). Users:
+:meth:`RabbitNode.add_user` with permissions, :meth:`RabbitNode.delete_user`,
+and :meth:`RabbitNode.import_definitions` for definitions JSON.
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ import anyio.to_thread
 __all__ = [
     "RabbitNode",
     "RabbitNodeError",
+    "TlsFiles",
     "amqp_ready",
     "find_rabbitmq",
+    "make_certificates",
     "pick_ports",
     "rabbitmq_installed",
     "running_node",
@@ -118,6 +126,45 @@ def amqp_ready(host: str, port: int, timeout: float = 1.0) -> bool:
     return len(frame) >= 11 and frame[0] == 1 and frame[7:11] == b"\x00\x0a\x00\x0a"
 
 
+class TlsFiles:
+    """A CA certificate, and a server certificate and key it signed."""
+
+    def __init__(self, cacert: Path, cert: Path, key: Path) -> None:
+        self.cacert = cacert
+        """The CA's certificate (what a client verifies the server against)."""
+        self.cert = cert
+        """The server's certificate."""
+        self.key = key
+        """The server's private key."""
+
+
+def _openssl(*args: str) -> None:
+    result = subprocess.run(
+        ["openssl", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise RabbitNodeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+def make_certificates(directory: Path, name: str = "test", *, host: str = "127.0.0.1") -> TlsFiles:
+    """Make a CA and a server certificate for ``host`` (an IP address) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / f"{name}-ca.key", directory / f"{name}-ca.pem"
+    key, csr, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.pem"
+    extensions = directory / f"{name}.ext"
+    extensions.write_text(f"subjectAltName = IP:{host}\nextendedKeyUsage = serverAuth\n")
+    new_key = ["-newkey", "rsa:2048", "-nodes"]
+    _openssl("req", "-x509", *new_key, "-days", "2", "-subj", f"/CN={name} test CA",
+             "-keyout", str(ca_key), "-out", str(ca_cert))  # fmt: skip
+    _openssl("req", *new_key, "-subj", f"/CN={host}", "-keyout", str(key), "-out", str(csr))
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-extfile", str(extensions),
+             "-out", str(cert))  # fmt: skip
+    for path in (ca_key, key):
+        path.chmod(0o644)  # the node may run as another user
+    return TlsFiles(ca_cert, cert, key)
+
+
 class RabbitNode:
     """One private RabbitMQ node: boot, break, inspect and remove it; see the module docs."""
 
@@ -129,6 +176,7 @@ class RabbitNode:
         name: str | None = None,
         base_dir: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
     ) -> None:
         if amqp_port is None:
             amqp_port, picked_dist = pick_ports()
@@ -148,6 +196,10 @@ class RabbitNode:
         self._server = find_rabbitmq("rabbitmq-server")
         self._ctl = find_rabbitmq("rabbitmqctl")
         self._pid: int | None = None
+        self.tls = tls
+        """Certificates of the TLS listener, if the node has one."""
+        self.tls_port = pick_ports()[0] if tls is not None else None
+        """Port of the TLS listener (``None`` without TLS)."""
         self._write_config()
 
     # -- facts -------------------------------------------------------------------------------
@@ -156,6 +208,13 @@ class RabbitNode:
     def url(self) -> str:
         """AMQP URL of the default vhost as guest."""
         return f"amqp://guest:guest@{self.host}:{self.amqp_port}/"
+
+    @property
+    def tls_url(self) -> str:
+        """``amqps://`` URL of the TLS listener as guest (the node needs ``tls=``)."""
+        if self.tls_port is None:
+            raise RabbitNodeError("this node has no TLS listener")
+        return f"amqps://guest:guest@{self.host}:{self.tls_port}/"
 
     def url_for(self, *, user: str = "guest", password: str = "guest", vhost: str = "") -> str:
         """AMQP URL with other credentials or vhost (for bad-input tests)."""
@@ -214,7 +273,17 @@ class RabbitNode:
                     f"{result.stderr.strip() or result.stdout.strip()}"
                 )
         self.wait_ready(timeout - (time.monotonic() - began))
+        if self.tls_port is not None:
+            self._wait_tcp(self.tls_port, timeout - (time.monotonic() - began))
         return time.monotonic() - began
+
+    def _wait_tcp(self, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + max(timeout, 1.0)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection((self.host, port), 1.0):
+                return
+            time.sleep(0.05)
+        raise RabbitNodeError(f"{self.node_name}: nothing listens on {port}\n" + self.log_tail())
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Poll the AMQP handshake until it succeeds; return seconds waited."""
@@ -402,6 +471,29 @@ class RabbitNode:
         """Create a vhost (guest gets no permissions on it unless granted)."""
         self.ctl("add_vhost", vhost)
 
+    def add_user(
+        self,
+        user: str,
+        password: str,
+        *,
+        configure: str = ".*",
+        write: str = ".*",
+        read: str = ".*",
+        vhost: str = "/",
+    ) -> None:
+        """Create a user with these permission patterns (``""`` grants nothing) on ``vhost``."""
+        self.ctl("add_user", user, password)
+        self.ctl("set_permissions", "-p", vhost, user, configure, write, read)
+
+    def delete_user(self, user: str) -> None:
+        """Delete a user (harmless if it does not exist)."""
+        with contextlib.suppress(RabbitNodeError):
+            self.ctl("delete_user", user)
+
+    def import_definitions(self, path: str | os.PathLike[str]) -> None:
+        """Import RabbitMQ definitions JSON (``rabbitmqctl import_definitions``)."""
+        self.ctl("import_definitions", str(path))
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the node's logs, for error messages."""
         chunks: list[str] = []
@@ -477,6 +569,16 @@ class RabbitNode:
             "disk_free_limit.absolute = 1MB\n"
             "log.console = false\n"
             "log.file.level = warning\n"
+            + (
+                f"listeners.ssl.1 = {self.host}:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {self.tls.cacert}\n"
+                f"ssl_options.certfile = {self.tls.cert}\n"
+                f"ssl_options.keyfile = {self.tls.key}\n"
+                "ssl_options.verify = verify_none\n"
+                "ssl_options.fail_if_no_peer_cert = false\n"
+                if self.tls is not None
+                else ""
+            )
         )
 
     def _base_env(self) -> dict[str, str]:

@@ -9,14 +9,19 @@ and its per-message overhead put the remote path under the 1.5x target.
 
 Modules, one concern each: ``_params`` (settings, URL, TLS, redaction),
 ``_wire`` (an envelope as an AMQP message), ``_link`` (the self-healing
-connection), ``_topology`` (what was declared, and the binding rules),
+connection), ``_refusals`` (a refusal told from an outage, by exception type),
+``_transport`` (the socket writer, for acks written at once), ``_topology``
+(what was declared, the binding rules, passive checks), ``_definitions`` (the
+topology of a system as RabbitMQ definitions),
 ``_publisher`` (confirmed publishes, many per socket write), ``_consumer``
-(consumers, batched acks, copies recognised by id), ``_batch`` (opt-in many
+(consumers, copies recognised by id), ``_acker`` (batched acks, written at once
+past a count or an age), ``_batch`` (opt-in many
 envelopes per AMQP message), ``_dead_letters`` (the dead-letter store) and
 ``broker`` (the ``MessageBroker`` itself). The sync face is
 :class:`actorbus.brokers.rabbitmq_sync.RabbitMQBroker`.
 """
 
+from ._definitions import topology_definitions as topology_definitions
 from ._params import DEFAULT_CONNECTION_PARAMS as DEFAULT_CONNECTION_PARAMS
 from ._params import ConnectionSettings as ConnectionSettings
 from ._params import redact as redact
@@ -29,4 +34,5 @@ __all__ = [
     "AsyncRabbitMQBroker",
     "ConnectionSettings",
     "redact",
+    "topology_definitions",
 ]

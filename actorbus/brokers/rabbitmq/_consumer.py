@@ -2,13 +2,10 @@
 
 Each consumer owns a channel (so its prefetch is its own and cancelling it
 gives its unsettled messages back by closing that channel). Deliveries are
-settled through an :class:`Acker` bound to the channel they came on: settling
-is bookkeeping, and the frames go out once per event-loop turn. Acks of a run
-of consecutive delivery tags become one ``basic.ack(multiple=True)``; an ack
-that is not part of such a run (an earlier message still unsettled) and every
-requeue go out on their own, requeues first, so a multiple ack never covers a
-message that was not handled. A delivery settled after its channel died is
-ignored: the broker has already put it back, and will deliver it again.
+settled through an :class:`~._acker.Acker` bound to the channel they came on
+(batched acks, never held back for long: see ``_acker``). A delivery settled
+after its channel died is ignored: the broker has already put it back, and
+will deliver it again.
 """
 
 from __future__ import annotations
@@ -25,85 +22,17 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from ...errors import DecodeError
 from ...messages import Delivery, Envelope, new_message_id
 from ..base import REPLAYS_HEADER, DeadLetter, DeliverySink
+from ._acker import Acker
 from ._batch import BATCH_CONTENT_TYPE, SettleGroup, decode_batch, decode_whole
+from ._transport import writer_of
 from ._wire import decode_message, raw_envelope
 
 if TYPE_CHECKING:
     from ...codec import Codec
 
-__all__ = ["Acker", "Dedup", "RabbitConsumer", "RabbitDelivery"]
+__all__ = ["Dedup", "RabbitConsumer", "RabbitDelivery"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
-
-_ACK, _NACK, _SENT = 1, 2, 3
-
-
-class Acker:
-    """Settles the deliveries of one channel, batching acks with ``multiple=True``."""
-
-    __slots__ = ("_flushing", "_loop", "_pending", "_scheduled", "_state", "channel")
-
-    def __init__(self, channel: AbstractChannel) -> None:
-        self.channel = channel
-        """The channel the deliveries came on."""
-        self._pending: deque[int] = deque()
-        self._state: dict[int, int] = {}
-        self._scheduled = False
-        self._flushing: asyncio.Task[None] | None = None
-        self._loop = asyncio.get_running_loop()
-
-    def delivered(self, tag: int) -> None:
-        """Record a delivery tag as it arrives (tags arrive in increasing order)."""
-        self._pending.append(tag)
-
-    def settle(self, tag: int, ok: bool) -> None:
-        """Mark ``tag`` handled (``ok``) or to be requeued; the frame goes out shortly."""
-        if tag in self._state or self.channel.is_closed:
-            return
-        self._state[tag] = _ACK if ok else _NACK
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._kick)
-
-    def _kick(self) -> None:
-        if self._flushing is None or self._flushing.done():
-            self._flushing = self._loop.create_task(self._flush())
-        # else the running flush loops until nothing is left
-
-    async def flush(self) -> None:
-        """Send every settlement made so far, and wait until they are written."""
-        if self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
-        if self._state and not self.channel.is_closed:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        channel = self.channel
-        try:
-            while self._scheduled:
-                self._scheduled = False
-                state, pending = self._state, self._pending
-                nacks = [tag for tag, how in state.items() if how == _NACK]
-                for tag in nacks:
-                    state[tag] = _SENT
-                top = 0
-                while pending and pending[0] in state:
-                    tag = pending.popleft()
-                    if state.pop(tag) == _ACK:
-                        top = tag
-                singles = [tag for tag, how in state.items() if how == _ACK]
-                for tag in singles:
-                    state[tag] = _SENT
-                if channel.is_closed:
-                    return
-                for tag in nacks:
-                    await channel.basic_nack(tag, requeue=True, wait=False)
-                if top:
-                    await channel.basic_ack(top, multiple=True, wait=False)
-                for tag in singles:
-                    await channel.basic_ack(tag, wait=False)
-        except Exception as exc:  # the channel died: the broker requeues what is unsettled
-            logger.debug("acknowledgements lost with their channel: %r", exc)
 
 
 class Dedup:
@@ -202,6 +131,8 @@ class RabbitConsumer:
         timeout: float,
         on_remove: Callable[[RabbitConsumer], None],
         dedup_window: int = 10_000,
+        ack_flush_count: int = 64,
+        ack_flush_interval: float = 0.05,
     ) -> None:
         self.queue = queue
         """The queue consumed."""
@@ -219,6 +150,8 @@ class RabbitConsumer:
         self._dead_letter = dead_letter
         self._timeout = timeout
         self._acker: Acker | None = None
+        self._ack_count = ack_flush_count
+        self._ack_interval = ack_flush_interval
         self._on_remove = on_remove
         self._in_order = asyncio.Lock()
         self.dedup = Dedup(dedup_window) if dedup_window > 0 else None
@@ -240,7 +173,12 @@ class RabbitConsumer:
         channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
         try:
             await channel.basic_qos(prefetch_count=self.prefetch, timeout=self._timeout)
-            acker = Acker(channel)
+            acker = Acker(
+                channel,
+                writer=writer_of(connection),
+                flush_count=self._ack_count,
+                flush_interval=self._ack_interval,
+            )
 
             async def on_message(message: DeliveredMessage) -> None:
                 await self._on_message(acker, message)

@@ -22,8 +22,10 @@ from collections.abc import Awaitable, Callable
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from ...errors import BrokerRefused, BrokerUnavailable
+from ...errors import BrokerRefused
 from ._params import ConnectionSettings
+from ._refusals import classify
+from ._transport import RecordingTransport, remember
 
 __all__ = ["Link"]
 
@@ -66,37 +68,28 @@ class Link:
         self._closed = False
 
     async def open(self) -> None:
-        """Connect for the first time; raise ``BrokerUnavailable`` when that fails."""
+        """Connect for the first time.
+
+        Raises ``BrokerUnavailable`` when the broker cannot be reached, ``BrokerRefused``
+        when it (or TLS) refuses, ``ConfigurationError`` for a name it cannot take.
+        """
         try:
             await self._connect()
-        except aiormq.exceptions.ProbableAuthenticationError:
-            raise BrokerRefused(
-                f"RabbitMQ at {self.settings} refused the login of user "
-                f"{self.settings.username!r}: check the username and password"
-            ) from None
-        except aiormq.exceptions.InvalidFrameError as exc:
-            if "Connection.Close" not in str(exc):
-                raise BrokerUnavailable(
-                    f"cannot connect to RabbitMQ at {self.settings}: {type(exc).__name__}: {exc}"
-                ) from None
-            raise BrokerRefused(
-                f"RabbitMQ at {self.settings} refused the virtual host "
-                f"{self.settings.virtual_host!r}: it does not exist, or user "
-                f"{self.settings.username!r} may not use it"
-            ) from None
         except Exception as exc:
-            raise BrokerUnavailable(
-                f"cannot connect to RabbitMQ at {self.settings}: {type(exc).__name__}: {exc}"
-            ) from None
+            raise classify(exc, self.settings) from None
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _connect(self) -> None:
         connection: AbstractConnection | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
+                factory = RecordingTransport(tls=self.settings.scheme == "amqps")
                 connection = await aiormq.connect(
-                    self.settings.amqp_url(), context=self.settings.ssl_context
+                    self.settings.amqp_url(),
+                    context=self.settings.ssl_context,
+                    transport_factory=factory,
                 )
+                remember(connection, factory)
                 channel = await connection.channel(publisher_confirms=True)
                 await self._restore(connection, channel)
         except BaseException:
@@ -152,9 +145,9 @@ class Link:
             try:
                 await self._connect()
             except Exception as exc:
-                logger.warning(
-                    "reconnect to %s failed: %r; next try in %.2fs", self.settings, exc, delay
-                )
+                error = classify(exc, self.settings)
+                log = logger.error if isinstance(error, BrokerRefused) else logger.warning
+                log("reconnect to %s failed: %s; next try in %.2fs", self.settings, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_interval)
                 continue

@@ -4,7 +4,8 @@ Precedence follows the rest of actorbus: the ``url=`` argument, else the
 ``TRADING_SYSTEM_RABBITMQ_URL`` variable, else :data:`DEFAULT_CONNECTION_PARAMS`.
 A URL only overrides what it spells out (``amqp://broker-host`` keeps the
 default port, virtual host and credentials). Passwords never leave this module
-except inside the URL handed to the AMQP client: :func:`redact` is what logs see.
+except inside the URL handed to the AMQP client: :func:`redact` (the project's one
+redaction, :func:`actorbus.config.redact_url`) is what logs see.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import unquote
 from yarl import URL
 
 from ...config import URL_VARIABLE
+from ...config import redact_url as redact
 from ...errors import ConfigurationError
 
 __all__ = ["DEFAULT_CONNECTION_PARAMS", "ConnectionSettings", "redact"]
@@ -119,17 +121,6 @@ class ConnectionSettings:
 
     def __repr__(self) -> str:
         return f"ConnectionSettings({self})"
-
-
-def redact(url: str) -> str:
-    """Return ``url`` without its credentials, fit for a log line."""
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return "<malformed URL>"
-    if parsed.user is None and parsed.password is None:
-        return str(parsed.with_query(None))
-    return str(parsed.with_user(None).with_query(None))
 
 
 def _ssl_options_from_query(query: dict[str, str]) -> dict[str, Any]:

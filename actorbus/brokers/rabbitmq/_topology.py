@@ -7,6 +7,12 @@ exchange ``<prefix>.<subsystem>``; a pattern whose first word is a wildcard
 (``#``, ``*.signal``) is bound on every subsystem exchange, any other pattern
 on its own subsystem's exchange only, which together match exactly as one
 topic exchange would.
+
+In passive mode (``declare="passive"``, for users without ``configure``
+permission) nothing is created: exchanges and queues are checked with passive
+declarations, and a missing one raises :class:`~actorbus.errors.TopologyMissing`.
+Bindings are still made (idempotent, and they need only ``read`` on the exchange
+and ``write`` on the queue). :meth:`Topology.missing` checks everything at once.
 """
 
 from __future__ import annotations
@@ -14,12 +20,19 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, AbstractConnection
+from aiormq.exceptions import ChannelNotFoundEntity
 
-from ...messages import subsystem_of
+from ...errors import TopologyMissing
+from ...messages import MessageTypes, known_types, subsystem_of
 from ..base import QueueSpec
 
-__all__ = ["Topology", "leading_wildcard"]
+__all__ = ["Topology", "expected_subsystems", "leading_wildcard", "missing_error"]
+
+
+def expected_subsystems() -> set[str]:
+    """The subsystems whose exchanges a broker declares at connect: every known type's."""
+    return {subsystem_of(t) for t in known_types()} | {t.subsystem for t in MessageTypes}
 
 
 def leading_wildcard(pattern: str) -> bool:
@@ -30,9 +43,13 @@ def leading_wildcard(pattern: str) -> bool:
 class Topology:
     """Exchanges and queues declared by one broker, and how to declare them."""
 
-    def __init__(self, prefix: str, *, idle_queue_expiry: float, timeout: float) -> None:
+    def __init__(
+        self, prefix: str, *, idle_queue_expiry: float, timeout: float, passive: bool = False
+    ) -> None:
         self.prefix = prefix
         """Prefix of exchange names."""
+        self.passive = passive
+        """Check that exchanges and queues exist instead of declaring them."""
         self.subsystems: set[str] = set()
         """Subsystems whose exchange is declared."""
         self.queues: dict[str, QueueSpec] = {}
@@ -85,12 +102,16 @@ class Topology:
         return arguments
 
     async def declare_exchange(self, channel: AbstractChannel, subsystem: str) -> None:
-        """Declare a subsystem's durable topic exchange."""
+        """Declare a subsystem's durable topic exchange (passive mode: check it exists)."""
+        name = self.exchange(subsystem)
+        if self.passive:
+            try:
+                await channel.exchange_declare(exchange=name, passive=True, timeout=self._timeout)
+            except ChannelNotFoundEntity:  # the channel is closed; the caller opens another
+                raise _missing([f"exchange {name}"]) from None
+            return
         await channel.exchange_declare(
-            exchange=self.exchange(subsystem),
-            exchange_type="topic",
-            durable=True,
-            timeout=self._timeout,
+            exchange=name, exchange_type="topic", durable=True, timeout=self._timeout
         )
 
     async def add_subsystem(self, channel: AbstractChannel, subsystem: str) -> None:
@@ -108,13 +129,19 @@ class Topology:
         self.subsystems.add(subsystem)
 
     async def apply_queue(self, channel: AbstractChannel, spec: QueueSpec) -> None:
-        """Declare a queue and bind every pattern of it."""
-        await channel.queue_declare(
-            spec.name,
-            durable=spec.durable or spec.quorum,
-            arguments=self.arguments(spec),
-            timeout=self._timeout,
-        )
+        """Declare a queue (passive mode: check it exists) and bind every pattern of it."""
+        if self.passive:
+            try:
+                await channel.queue_declare(spec.name, passive=True, timeout=self._timeout)
+            except ChannelNotFoundEntity:  # the channel is closed; the caller opens another
+                raise _missing([f"queue {spec.name}"]) from None
+        else:
+            await channel.queue_declare(
+                spec.name,
+                durable=spec.durable or spec.quorum,
+                arguments=self.arguments(spec),
+                timeout=self._timeout,
+            )
         for pattern in spec.patterns:
             for exchange in self.exchanges_for(pattern):
                 await channel.queue_bind(
@@ -125,3 +152,48 @@ class Topology:
         """Remove the bindings of one pattern of a queue."""
         for exchange in self.exchanges_for(pattern):
             await channel.queue_unbind(name, exchange, routing_key=pattern, timeout=self._timeout)
+
+    async def missing(self, connection: AbstractConnection) -> list[str]:
+        """Every recorded exchange and queue that does not exist, checked passively.
+
+        A failed passive declaration closes its channel, so each failure costs a
+        fresh channel; the last one is closed before returning.
+        """
+        checks: list[tuple[str, str]] = [
+            ("exchange", self.exchange(s)) for s in sorted(self.subsystems)
+        ] + [("queue", name) for name in sorted(self.queues)]
+        missing: list[str] = []
+        channel: AbstractChannel | None = None
+        for kind, name in checks:
+            if channel is None or channel.is_closed:
+                channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
+            try:
+                if kind == "exchange":
+                    await channel.exchange_declare(
+                        exchange=name, passive=True, timeout=self._timeout
+                    )
+                else:
+                    await channel.queue_declare(name, passive=True, timeout=self._timeout)
+            except ChannelNotFoundEntity:
+                missing.append(f"{kind} {name}")
+        if channel is not None and not channel.is_closed:
+            await channel.close()
+        return missing
+
+
+def _missing(missing: list[str]) -> TopologyMissing:
+    return TopologyMissing(
+        f"passive mode: {', '.join(missing)} missing on the broker; declare "
+        "it (`actorbus topology` prints the definitions to import)",
+        missing,
+    )
+
+
+def missing_error(missing: list[str], where: str) -> TopologyMissing:
+    """The error listing everything missing on the broker at ``where``."""
+    return TopologyMissing(
+        f"passive mode: {len(missing)} object(s) the bus expects are missing on RabbitMQ at "
+        f"{where}: {', '.join(missing)}. Import the definitions `actorbus topology` prints "
+        "(rabbitmqctl import_definitions), or let the bus declare them (declare='create')",
+        missing,
+    )

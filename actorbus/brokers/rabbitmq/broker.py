@@ -39,8 +39,14 @@ missed beats), ``connect_timeout``, ``reconnect_interval`` doubling up to
 ``max_reconnect_interval``, ``publish_timeout``, ``operation_timeout``
 (declarations), ``outbox_limit``, ``idle_queue_expiry``, TLS
 (``ssl_context`` or ``ssl_options``), ``coalesce_writes`` (many publishes per
-socket write), ``dedup_window`` (0 turns copy detection off), and opt-in
-batching (``batch_types``, ``batch_size``, ``batch_linger``; see ``_batch``).
+socket write), ``dedup_window`` (0 turns copy detection off), opt-in
+batching (``batch_types``, ``batch_size``, ``batch_linger``; see ``_batch``), and
+``ack_flush_count``/``ack_flush_interval`` (acks are written at once past that
+many waiting, or that age, even while a handler keeps the loop busy), and
+``declare="passive"`` for users without ``configure`` permission: the topology is
+only checked (one ``TopologyMissing`` lists all that is missing), never created;
+``subsystems`` narrows the exchanges declared (or checked) at connect to those
+named (default: every known subsystem; others are declared when first used).
 
 Dead letters are listed, replayed and purged by reading the whole store with
 ``basic.get`` and giving back what is not taken. Two processes doing so at the
@@ -54,11 +60,12 @@ import logging
 import ssl
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
+    ChannelAccessRefused,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
@@ -68,7 +75,9 @@ from aiormq.exceptions import PublishError as AmqpReturned
 from pamqp.commands import Basic
 
 from ...codec import Codec
+from ...config import check_prefix
 from ...errors import (
+    ActorbusError,
     ConfigurationError,
     DecodeError,
     PublishError,
@@ -76,7 +85,7 @@ from ...errors import (
     QueueFull,
     Unroutable,
 )
-from ...messages import Envelope, MessageTypes, known_types, subsystem_of
+from ...messages import Envelope, subsystem_of
 from .._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from ..base import (
     ConsumerHandle,
@@ -92,7 +101,8 @@ from ._dead_letters import DeadLetterStore
 from ._link import Link
 from ._params import ConnectionSettings
 from ._publisher import Pipeline
-from ._topology import Topology, leading_wildcard
+from ._refusals import refused_declaration
+from ._topology import Topology, expected_subsystems, leading_wildcard, missing_error
 from ._wire import decode_message, encode_envelope
 
 __all__ = ["AsyncRabbitMQBroker"]
@@ -131,7 +141,14 @@ class AsyncRabbitMQBroker:
         batch_size: int = 100,
         batch_linger: float = 0.001,
         unroutable: UnroutablePolicy = "drop",
+        declare: Literal["create", "passive"] = "create",
+        ack_flush_count: int = 64,
+        ack_flush_interval: float = 0.05,
+        subsystems: Iterable[str] | None = None,
     ) -> None:
+        check_prefix(prefix)
+        if declare not in ("create", "passive"):
+            raise ConfigurationError(f"declare must be 'create' or 'passive', not {declare!r}")
         self.settings = ConnectionSettings(
             url,
             heartbeat=heartbeat,
@@ -150,8 +167,13 @@ class AsyncRabbitMQBroker:
         """Most publishes waiting for the connection at once; past it ``QueueFull``."""
         self._codec = codec or Codec()
         self._timeout = operation_timeout
+        self.declare = declare
+        """``"create"`` declares the topology; ``"passive"`` only checks it exists."""
         self._topo = Topology(
-            prefix, idle_queue_expiry=idle_queue_expiry, timeout=operation_timeout
+            prefix,
+            idle_queue_expiry=idle_queue_expiry,
+            timeout=operation_timeout,
+            passive=declare == "passive",
         )
         self._link = Link(
             self.settings,
@@ -177,6 +199,8 @@ class AsyncRabbitMQBroker:
         self._connected = False
         self._coalesce = coalesce_writes
         self._dedup_window = dedup_window
+        self._ack_flush = (ack_flush_count, ack_flush_interval)
+        self._subsystems = None if subsystems is None else frozenset(subsystems)
         self.batch_types = frozenset(str(t) for t in batch_types)
         """Message types sent many to an AMQP message (see ``_batch``); others one each."""
         self._batcher = Batcher(self._send_batch, size=batch_size, linger=batch_linger)
@@ -198,8 +222,9 @@ class AsyncRabbitMQBroker:
         """Connect and declare the exchanges and the dead-letter store."""
         if self._connected:
             return
-        self._topo.subsystems.update(subsystem_of(t) for t in known_types())
-        self._topo.subsystems.update(t.subsystem for t in MessageTypes)
+        self._topo.subsystems.update(
+            expected_subsystems() if self._subsystems is None else self._subsystems
+        )
         self._topo.queues[self.dead_letter_queue] = QueueSpec(
             name=self.dead_letter_queue, patterns=()
         )
@@ -224,6 +249,10 @@ class AsyncRabbitMQBroker:
 
     async def _restore(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
         """Replay the recorded topology and consumers on a fresh connection."""
+        if self._topo.passive:
+            missing = await self._topo.missing(connection)
+            if missing:
+                raise missing_error(missing, str(self.settings))
         self._topology = await connection.channel(publisher_confirms=False)
         for subsystem in sorted(self._topo.subsystems):
             await self._topo.declare_exchange(self._topology, subsystem)
@@ -283,8 +312,14 @@ class AsyncRabbitMQBroker:
             try:
                 await operation(channel)
                 return
+            except ActorbusError:  # TopologyMissing in passive mode: not an outage to wait out
+                raise
             except ChannelPreconditionFailed as exc:
                 raise ConfigurationError(f"RabbitMQ refused a declaration: {exc}") from None
+            except ChannelAccessRefused as exc:
+                raise refused_declaration(exc, self.settings) from None
+            except ValueError as exc:  # the AMQP client refuses the name
+                raise ConfigurationError(f"not a valid AMQP name: {exc}") from None
             except _LINK_ERRORS:
                 if time.monotonic() > deadline:
                     raise
@@ -464,6 +499,8 @@ class AsyncRabbitMQBroker:
             timeout=self._timeout,
             on_remove=self._forget_consumer,
             dedup_window=self._dedup_window,
+            ack_flush_count=self._ack_flush[0],
+            ack_flush_interval=self._ack_flush[1],
         )
         deadline = time.monotonic() + self.publish_timeout
         while True:

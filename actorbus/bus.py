@@ -56,6 +56,7 @@ from .errors import (
     SupervisorGaveUp,
     UnknownMessageType,
 )
+from .hooks import Hooks, chain
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
 from .router import Router
 from .subscription import FunctionActor, MessageHandler, check_handler, subscription_class
@@ -139,6 +140,7 @@ class AsyncMessageBus:
         self._background: set[asyncio.Task[Any]] = set()
         self._announcements: set[asyncio.Task[None]] = set()
         self._subscribing: dict[_SubscriptionKey, asyncio.Future[None]] = {}
+        self._hooks: list[Hooks] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class AsyncMessageBus:
             broker = self._memory_broker()
             await broker.connect()
         router = Router(broker, prefix=self.prefix, source=self.source)
+        router.install_hooks(chain(self._hooks))
         await router.open()
         ready = asyncio.get_running_loop().create_future()
         self._host = asyncio.get_running_loop().create_task(self._host_main(ready))
@@ -316,6 +319,21 @@ class AsyncMessageBus:
                 return True
             await asyncio.sleep(DRAIN_POLL)
         return False
+
+    def add_hooks(self, hooks: Hooks) -> None:
+        """Call ``hooks`` at every publish and every handled message (see ``actorbus.hooks``).
+
+        Telemetry (``actorbus.telemetry``) installs itself this way; any time, before or
+        after start. Hooks run in the order they were added.
+        """
+        self._hooks.append(hooks)
+        if self._router is not None:
+            self._router.install_hooks(chain(self._hooks))
+
+    @property
+    def broker(self) -> MessageBroker | None:
+        """The broker in use, once started (telemetry reads its connection state)."""
+        return self._router.broker if self._router is not None else None
 
     # -- publishing --------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from anyio.abc import TaskStatus
 
 from .actor import Actor, ActorContext, ActorState, Handler
 from .errors import ActorCrashed
+from .hooks import Hooks
 from .mailbox import ConflatingMailbox, Mailbox
 from .messages import REPLAYS_HEADER, Delivery, Envelope
 
@@ -67,6 +68,9 @@ class ActorStats:
 
 class ActorRuntime(Protocol):
     """What a cell needs from the layer above it."""
+
+    hooks: Hooks | None
+    """Telemetry called around each handled message, if any (see ``actorbus.hooks``)."""
 
     def context_for(self, cell: ActorCell) -> ActorContext:
         """The context an instance of ``cell`` talks through."""
@@ -184,6 +188,8 @@ class ActorCell:
                     handler = handlers[envelope.type] = handler_for(envelope.type)
                 if handler is None:
                     await self._handle(actor, delivery)
+                elif runtime.hooks is not None:
+                    await self._observed(actor, delivery, runtime.hooks)
                 else:
                     function, is_async = handler
                     failure: Exception | None = None
@@ -223,20 +229,32 @@ class ActorCell:
             self.instance = None
             self.state = outcome
 
+    async def _observed(self, actor: Actor, delivery: Delivery, hooks: Hooks) -> None:
+        """Handle a delivery to the end (as :meth:`_handle`) between the handle hook's calls."""
+        done = hooks.on_handle(self.name, delivery.envelope)
+        error: BaseException | None = None
+        try:
+            error = await self._handle(actor, delivery)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            done(error)
+
     async def _handle(
         self, actor: Actor, delivery: Delivery, failure: Exception | None = None
-    ) -> None:
+    ) -> Exception | None:
         """Handle a delivery to the end: attempts, retries, dead letter, reply, ack.
 
-        ``failure`` is the error of a first attempt already made by the loop.
+        ``failure`` is the error of a first attempt already made by the loop. Returns
+        ``None`` when the message was handled, else the error it was dead-lettered for.
         """
         envelope = delivery.envelope
         handler = actor.handler_for(envelope.type)
         if handler is None:
-            await self._dead_letter(
-                delivery, f"{self.name} has no handler for {envelope.type!r}", 0, None
-            )
-            return
+            reason = f"{self.name} has no handler for {envelope.type!r}"
+            await self._dead_letter(delivery, reason, 0, None)
+            return LookupError(reason)
         function, is_async = handler
         policy = actor.retry
         attempt = 1
@@ -268,7 +286,7 @@ class ActorCell:
                         exc,
                     )
                     await self._dead_letter(delivery, exc, attempt, first_failure)
-                    return
+                    return exc
                 stats.retried += 1
                 await asyncio.sleep(policy.delay(attempt))
                 attempt += 1
@@ -278,7 +296,7 @@ class ActorCell:
             if envelope.reply_to is not None:
                 await self.runtime.reply(envelope, result)
             delivery.ack()
-            return
+            return None
 
     def _keep_for_retry(self, delivery: Delivery) -> bool:
         """Count one more try for a message that crashed the actor, if it has one left.

@@ -33,6 +33,7 @@ from .actor import Actor
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker, QueueSpec
 from .cell import ActorCell
 from .errors import AskFailed, AskTimeout
+from .hooks import Hooks
 from .messages import Envelope, make_envelope, new_message_id
 from .supervisor import ChildSpec
 
@@ -220,6 +221,28 @@ class Router:
         in-memory broker delivers without any coroutine while no receiver is full: the
         local hot path), else a call of its ``publish``."""
         self._send_reply_nowait: Any = getattr(broker, "send_reply_nowait", None)
+        self.hooks: Hooks | None = None
+        """Telemetry called at publish and at handle (see :meth:`install_hooks`)."""
+
+    def install_hooks(self, hooks: Hooks | None) -> None:
+        """Call ``hooks`` at every publish and every handled message from now on.
+
+        Without hooks ``publish_nowait`` is the broker's own; with them, a function
+        that passes the envelope through ``hooks.on_publish`` first.
+        """
+        self.hooks = hooks
+        direct: Callable[..., Awaitable[None] | None] = (
+            getattr(self.broker, "publish_nowait", None) or self._publish_started
+        )
+        if hooks is None:
+            self.publish_nowait = direct
+            return
+        on_publish = hooks.on_publish
+
+        def publish_nowait(envelope: Envelope, *, mandatory: bool = False) -> Any:
+            return direct(on_publish(envelope), mandatory=mandatory)
+
+        self.publish_nowait = publish_nowait
 
     async def open(self) -> None:
         """Create the reply address."""
@@ -291,6 +314,8 @@ class Router:
         A plain function returning the broker's coroutine, so that a publish costs
         one coroutine less on the hot path.
         """
+        if self.hooks is not None:
+            envelope = self.hooks.on_publish(envelope)
         return self.broker.publish(envelope, mandatory=mandatory)
 
     async def dead_letter(

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench,telemetry-test]'
 bash scripts/ensure-rabbitmq.sh
 
 echo "ruff check, ruff format --check, mypy --strict" >&2

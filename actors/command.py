@@ -33,6 +33,7 @@ from actorbus.commands._common import (
     add_bus_options,
     unreachable,
 )
+from actorbus.commands.metrics import add_metrics_options, serve_metrics
 from actorbus.config import resolve_mode, resolve_url
 
 from .market_data import FeedError
@@ -182,6 +183,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     run.add_argument(
         "--quiet", action="store_true", help="no live view (the summary is still printed)"
     )
+    add_metrics_options(run)
     return run
 
 
@@ -295,6 +297,7 @@ async def run_command(args: argparse.Namespace) -> int:
     undo = _install_stop(stop, abort, view)
     try:
         bus = _make_bus(args, batch_ticks=True)
+        serve_metrics(bus, args)
         try:
             await bus.start()
         except BrokerUnavailable as exc:

@@ -1,0 +1,259 @@
+"""Prometheus metrics of a bus: counters read at scrape time, histograms fed by the hooks.
+
+``instrument(bus)`` registers, in a ``CollectorRegistry`` (the process-wide one by
+default), a collector that reads ``bus.stats()`` and the broker's connection state
+when Prometheus scrapes, so counting costs nothing per message beyond what the
+runtime already counts; and it installs :class:`MetricsHooks` on the bus, which
+time each handler and the latency from publish (the envelope's timestamp) to
+handled. ``start_metrics_server(bus, port)`` does that and serves ``/metrics``.
+
+Metric names (label ``actor`` on the per-actor ones; ``type`` on the histograms):
+
+=======================================  =========  =========================================
+``actorbus_messages_handled_total``       counter    messages handled successfully
+``actorbus_messages_failed_total``        counter    handler calls that raised
+``actorbus_messages_retried_total``       counter    retries after a failure
+``actorbus_messages_dead_lettered_total`` counter    messages sent to the dead-letter queue
+``actorbus_messages_conflated_total``     counter    messages replaced in a conflating mailbox
+``actorbus_actor_restarts_total``         counter    restarts by the supervisor
+``actorbus_mailbox_depth``                gauge      deliveries waiting in the mailbox
+``actorbus_actor_busy``                   gauge      1 while a handler runs
+``actorbus_actor_state``                  gauge      1 for the actor's state (label ``state``)
+``actorbus_handler_duration_seconds``     histogram  handler time, retries included
+``actorbus_publish_to_handled_seconds``   histogram  from the envelope's timestamp to handled
+``actorbus_broker_connected``             gauge      1 while connected (labels ``mode``, ``node``)
+``actorbus_broker_reconnects_total``      counter    connections made after the first
+``actorbus_broker_outbox_depth``          gauge      publishes waiting for the connection
+``actorbus_broker_unconfirmed``           gauge      publishes waiting for the broker's confirm
+``actorbus_dead_letter_queue_depth``      gauge      entries in the dead-letter queue
+=======================================  =========  =========================================
+
+Restarts are a counter (they only grow), so ``rate()`` and ``increase()`` apply.
+The histograms' buckets span 10 µs to 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..brokers.base import DeadLetterFilter
+from ..bus import AsyncMessageBus
+from ..hooks import HandleDone
+from ..messages import Envelope
+
+__all__ = [
+    "BUCKETS",
+    "BusCollector",
+    "MetricsHooks",
+    "instrument",
+    "node_of",
+    "start_metrics_server",
+]
+
+logger = logging.getLogger("actorbus.telemetry")
+
+BUCKETS = (
+    *(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4),
+    *(1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2),
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+"""Histogram buckets in seconds: microseconds (a local handler) to seconds (a backlog)."""
+
+SCRAPE_TIMEOUT = 2.0
+"""Seconds a scrape waits for the broker's answers (the dead-letter queue depth)."""
+
+_COUNTERS = (
+    ("messages_handled", "processed", "Messages handled successfully."),
+    ("messages_failed", "failed", "Handler calls that raised."),
+    ("messages_retried", "retried", "Retries made after a handler failure."),
+    ("messages_dead_lettered", "dead_lettered", "Messages sent to the dead-letter queue."),
+    ("messages_conflated", "conflated", "Messages replaced by a newer one in the mailbox."),
+    ("actor_restarts", "restarts", "Restarts of the actor by its supervisor."),
+)
+_STATES = ("new", "starting", "running", "stopping", "stopped", "failed")
+
+
+class MetricsHooks:
+    """Hooks that time handlers and publish-to-handled latency into two histograms."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            "actorbus_handler_duration_seconds",
+            "Time an actor took to handle a message, retries included.",
+            ("actor", "type"),
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        """Handler time per actor and type."""
+        self.latency = Histogram(
+            "actorbus_publish_to_handled_seconds",
+            "Time from a message's creation (its envelope timestamp) to handled.",
+            ("actor", "type"),
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        """Publish-to-handled latency per actor and type."""
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def on_publish(self, envelope: Envelope) -> Envelope:
+        """Nothing to do at publish: the envelope's timestamp is the start."""
+        return envelope
+
+    def on_handle(self, actor: str, envelope: Envelope) -> HandleDone:
+        """Start the clock; the returned function observes both histograms."""
+        key = (actor, envelope.type)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.duration.labels(*key),
+                self.latency.labels(*key),
+            )
+        duration, latency = children
+        started = time.perf_counter()
+        created = envelope.timestamp
+
+        def done(error: BaseException | None) -> None:
+            duration.observe(time.perf_counter() - started)
+            if error is None:
+                latency.observe(max(0.0, time.time() - created))
+
+        return done
+
+
+class BusCollector(Collector):
+    """Reads a bus's counters and its broker's state each time Prometheus scrapes."""
+
+    def __init__(self, bus: AsyncMessageBus) -> None:
+        self.bus = bus
+        """The bus observed."""
+
+    def collect(self) -> Iterator[Metric]:
+        """The current values (called by the registry, from the scraping thread)."""
+        yield from self._actor_metrics(self.bus.stats()["actors"])
+        yield from self._broker_metrics()
+
+    def _actor_metrics(self, actors: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        for name, key, documentation in _COUNTERS:
+            family = CounterMetricFamily(f"actorbus_{name}", documentation, labels=("actor",))
+            for actor, counters in actors.items():
+                family.add_metric((actor,), counters[key])
+            yield family
+        depth = GaugeMetricFamily(
+            "actorbus_mailbox_depth", "Deliveries waiting in the mailbox.", labels=("actor",)
+        )
+        busy = GaugeMetricFamily(
+            "actorbus_actor_busy", "1 while the actor handles a message.", labels=("actor",)
+        )
+        state = GaugeMetricFamily(
+            "actorbus_actor_state",
+            "1 for the actor's current lifecycle state.",
+            labels=("actor", "state"),
+        )
+        for actor, counters in actors.items():
+            depth.add_metric((actor,), counters["mailbox"])
+            busy.add_metric((actor,), 1.0 if counters["busy"] else 0.0)
+            for name in _STATES:
+                state.add_metric((actor, name), 1.0 if counters["state"] == name else 0.0)
+        yield from (depth, busy, state)
+
+    def _broker_metrics(self) -> Iterator[Metric]:
+        broker = self.bus.broker
+        if broker is None:
+            return
+        link = getattr(broker, "link", None)
+        connected = GaugeMetricFamily(
+            "actorbus_broker_connected",
+            "1 while the broker is connected.",
+            labels=("mode", "node"),
+        )
+        if link is None:  # in memory: always there
+            connected.add_metric((broker.name, "in_memory"), 1.0)
+            yield connected
+        else:
+            connected.add_metric((broker.name, node_of(link)), 1.0 if link.ready.is_set() else 0.0)
+            yield connected
+            yield CounterMetricFamily(
+                "actorbus_broker_reconnects",
+                "Connections made after the first one.",
+                value=link.reconnects,
+            )
+            yield GaugeMetricFamily(
+                "actorbus_broker_outbox_depth",
+                "Publishes waiting for the connection to come back.",
+                value=getattr(broker, "_waiting", 0),  # the outbox count the broker keeps
+            )
+            channel = link.channel
+            yield GaugeMetricFamily(
+                "actorbus_broker_unconfirmed",
+                "Publishes sent and waiting for the broker's confirm.",
+                value=len(getattr(channel, "confirmations", ())) if channel is not None else 0,
+            )
+        depth = self._dead_letter_depth()
+        if depth is not None:
+            yield GaugeMetricFamily(
+                "actorbus_dead_letter_queue_depth",
+                "Entries in the dead-letter queue.",
+                value=depth,
+            )
+
+    def _dead_letter_depth(self) -> int | None:
+        """Ask the broker on the bus's loop; ``None`` when it cannot answer in time."""
+        loop, broker = self.bus.loop, self.bus.broker
+        if loop is None or broker is None or loop.is_closed() or self.bus.closed:
+            return None
+        queue = getattr(broker, "dead_letter_queue", None)
+
+        async def depth() -> int:
+            if queue is not None:
+                return await broker.queue_length(queue)
+            return len(await broker.dead_letters(DeadLetterFilter()))
+
+        try:
+            return asyncio.run_coroutine_threadsafe(depth(), loop).result(SCRAPE_TIMEOUT)
+        except Exception as exc:
+            logger.debug("dead-letter depth unavailable: %s", exc)
+            return None
+
+
+def node_of(link: Any) -> str:
+    """``host:port`` of the broker node a RabbitMQ link uses (or is trying)."""
+    node = getattr(link, "node", None)  # a link over several nodes names the one in use
+    if node is not None:
+        return str(node)
+    settings = link.settings
+    return f"{settings.host}:{settings.port}"
+
+
+def instrument(bus: AsyncMessageBus, registry: CollectorRegistry = REGISTRY) -> MetricsHooks:
+    """Register ``bus``'s metrics in ``registry`` and install the timing hooks on it."""
+    registry.register(BusCollector(bus))
+    hooks = MetricsHooks(registry)
+    bus.add_hooks(hooks)
+    return hooks
+
+
+def start_metrics_server(
+    bus: AsyncMessageBus,
+    port: int,
+    *,
+    addr: str = "0.0.0.0",
+    registry: CollectorRegistry | None = None,
+) -> Any:
+    """Instrument ``bus`` and serve its metrics over HTTP on ``addr:port``; return the server.
+
+    The server runs in a daemon thread; ``server.shutdown()`` stops it. ``port`` 0
+    picks a free port (``server.server_port``). A private registry is made unless one
+    is given, so two buses in one process each get their own endpoint.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    instrument(bus, registry)
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server

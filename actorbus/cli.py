@@ -6,6 +6,7 @@ Commands::
     actorbus stats   counters of trading systems running over RabbitMQ, dead letters per actor
     actorbus dlq     list | replay | purge dead letters, filtered by --actor / --type
     actorbus topology  the RabbitMQ definitions (exchanges, queues, bindings) of a system
+    actorbus asyncapi  the AsyncAPI 3.0 document of the wire (JSON or YAML)
 
 Exit codes, so scripts can act on them:
 
@@ -35,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from . import __version__
+from .commands import asyncapi as asyncapi_command
 from .commands import dlq, stats, topology
 from .commands._common import (
     EXIT_FAILED,
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_parser(commands)
     dlq.add_parser(commands)
     topology.add_parser(commands)
+    asyncapi_command.add_parser(commands)
     return parser
 
 
@@ -127,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "asyncapi":
+        return asyncapi_command.asyncapi(args)
     _configure_logging(args.verbose)
     command = {
         "run": _run,

@@ -1,4 +1,5 @@
-"""The library's own commands (``actorbus stats``, ``dlq``, ``topology``), apart from the demo.
+"""The library's own commands (``actorbus stats``, ``dlq``, ``topology``,
+``asyncapi``, ``top``), apart from the demo.
 
 Each module exposes ``add_parser(subparsers)`` and the command's coroutine;
 ``actorbus.cli`` registers them.

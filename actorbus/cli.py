@@ -7,6 +7,7 @@ Commands::
     actorbus dlq     list | replay | purge dead letters, filtered by --actor / --type
     actorbus topology  the RabbitMQ definitions (exchanges, queues, bindings) of a system
     actorbus asyncapi  the AsyncAPI 3.0 document of the wire (JSON or YAML)
+    actorbus top     live view of running systems (over RabbitMQ), or of a demo here
 
 Exit codes, so scripts can act on them:
 
@@ -38,6 +39,7 @@ from typing import Any, Protocol, cast
 from . import __version__
 from .commands import asyncapi as asyncapi_command
 from .commands import dlq, stats, topology
+from .commands import top as top_command
 from .commands._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_parser(commands)
     topology.add_parser(commands)
     asyncapi_command.add_parser(commands)
+    top_command.add_parser(commands)
     return parser
 
 
@@ -132,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "asyncapi":
         return asyncapi_command.asyncapi(args)
+    if args.command == "top":
+        return int(_runner()(top_command.top(args)))
     _configure_logging(args.verbose)
     command = {
         "run": _run,

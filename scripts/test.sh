@@ -10,6 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench,telemetry-test]'
 bash scripts/ensure-rabbitmq.sh
+bash scripts/ensure-tools.sh
 
 echo "ruff check, ruff format --check, mypy --strict" >&2
 .venv/bin/ruff check --quiet .

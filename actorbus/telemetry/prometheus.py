@@ -48,13 +48,13 @@ from ..brokers.base import DeadLetterFilter
 from ..bus import AsyncMessageBus
 from ..hooks import HandleDone
 from ..messages import Envelope
+from .status import broker_status
 
 __all__ = [
     "BUCKETS",
     "BusCollector",
     "MetricsHooks",
     "instrument",
-    "node_of",
     "start_metrics_server",
 ]
 
@@ -165,36 +165,31 @@ class BusCollector(Collector):
         yield from (depth, busy, state)
 
     def _broker_metrics(self) -> Iterator[Metric]:
-        broker = self.bus.broker
-        if broker is None:
+        if self.bus.broker is None:
             return
-        link = getattr(broker, "link", None)
+        status = broker_status(self.bus)
         connected = GaugeMetricFamily(
             "actorbus_broker_connected",
             "1 while the broker is connected.",
             labels=("mode", "node"),
         )
-        if link is None:  # in memory: always there
-            connected.add_metric((broker.name, "in_memory"), 1.0)
-            yield connected
-        else:
-            connected.add_metric((broker.name, node_of(link)), 1.0 if link.ready.is_set() else 0.0)
-            yield connected
+        connected.add_metric((status["mode"], status["node"]), 1.0 if status["connected"] else 0.0)
+        yield connected
+        if status["mode"] != "in_memory":
             yield CounterMetricFamily(
                 "actorbus_broker_reconnects",
                 "Connections made after the first one.",
-                value=link.reconnects,
+                value=status["reconnects"],
             )
             yield GaugeMetricFamily(
                 "actorbus_broker_outbox_depth",
                 "Publishes waiting for the connection to come back.",
-                value=getattr(broker, "_waiting", 0),  # the outbox count the broker keeps
+                value=status["outbox"],
             )
-            channel = link.channel
             yield GaugeMetricFamily(
                 "actorbus_broker_unconfirmed",
                 "Publishes sent and waiting for the broker's confirm.",
-                value=len(getattr(channel, "confirmations", ())) if channel is not None else 0,
+                value=status["unconfirmed"],
             )
         depth = self._dead_letter_depth()
         if depth is not None:
@@ -221,15 +216,6 @@ class BusCollector(Collector):
         except Exception as exc:
             logger.debug("dead-letter depth unavailable: %s", exc)
             return None
-
-
-def node_of(link: Any) -> str:
-    """``host:port`` of the broker node a RabbitMQ link uses (or is trying)."""
-    node = getattr(link, "node", None)  # a link over several nodes names the one in use
-    if node is not None:
-        return str(node)
-    settings = link.settings
-    return f"{settings.host}:{settings.port}"
 
 
 def instrument(bus: AsyncMessageBus, registry: CollectorRegistry = REGISTRY) -> MetricsHooks:

@@ -4,7 +4,9 @@ Body: the encoded ``data`` (msgpack or JSON, said by ``content_type``).
 Properties: ``content_type``, ``message_id`` (envelope id), ``type`` (message
 type), ``timestamp`` (whole seconds), ``correlation_id``, ``reply_to`` and
 ``delivery_mode=2`` (persistent). Headers: ``x-source``, ``x-attempt`` and
-``x-timestamp`` (the exact float timestamp), plus the envelope's own string
+``x-timestamp`` (the exact timestamp: seconds since the epoch as a decimal
+string, since the AMQP client would write a float as a 32-bit float and round it
+by up to a minute; a number is read as well), plus the envelope's own string
 headers under their own names.
 
 A message from a plain AMQP client needs none of the headers: its type is the
@@ -15,6 +17,7 @@ then msgpack when it has none.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +48,7 @@ def encode_envelope(
     headers: dict[str, Any] = {
         SOURCE_HEADER: envelope.source,
         ATTEMPT_HEADER: envelope.attempt,
-        TIMESTAMP_HEADER: envelope.timestamp,
+        TIMESTAMP_HEADER: repr(envelope.timestamp),
     }
     if envelope.headers:
         headers.update(envelope.headers)
@@ -125,7 +128,12 @@ def _as_text(value: Any) -> str:
 
 
 def _timestamp_of(exact: Any, whole: datetime | None) -> float:
-    if isinstance(exact, int | float) and not isinstance(exact, bool):
+    if isinstance(exact, bytes | str):
+        try:
+            exact = float(exact)
+        except ValueError:
+            exact = None
+    if isinstance(exact, int | float) and not isinstance(exact, bool) and math.isfinite(exact):
         return float(exact)
     if whole is not None:
         return whole.replace(tzinfo=UTC).timestamp() if whole.tzinfo is None else whole.timestamp()

@@ -60,8 +60,12 @@ def _headers_schema() -> dict[str, Any]:
                 "description": "Delivery attempt (1 on first delivery).",
             },
             "x-timestamp": {
-                "type": "number",
-                "description": "Creation time, seconds since the epoch (exact float).",
+                "type": "string",
+                "pattern": r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$",
+                "description": (
+                    "Creation time: seconds since the epoch, as a decimal string "
+                    "(exact; readers also accept a number)."
+                ),
             },
             "traceparent": {
                 "type": "string",

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,22 @@ def test_the_command_prints_a_valid_asyncapi_3_document(
     assert {"strategy_signal", "market_data_update", "actor_strategy", "dead_letters"} <= channels
 
 
-def test_channels_bindings_and_payloads_describe_the_wire() -> None:
+@pytest.fixture
+def trading_schemas() -> Iterator[None]:
+    """The trading system's payload schemas, registered for one test only."""
     from actors import register_schemas
+    from actors.schemas import unregister_schemas
+
+    register_schemas()
+    yield
+    unregister_schemas()
+
+
+@pytest.mark.usefixtures("trading_schemas")
+def test_channels_bindings_and_payloads_describe_the_wire() -> None:
     from actors.schemas import Signal
     from actors.system import ACTOR_CLASSES
 
-    register_schemas()
     document = asyncapi_document(
         prefix="desk", actors=ACTOR_CLASSES, requests=["market_data.request"]
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import demo, local, memory, peers, remote
+from . import demo, local, memory, peers, remote, telemetry
 from .harness import Scenario
 
 __all__ = ["scenarios"]
@@ -29,6 +29,25 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
             2_000,
             RAW_TELL,
             note="1 producer -> 1 actor, in memory, full envelopes (id, timestamp, validation)",
+        ),
+        Scenario(
+            "tell: actorbus + metrics",
+            telemetry.tell("metrics"),
+            200_000,
+            2_000,
+            RAW_TELL,
+            skip=telemetry.telemetry_missing,
+            note="Prometheus collector and histograms installed (nothing scraping)",
+        ),
+        Scenario(
+            "tell: actorbus + tracing",
+            telemetry.tell("tracing"),
+            200_000,
+            2_000,
+            RAW_TELL,
+            skip=telemetry.telemetry_missing,
+            note="OpenTelemetry SDK: a recorded producer and consumer span per message, "
+            "exporter dropping them",
         ),
         Scenario(
             "tell: raw asyncio.Queue(1000) + make_envelope",
@@ -85,6 +104,22 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 note="persistent, durable queue, publisher confirms, ack after the handler, "
                 f"prefetch {remote.PREFETCH}, up to {remote.WINDOW} publishes in flight "
                 "(same for the raw aio-pika and FastStream runs)",
+            ),
+            Scenario(
+                "rabbitmq: actorbus + metrics, 1 process",
+                telemetry.rabbitmq("metrics"),
+                3_000,
+                50,
+                RAW_PIKA,
+                skip=lambda: telemetry.telemetry_missing() or remote.actorbus_missing(),
+            ),
+            Scenario(
+                "rabbitmq: actorbus + tracing, 1 process",
+                telemetry.rabbitmq("tracing"),
+                3_000,
+                50,
+                RAW_PIKA,
+                skip=lambda: telemetry.telemetry_missing() or remote.actorbus_missing(),
             ),
             Scenario(
                 "rabbitmq: actorbus batched x100, 1 process",

@@ -37,12 +37,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..brokers.base import DeadLetterFilter
 from ..bus import AsyncMessageBus
@@ -52,6 +59,7 @@ from .status import broker_status
 
 __all__ = [
     "BUCKETS",
+    "Buckets",
     "BusCollector",
     "MetricsHooks",
     "instrument",
@@ -81,42 +89,59 @@ _COUNTERS = (
 _STATES = ("new", "starting", "running", "stopping", "stopped", "failed")
 
 
-class MetricsHooks:
-    """Hooks that time handlers and publish-to-handled latency into two histograms."""
+class Buckets:
+    """One histogram series counted the cheap way: a bisect and two additions per value.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.duration = Histogram(
-            "actorbus_handler_duration_seconds",
-            "Time an actor took to handle a message, retries included.",
-            ("actor", "type"),
-            buckets=BUCKETS,
-            registry=registry,
-        )
-        """Handler time per actor and type."""
-        self.latency = Histogram(
-            "actorbus_publish_to_handled_seconds",
-            "Time from a message's creation (its envelope timestamp) to handled.",
-            ("actor", "type"),
-            buckets=BUCKETS,
-            registry=registry,
-        )
-        """Publish-to-handled latency per actor and type."""
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+    ``prometheus_client.Histogram`` takes a lock and walks its buckets in Python
+    for every observation; here the loop thread counts into a list (the GIL keeps
+    each addition whole) and a scrape turns the counts into cumulative buckets.
+    """
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        """Observations per bucket (not cumulative); the last one is above every bound."""
+        self.total = 0.0
+        """Sum of the observed values."""
+
+    def observe(self, value: float) -> None:
+        """Count one value (seconds)."""
+        self.counts[bisect_left(BUCKETS, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """The buckets as Prometheus wants them: ``(le, count at or below)``, ``+Inf`` last."""
+        counts = list(self.counts)
+        running = 0
+        result = []
+        for bound, count in zip((*map(floatToGoString, BUCKETS), "+Inf"), counts, strict=True):
+            running += count
+            result.append((bound, float(running)))
+        return result
+
+
+class MetricsHooks:
+    """Hooks that time handlers and publish-to-handled latency, per actor and type."""
+
+    def __init__(self) -> None:
+        self.duration: dict[tuple[str, str], Buckets] = {}
+        """Handler time (retries included) per (actor, type)."""
+        self.latency: dict[tuple[str, str], Buckets] = {}
+        """Time from the envelope's timestamp to handled, per (actor, type)."""
 
     def on_publish(self, envelope: Envelope) -> Envelope:
         """Nothing to do at publish: the envelope's timestamp is the start."""
         return envelope
 
     def on_handle(self, actor: str, envelope: Envelope) -> HandleDone:
-        """Start the clock; the returned function observes both histograms."""
+        """Start the clock; the returned function counts into both histograms."""
         key = (actor, envelope.type)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.duration.labels(*key),
-                self.latency.labels(*key),
-            )
-        duration, latency = children
+        duration = self.duration.get(key)
+        if duration is None:
+            duration = self.duration[key] = Buckets()
+            self.latency[key] = Buckets()
+        latency = self.latency[key]
         started = time.perf_counter()
         created = envelope.timestamp
 
@@ -127,17 +152,40 @@ class MetricsHooks:
 
         return done
 
+    def collect(self) -> Iterator[Metric]:
+        """Both histograms as metric families."""
+        for name, documentation, series in (
+            (
+                "actorbus_handler_duration_seconds",
+                "Time an actor took to handle a message, retries included.",
+                self.duration,
+            ),
+            (
+                "actorbus_publish_to_handled_seconds",
+                "Time from a message's creation (its envelope timestamp) to handled.",
+                self.latency,
+            ),
+        ):
+            family = HistogramMetricFamily(name, documentation, labels=("actor", "type"))
+            for key, buckets in list(series.items()):
+                family.add_metric(list(key), buckets.cumulative(), buckets.total)
+            yield family
+
 
 class BusCollector(Collector):
     """Reads a bus's counters and its broker's state each time Prometheus scrapes."""
 
-    def __init__(self, bus: AsyncMessageBus) -> None:
+    def __init__(self, bus: AsyncMessageBus, hooks: MetricsHooks | None = None) -> None:
         self.bus = bus
         """The bus observed."""
+        self.hooks = hooks
+        """The timing hooks whose histograms are reported too, if any."""
 
     def collect(self) -> Iterator[Metric]:
         """The current values (called by the registry, from the scraping thread)."""
         yield from self._actor_metrics(self.bus.stats()["actors"])
+        if self.hooks is not None:
+            yield from self.hooks.collect()
         yield from self._broker_metrics()
 
     def _actor_metrics(self, actors: dict[str, dict[str, Any]]) -> Iterator[Metric]:
@@ -220,8 +268,8 @@ class BusCollector(Collector):
 
 def instrument(bus: AsyncMessageBus, registry: CollectorRegistry = REGISTRY) -> MetricsHooks:
     """Register ``bus``'s metrics in ``registry`` and install the timing hooks on it."""
-    registry.register(BusCollector(bus))
-    hooks = MetricsHooks(registry)
+    hooks = MetricsHooks()
+    registry.register(BusCollector(bus, hooks))
     bus.add_hooks(hooks)
     return hooks
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actorbus import Actor, AsyncMessageBus, MessageTypes, RetryPolicy, handles
 from actorbus.messages import Envelope
-from actorbus.telemetry.prometheus import start_metrics_server
+from actorbus.telemetry.prometheus import BUCKETS, Buckets, start_metrics_server
 from telemetry.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -150,3 +150,18 @@ def test_run_serves_metrics_while_it_trades() -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def test_buckets_count_each_value_at_or_below_its_bound() -> None:
+    buckets = Buckets()
+    for value in (1e-5, 2e-5, 0.3, 20.0):
+        buckets.observe(value)
+    cumulative = dict(buckets.cumulative())
+    assert cumulative["1e-05"] == 1  # a value on a bound counts in that bucket
+    assert cumulative["2.5e-05"] == 2
+    assert cumulative["0.25"] == 2
+    assert cumulative["0.5"] == 3
+    assert cumulative["10.0"] == 3
+    assert cumulative["+Inf"] == 4
+    assert list(cumulative) == [*(str(b) for b in BUCKETS), "+Inf"]
+    assert buckets.total == pytest.approx(20.30003)

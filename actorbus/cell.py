@@ -38,7 +38,7 @@ from .actor import Actor, ActorContext, ActorState, Handler
 from .errors import ActorCrashed
 from .hooks import Hooks
 from .mailbox import ConflatingMailbox, Mailbox
-from .messages import REPLAYS_HEADER, Delivery, Envelope
+from .messages import REPLAYS_HEADER, Delivery, Envelope, log_fields
 
 __all__ = ["ActorCell", "ActorRuntime", "ActorStats"]
 
@@ -214,7 +214,7 @@ class ActorCell:
             raise
         except Exception:
             outcome = ActorState.FAILED
-            logger.exception("actor %s crashed", self.name)
+            logger.exception("actor %s crashed", self.name, extra={"actor": self.name})
             raise
         finally:
             if self._current is not None:
@@ -225,7 +225,7 @@ class ActorCell:
                 try:
                     await actor.on_stop()
                 except Exception:
-                    logger.exception("on_stop of %s failed", self.name)
+                    logger.exception("on_stop of %s failed", self.name, extra={"actor": self.name})
             self.instance = None
             self.state = outcome
 
@@ -284,6 +284,7 @@ class ActorCell:
                         attempt,
                         type(exc).__name__,
                         exc,
+                        extra=log_fields(envelope, self.name),
                     )
                     await self._dead_letter(delivery, exc, attempt, first_failure)
                     return exc

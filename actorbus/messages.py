@@ -32,6 +32,7 @@ __all__ = [
     "MessageTypes",
     "is_known_type",
     "known_types",
+    "log_fields",
     "make_envelope",
     "register_message_type",
     "schema_for",
@@ -219,6 +220,17 @@ os.register_at_fork(after_in_child=_reset_ids_after_fork)
 
 _UNKNOWN: Any = object()
 _now = time.time
+
+
+def log_fields(envelope: Envelope, actor: str | None = None) -> dict[str, Any]:
+    """The ``extra=`` of a log line about ``envelope``: its id and type, and the actor.
+
+    Never the data: payloads stay out of logs.
+    """
+    fields: dict[str, Any] = {"message_id": envelope.id, "message_type": envelope.type}
+    if actor is not None:
+        fields["actor"] = actor
+    return fields
 
 
 def new_message_id() -> str:

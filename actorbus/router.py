@@ -34,7 +34,7 @@ from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker, QueueSpec
 from .cell import ActorCell
 from .errors import AskFailed, AskTimeout
 from .hooks import Hooks
-from .messages import Envelope, make_envelope, new_message_id
+from .messages import Envelope, log_fields, make_envelope, new_message_id
 from .supervisor import ChildSpec
 
 __all__ = ["Router", "actor_queue_name", "actor_queue_spec"]
@@ -357,7 +357,12 @@ class Router:
             else:
                 await self.broker.send_reply(request.reply_to, reply)
         except Exception:
-            logger.exception("reply to %s for %s failed", request.reply_to, request.id)
+            logger.exception(
+                "reply to %s for %s failed",
+                request.reply_to,
+                request.id,
+                extra=log_fields(request),
+            )
 
     async def ask(
         self, message_type: str, data: Any, *, timeout: float, source: str | None = None

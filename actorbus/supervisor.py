@@ -334,7 +334,11 @@ class Supervisor:
                         f"{slot.name} could not start: {type(exc).__name__}: {exc}"
                     ) from exc
                 logger.warning(
-                    "%s failed to start (%s: %s); retrying", slot.name, type(exc).__name__, exc
+                    "%s failed to start (%s: %s); retrying",
+                    slot.name,
+                    type(exc).__name__,
+                    exc,
+                    extra={"actor": slot.name},
                 )
                 if slot.cell is not None:
                     slot.cell.stats.restarts += 1
@@ -452,14 +456,24 @@ class Supervisor:
             slot.restart is Restart.TRANSIENT and error is None
         ):
             logger.info(
-                "%s exited (%s); not restarted (%s)", slot.name, error or "normal", slot.restart
+                "%s exited (%s); not restarted (%s)",
+                slot.name,
+                error or "normal",
+                slot.restart,
+                extra={"actor": slot.name},
             )
             self._slots.remove(slot)
             if slot.cell is not None:
                 await self._runtime.detach(slot.cell)
             return None
         if error is not None:
-            logger.warning("%s crashed: %s: %s", slot.name, type(error).__name__, error)
+            logger.warning(
+                "%s crashed: %s: %s",
+                slot.name,
+                type(error).__name__,
+                error,
+                extra={"actor": slot.name},
+            )
         if not self._note_restart():
             message = (
                 f"supervisor {self.name!r} gave up: more than {self.max_restarts} restarts "
@@ -494,11 +508,18 @@ class Supervisor:
                 try:
                     replayed = await self._runtime.replay_dead_letters(cell.name, self.max_replays)
                 except Exception:
-                    logger.exception("replaying the dead letters of %s failed", cell.name)
+                    logger.exception(
+                        "replaying the dead letters of %s failed",
+                        cell.name,
+                        extra={"actor": cell.name},
+                    )
                     continue
                 if replayed:
                     logger.info(
-                        "replayed %d dead letter(s) of %s after restart", replayed, cell.name
+                        "replayed %d dead letter(s) of %s after restart",
+                        replayed,
+                        cell.name,
+                        extra={"actor": cell.name},
                     )
         return None
 

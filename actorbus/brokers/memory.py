@@ -49,7 +49,7 @@ import msgspec
 from .._ratelimit import RateLimitedWarning
 from ..codec import Codec
 from ..errors import QueueFull, Unroutable
-from ..messages import Envelope
+from ..messages import Envelope, log_fields
 from ..topic import topic_matches
 from ._copies import Copier
 from ._memory_queue import Consumer, MemoryQueue
@@ -166,6 +166,7 @@ class InMemoryServer:
             entry.attempts,
             entry.error_type,
             entry.reason,
+            extra=log_fields(entry.envelope, entry.actor),
         )
         if dropped:
             self._warnings.note(
@@ -422,6 +423,7 @@ class InMemoryBroker:
                     "dead letter %s not replayed: its queue %r no longer exists",
                     envelope.id,
                     entry.queue,
+                    extra=log_fields(envelope, entry.actor),
                 )
                 orphans.append(entry)
                 continue

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
 from ...errors import DecodeError
-from ...messages import Delivery, Envelope, new_message_id
+from ...messages import Delivery, Envelope, log_fields, new_message_id
 from ..base import REPLAYS_HEADER, DeadLetter, DeliverySink
 from ._acker import Acker
 from ._batch import BATCH_CONTENT_TYPE, SettleGroup, decode_batch, decode_whole
@@ -233,14 +233,20 @@ class RabbitConsumer:
 
     async def _reject(self, envelope: Envelope, reason: str, settle: Settle) -> None:
         """Dead-letter a message that cannot be decoded, then settle it."""
-        logger.warning("undecodable message on %s: %s", self.queue, reason)
+        logger.warning(
+            "undecodable message on %s: %s", self.queue, reason, extra=log_fields(envelope)
+        )
         entry = DeadLetter.for_failure(
             envelope, queue=self.queue, actor=self._actor, error=reason, attempts=0
         )
         try:
             await self._dead_letter(entry)
         except Exception:
-            logger.exception("could not dead-letter a bad message; it stays in %s", self.queue)
+            logger.exception(
+                "could not dead-letter a bad message; it stays in %s",
+                self.queue,
+                extra=log_fields(envelope),
+            )
             settle(False)
             return
         settle(True)

@@ -22,7 +22,7 @@ import msgspec
 from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from ...messages import Envelope, schema_for
+from ...messages import Envelope, log_fields, schema_for
 from ..base import REPLAYS_HEADER, DeadLetter, DeadLetterFilter
 
 __all__ = ["DeadLetterStore"]
@@ -82,6 +82,7 @@ class DeadLetterStore:
             entry.attempts,
             entry.error_type,
             entry.reason,
+            extra=log_fields(envelope, entry.actor),
         )
 
     def _read(self, body: bytes) -> DeadLetter | None:

@@ -189,7 +189,7 @@ class ActorCell:
                 if handler is None:
                     await self._handle(actor, delivery)
                 elif runtime.hooks is not None:
-                    await self._observed(actor, delivery, runtime.hooks)
+                    await self._observed(actor, delivery, handler, runtime.hooks)
                 else:
                     function, is_async = handler
                     failure: Exception | None = None
@@ -229,17 +229,43 @@ class ActorCell:
             self.instance = None
             self.state = outcome
 
-    async def _observed(self, actor: Actor, delivery: Delivery, hooks: Hooks) -> None:
-        """Handle a delivery to the end (as :meth:`_handle`) between the handle hook's calls."""
-        done = hooks.on_handle(self.name, delivery.envelope)
+    async def _observed(
+        self, actor: Actor, delivery: Delivery, handler: Handler, hooks: Hooks
+    ) -> None:
+        """Handle a delivery as the loop does, between the handle hook's two calls.
+
+        A hook that raises is logged and the message handled unobserved.
+        """
+        envelope = delivery.envelope
+        try:
+            done = hooks.on_handle(self.name, envelope)
+        except Exception:
+            logger.exception("handle hook failed", extra=log_fields(envelope, self.name))
+            done = None
         error: BaseException | None = None
         try:
-            error = await self._handle(actor, delivery)
+            function, is_async = handler
+            failure: Exception | None = None
+            try:
+                result = await function(actor, envelope) if is_async else function(actor, envelope)
+            except Exception as exc:
+                failure = exc
+            if failure is not None:
+                error = await self._handle(actor, delivery, failure)
+            else:
+                self.stats.processed += 1
+                if envelope.reply_to is not None:
+                    await self.runtime.reply(envelope, result)
+                delivery.ack()
         except BaseException as exc:
             error = exc
             raise
         finally:
-            done(error)
+            if done is not None:
+                try:
+                    done(error)
+                except Exception:
+                    logger.exception("handle hook failed", extra=log_fields(envelope, self.name))
 
     async def _handle(
         self, actor: Actor, delivery: Delivery, failure: Exception | None = None

@@ -9,8 +9,9 @@ Prometheus and OpenTelemetry; any object with these two methods will do.
 With no hook installed nothing changes on the hot path: the router publishes
 straight to the broker, and an actor cell pays one ``if`` per message.
 
-Both calls run on the bus's event loop, inline: they must be quick and must
-not raise (an error in a hook is logged and the message goes on unobserved).
+Both calls run on the bus's event loop, inline: they must be quick and should
+not raise (an error in a hook is logged and the message goes on unobserved; with
+several hooks, each is on its own).
 """
 
 from __future__ import annotations
@@ -44,63 +45,40 @@ class Hooks(Protocol):
         """
 
 
-def _ignore(error: BaseException | None) -> None:
-    """A done-callback that does nothing (a hook that failed to start)."""
-
-
 class _Chain:
-    """Several hooks as one: publish passes the envelope along, handle calls each."""
+    """Several hooks as one, each on its own: one that raises is logged and skipped."""
 
     def __init__(self, hooks: Sequence[Hooks]) -> None:
         self._hooks = tuple(hooks)
 
     def on_publish(self, envelope: Envelope) -> Envelope:
         for hook in self._hooks:
-            envelope = hook.on_publish(envelope)
+            try:
+                envelope = hook.on_publish(envelope)
+            except Exception:
+                logger.exception("publish hook %r failed", hook)
         return envelope
 
     def on_handle(self, actor: str, envelope: Envelope) -> HandleDone:
-        done = [hook.on_handle(actor, envelope) for hook in self._hooks]
+        done: list[HandleDone] = []
+        for hook in self._hooks:
+            try:
+                done.append(hook.on_handle(actor, envelope))
+            except Exception:
+                logger.exception("handle hook %r failed", hook, extra={"actor": actor})
 
         def finish(error: BaseException | None) -> None:
             for callback in reversed(done):  # innermost first, like nested context managers
-                callback(error)
-
-        return finish
-
-
-class _Guarded:
-    """A hook whose errors are logged instead of reaching the runtime."""
-
-    def __init__(self, hook: Hooks) -> None:
-        self._hook = hook
-
-    def on_publish(self, envelope: Envelope) -> Envelope:
-        try:
-            return self._hook.on_publish(envelope)
-        except Exception:
-            logger.exception("publish hook failed", extra={"message_id": envelope.id})
-            return envelope
-
-    def on_handle(self, actor: str, envelope: Envelope) -> HandleDone:
-        try:
-            done = self._hook.on_handle(actor, envelope)
-        except Exception:
-            logger.exception("handle hook failed", extra={"actor": actor})
-            return _ignore
-
-        def finish(error: BaseException | None) -> None:
-            try:
-                done(error)
-            except Exception:
-                logger.exception("handle hook failed", extra={"actor": actor})
+                try:
+                    callback(error)
+                except Exception:
+                    logger.exception("handle hook failed", extra={"actor": actor})
 
         return finish
 
 
 def chain(hooks: Sequence[Hooks]) -> Hooks | None:
-    """The hooks to install for ``hooks`` (in order), each guarded; ``None`` for none."""
+    """The one hook to install for ``hooks`` (called in order); ``None`` for none."""
     if not hooks:
         return None
-    guarded = [_Guarded(hook) for hook in hooks]
-    return guarded[0] if len(guarded) == 1 else _Chain(guarded)
+    return hooks[0] if len(hooks) == 1 else _Chain(hooks)

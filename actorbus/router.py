@@ -240,7 +240,11 @@ class Router:
         on_publish = hooks.on_publish
 
         def publish_nowait(envelope: Envelope, *, mandatory: bool = False) -> Any:
-            return direct(on_publish(envelope), mandatory=mandatory)
+            try:
+                envelope = on_publish(envelope)
+            except Exception:
+                logger.exception("publish hook failed", extra=log_fields(envelope))
+            return direct(envelope, mandatory=mandatory)
 
         self.publish_nowait = publish_nowait
 
@@ -315,7 +319,10 @@ class Router:
         one coroutine less on the hot path.
         """
         if self.hooks is not None:
-            envelope = self.hooks.on_publish(envelope)
+            try:
+                envelope = self.hooks.on_publish(envelope)
+            except Exception:
+                logger.exception("publish hook failed", extra=log_fields(envelope))
         return self.broker.publish(envelope, mandatory=mandatory)
 
     async def dead_letter(

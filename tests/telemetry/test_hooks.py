@@ -78,3 +78,16 @@ async def test_a_failing_hook_loses_no_message(bus: AsyncMessageBus) -> None:
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"symbol": "ETH"})
     await wait_until(lambda: Signals.seen == ["ETH"])
     assert bus.stats()["actors"]["signals"]["processed"] == 1
+
+
+async def test_a_failing_hook_beside_a_working_one_leaves_it_working(
+    bus: AsyncMessageBus,
+) -> None:
+    recorder = Recorder()
+    bus.add_hooks(Broken())
+    bus.add_hooks(recorder)
+    Signals.seen = []
+    await bus.spawn(Signals)
+    await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"symbol": "SOL"})
+    await wait_until(lambda: Signals.seen == ["SOL"] and len(recorder.handled) == 1)
+    assert recorder.handled == [("signals", "strategy.signal", "yes", "ok")]

@@ -108,6 +108,21 @@ def test_top_shows_a_running_system_and_quits_on_q(rabbitmq_url: str, prefix: st
             demo.wait()
 
 
+def test_top_watches_a_demo_in_memory_and_quits_on_q() -> None:
+    terminal = Terminal(actorbus_command("top", "--demo", "60"))
+    try:
+        terminal.wait_for(r"running\s+up \d+s\s+in_memory connected")
+        handled = r"strategy\s+running\s+-\s+[\d,]+\s+([1-9][\d,]*)\s+\d+"
+        terminal.wait_for(handled)
+        assert re.search(r"position\s+running", terminal.screen())
+        terminal.press("q")
+        # The demo winds down, then the last frame stays printed below.
+        terminal.wait_for(r"top exited 0", timeout=60)
+        assert re.search(r"ran \d+\.\ds", terminal.screen())
+    finally:
+        terminal.close()
+
+
 def test_the_view_renders_a_tree_rates_and_the_broker() -> None:
     from rich.console import Console
 

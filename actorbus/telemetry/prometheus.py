@@ -21,6 +21,9 @@ Metric names (label ``actor`` on the per-actor ones; ``type`` on the histograms)
 ``actorbus_actor_state``                  gauge      1 for the actor's state (label ``state``)
 ``actorbus_handler_duration_seconds``     histogram  handler time, retries included
 ``actorbus_publish_to_handled_seconds``   histogram  from the envelope's timestamp to handled
+``actorbus_messages_unroutable_total``    counter    published with no queue bound to the type
+``actorbus_messages_dropped_total``       counter    in memory: dropped at a queue's length limit
+``actorbus_dead_letters_dropped_total``   counter    in memory: dropped at the dead-letter cap
 ``actorbus_broker_connected``             gauge      1 while connected (labels ``mode``, ``node``)
 ``actorbus_broker_reconnects_total``      counter    connections made after the first
 ``actorbus_broker_outbox_depth``          gauge      publishes waiting for the connection
@@ -85,6 +88,11 @@ _COUNTERS = (
     ("messages_dead_lettered", "dead_lettered", "Messages sent to the dead-letter queue."),
     ("messages_conflated", "conflated", "Messages replaced by a newer one in the mailbox."),
     ("actor_restarts", "restarts", "Restarts of the actor by its supervisor."),
+)
+_BUS_COUNTERS = (
+    ("messages_unroutable", "unroutable", "Messages published that no queue was bound to."),
+    ("messages_dropped", "dropped", "Messages in-memory queues dropped at their length limit."),
+    ("dead_letters_dropped", "dead_letters_dropped", "Dead letters dropped at the store's cap."),
 )
 _STATES = ("new", "starting", "running", "stopping", "stopped", "failed")
 
@@ -183,10 +191,17 @@ class BusCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The current values (called by the registry, from the scraping thread)."""
-        yield from self._actor_metrics(self.bus.stats()["actors"])
+        stats = self.bus.stats()
+        yield from self._actor_metrics(stats["actors"])
         if self.hooks is not None:
             yield from self.hooks.collect()
+        yield from self._bus_metrics(stats)
         yield from self._broker_metrics()
+
+    def _bus_metrics(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        for name, key, documentation in _BUS_COUNTERS:
+            if key in stats:
+                yield CounterMetricFamily(f"actorbus_{name}", documentation, value=stats[key])
 
     def _actor_metrics(self, actors: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         for name, key, documentation in _COUNTERS:

@@ -89,6 +89,7 @@ def _check(samples: dict[Any, float], mode: str) -> None:
     )
     assert samples[("actorbus_publish_to_handled_seconds_sum", typed)] > 0
     assert samples[("actorbus_dead_letter_queue_depth", ())] == 1
+    assert samples[("actorbus_messages_unroutable_total", ())] == 0
     connected = [k for k in samples if k[0] == "actorbus_broker_connected"]
     assert len(connected) == 1
     assert dict(connected[0][1])["mode"] == mode
@@ -98,6 +99,8 @@ def _check(samples: dict[Any, float], mode: str) -> None:
 async def test_scrape_after_traffic_in_memory(bus: AsyncMessageBus) -> None:
     samples = await _traffic_then_scrape(bus)
     _check(samples, "in_memory")
+    assert samples[("actorbus_messages_dropped_total", ())] == 0
+    assert samples[("actorbus_dead_letters_dropped_total", ())] == 0
 
 
 @pytest.mark.rabbitmq
@@ -125,7 +128,7 @@ def test_run_serves_metrics_while_it_trades() -> None:
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "actorbus.cli", "run", "--mode", "in_memory", "--quiet"),
-            *("--duration", "30", "--metrics-port", str(port)),
+            *("--duration", "30", "--metrics-addr", "127.0.0.1", "--metrics-port", str(port)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

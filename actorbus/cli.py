@@ -135,14 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "asyncapi":
         return asyncapi_command.asyncapi(args)
-    if args.command == "top":
-        return int(_runner()(top_command.top(args)))
     _configure_logging(args.verbose)
     command = {
         "run": _run,
         "stats": stats.stats,
         "dlq": dlq.dlq,
         "topology": topology.topology,
+        "top": top_command.top,
     }[args.command]
     try:
         code: int = _runner()(command(args))

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ._common import EXIT_OK, EXIT_USAGE
+
 __all__ = ["add_parser", "asyncapi"]
 
 
@@ -65,8 +67,8 @@ def asyncapi(args: argparse.Namespace) -> int:
         except ImportError:
             needs = "actorbus: --format yaml needs PyYAML: pip install 'actorbus[tools]'"
             print(needs, file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     else:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
-    return 0
+    return EXIT_OK

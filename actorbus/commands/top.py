@@ -29,6 +29,7 @@ from ..bus import AsyncMessageBus
 from ..config import URL_VARIABLE
 from ..errors import BrokerUnavailable
 from ..messages import MessageTypes
+from ._common import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 __all__ = ["add_parser", "top"]
 
@@ -60,6 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--wait", type=float, default=2.5, help="seconds to listen with --once (default: 2.5)"
     )
     parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v: warnings, -vv: info)"
+    )
+    parser.add_argument(
         "--demo",
         type=float,
         default=None,
@@ -78,7 +82,7 @@ async def top(args: argparse.Namespace) -> int:
         from ..telemetry.view import SystemView
     except ImportError:
         print("actorbus top needs rich: pip install 'actorbus[tools]'", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     view = SystemView(f"actorbus top  prefix {args.prefix}")
     stop = asyncio.Event()
     if args.demo is not None:
@@ -88,13 +92,13 @@ async def top(args: argparse.Namespace) -> int:
         await bus.start()
     except BrokerUnavailable as exc:
         print(f"actorbus top: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_UNREACHABLE
     try:
         await bus.subscribe(MessageTypes.COMPONENT_STATUS, _listener(view))
         if args.once:
             await asyncio.sleep(args.wait)
             Console().print(view)
-            return 0
+            return EXIT_OK
         with _keys(stop), Live(view, screen=True, auto_refresh=False) as live:
             while not stop.is_set():
                 live.refresh()
@@ -102,7 +106,7 @@ async def top(args: argparse.Namespace) -> int:
                     await asyncio.wait_for(stop.wait(), args.interval)
     finally:
         await bus.shutdown()
-    return 0
+    return EXIT_OK
 
 
 def _listener(view: Any) -> Callable[[str, Any], None]:
@@ -147,7 +151,7 @@ async def _demo(
             )
     view.footer = f"ran {time.monotonic() - started:.1f}s"
     console.print(view)
-    return 0
+    return EXIT_OK
 
 
 @contextlib.contextmanager

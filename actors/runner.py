@@ -30,7 +30,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from actorbus import ActorState, AskTimeout, AsyncMessageBus, MessageTypes
+from actorbus import ActorState, AskTimeout, AsyncMessageBus, MessageTypes, Supervisor
+from actorbus.telemetry.status import broker_status, describe_tree
 
 from .audit import audit
 from .schemas import PositionClose, QuoteRequest, Tick, as_struct
@@ -154,26 +155,32 @@ def unbalanced(
 
 
 def live_numbers(
-    system: TradingSystem, bus: AsyncMessageBus, elapsed: float, tree: Any
+    system: TradingSystem, bus: AsyncMessageBus, elapsed: float, tree: Supervisor
 ) -> dict[str, Any]:
-    """The numbers the live view shows."""
+    """The numbers the live views show (the demo's and ``actorbus top``'s), tree included."""
     return {
         "elapsed": elapsed,
         "counts": system.counts(),
         "positions": system.positions_report() if "position" in system.placed else {},
         "actors": bus.stats()["actors"],
         "state": str(tree.state),
+        "tree": describe_tree(tree),
     }
 
 
 async def _heartbeat(bus: AsyncMessageBus, system: TradingSystem, numbers: dict[str, Any]) -> None:
-    """Publish this process's counters as a COMPONENT_STATUS heartbeat."""
+    """Publish this process's counters as a COMPONENT_STATUS heartbeat.
+
+    With the supervisor tree (in ``numbers``) and the broker link, so ``actorbus top``
+    shows every process of a prefix as it is, not only its counters.
+    """
     await bus.publish(
         MessageTypes.COMPONENT_STATUS,
         {
             "component": HEARTBEAT_COMPONENT,
             "source": bus.source,
             "placed": list(system.placed),
+            "broker": broker_status(bus),
             **numbers,
         },
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -32,3 +33,15 @@ def test_the_wheel_holds_only_actorbus_names_and_every_package(tmp_path: Path) -
     }
     assert shipped == expected
     assert "actorbus_trading/system.py" in names
+
+
+def test_nothing_imports_the_demo_by_its_folder_name() -> None:
+    """``actors`` is only the folder: from a checkout it imports, from a wheel it does not."""
+    pattern = re.compile(r"^\s*(from|import) actors\b", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("actorbus", "actors", "tests", "examples", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

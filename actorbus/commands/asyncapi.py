@@ -46,8 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def asyncapi(args: argparse.Namespace) -> int:
     """Print the document; return the exit code."""
-    from actors import register_schemas
-    from actors.system import ACTOR_CLASSES
+    from actorbus_trading import register_schemas
+    from actorbus_trading.system import ACTOR_CLASSES
 
     from ..asyncapi import asyncapi_document
     from ..messages import MessageTypes

@@ -110,7 +110,7 @@ async def top(args: argparse.Namespace) -> int:
 
 
 def _listener(view: Any) -> Callable[[str, Any], None]:
-    from actors.runner import HEARTBEAT_COMPONENT
+    from actorbus_trading.runner import HEARTBEAT_COMPONENT
 
     def on_status(message_type: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -128,7 +128,7 @@ def _listener(view: Any) -> Callable[[str, Any], None]:
 async def _demo(
     args: argparse.Namespace, view: Any, stop: asyncio.Event, console: Any, live: Any
 ) -> int:
-    from actors import TradingConfig, TradingSystem, register_schemas, run_trading_system
+    from actorbus_trading import TradingConfig, TradingSystem, register_schemas, run_trading_system
 
     from ..telemetry.status import broker_status
 

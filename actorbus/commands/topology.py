@@ -88,10 +88,11 @@ def load_tree(spec: str) -> Supervisor:
 
 
 def _demo_tree() -> Supervisor:
-    from actors import TradingConfig, TradingSystem, register_schemas
+    from actorbus_trading import TradingConfig, TradingSystem, register_schemas
 
     register_schemas()
-    return TradingSystem(TradingConfig()).tree()
+    tree: Supervisor = TradingSystem(TradingConfig()).tree()
+    return tree
 
 
 async def topology(args: argparse.Namespace) -> int:

@@ -82,8 +82,8 @@ def test_the_command_prints_a_valid_asyncapi_3_document(
 @pytest.fixture
 def trading_schemas() -> Iterator[None]:
     """The trading system's payload schemas, registered for one test only."""
-    from actors import register_schemas
-    from actors.schemas import unregister_schemas
+    from actorbus_trading import register_schemas
+    from actorbus_trading.schemas import unregister_schemas
 
     register_schemas()
     yield
@@ -92,8 +92,8 @@ def trading_schemas() -> Iterator[None]:
 
 @pytest.mark.usefixtures("trading_schemas")
 def test_channels_bindings_and_payloads_describe_the_wire() -> None:
-    from actors.schemas import Signal
-    from actors.system import ACTOR_CLASSES
+    from actorbus_trading.schemas import Signal
+    from actorbus_trading.system import ACTOR_CLASSES
 
     document = asyncapi_document(
         prefix="desk", actors=ACTOR_CLASSES, requests=["market_data.request"]

@@ -95,6 +95,10 @@ def test_top_shows_a_running_system_and_quits_on_q(rabbitmq_url: str, prefix: st
         screen = terminal.screen()
         for actor in ("market_data", "risk", "execution", "exchange", "position"):
             assert re.search(rf"{actor}\s+running", screen), screen
+        # The supervisor tree of the process, and the broker node it is connected to.
+        for supervisor in ("trading", "book", "market"):
+            assert re.search(rf"{supervisor} \(one_for_one\)\s+running", screen), screen
+        assert re.search(r"127\.0\.0\.1:\d+\s+connected", screen), screen
         assert "q quits" in screen
         terminal.press("q")
         terminal.wait_for(r"top exited 0", timeout=30)

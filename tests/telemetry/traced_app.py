@@ -16,7 +16,7 @@ from tracing import as_record, memory_provider
 
 from actorbus import AsyncMessageBus
 from actorbus.telemetry.otel import instrument_tracing
-from actors import TradingConfig, TradingSystem, register_schemas, run_trading_system
+from actorbus_trading import TradingConfig, TradingSystem, register_schemas, run_trading_system
 
 
 async def main(url: str, prefix: str, actors: list[str], seconds: float) -> list[str]:

@@ -149,6 +149,10 @@ class Actor:
     clock: Clock = REAL_CLOCK
     """The clock time-based rules read (see :mod:`actorbus.clock`); assign another per
     instance, e.g. a simulated one, to replay the actor's input deterministically."""
+    start_timeout: ClassVar[float] = 10.0
+    """Seconds ``on_start`` may take; past them the start fails with ``ActorStartError``
+    (not retried: a hung start would otherwise hang ``spawn`` once per retry). A
+    :class:`~actorbus.supervisor.ChildSpec` may set its own."""
 
     _handlers: ClassVar[dict[str, str]] = {}
     _handler_cache: ClassVar[dict[str, Handler | None]] = {}
@@ -236,7 +240,8 @@ class Actor:
         self.context.stop()
 
     async def on_start(self) -> None:
-        """Called before the first message; raising here fails the start."""
+        """Called before the first message; raising here (or taking longer than
+        ``start_timeout``) fails the start."""
 
     async def on_stop(self) -> None:
         """Called after the last message, whether the actor stopped or crashed."""

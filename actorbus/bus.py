@@ -21,10 +21,11 @@ logged at a limited rate; ``unroutable="keep"`` keeps them in the queue
 handed in with ``broker=`` takes the option itself). Subscriptions and their
 queues follow the rules of :mod:`actorbus.subscription`.
 
-Shutdown drains first: it waits (up to a timeout) until every mailbox is empty
-and no handler is running, then stops every actor tree, then closes the broker.
-Unread deliveries go back to their queues; a second ``shutdown`` does nothing;
-any later publish raises ``BusClosed``.
+Shutdown drains the work in flight, then stops deliveries and lets each actor
+finish the handler it is in (all within its timeout), then stops every actor
+tree and closes the broker; it returns a :class:`~actorbus.shutdown.ShutdownReport`
+of what was handled and where the rest went (see :mod:`actorbus.shutdown`).
+A second ``shutdown`` does nothing; any later publish raises ``BusClosed``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
 from .config import Mode, check_prefix, resolve_mode, resolve_url
 from .errors import (
+    ActorStartError,
     BrokerRefused,
     BrokerUnavailable,
     BusClosed,
@@ -58,7 +60,9 @@ from .errors import (
 )
 from .hooks import Hooks, chain
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
+from . import shutdown as shutdown_phases
 from .router import Router
+from .shutdown import GRACE, Accounting, ShutdownReport
 from .subscription import FunctionActor, MessageHandler, check_handler, subscription_class
 from .supervisor import ChildSpec, Supervisor
 from .topic import is_pattern
@@ -66,9 +70,6 @@ from .topic import is_pattern
 __all__ = ["AsyncMessageBus", "validate_pattern"]
 
 logger = logging.getLogger("actorbus.bus")
-
-DRAIN_POLL = 0.002
-
 
 _SubscriptionKey = tuple[Any, tuple[str, ...] | None, str | None]
 """A subscription: its handler, its sorted patterns (default queue) and its ``queue=``."""
@@ -141,6 +142,7 @@ class AsyncMessageBus:
         self._announcements: set[asyncio.Task[None]] = set()
         self._subscribing: dict[_SubscriptionKey, asyncio.Future[None]] = {}
         self._hooks: list[Hooks] = []
+        self._report: ShutdownReport | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -255,70 +257,112 @@ class AsyncMessageBus:
             return self._router
         return router
 
-    async def shutdown(self, timeout: float = 5.0) -> None:
-        """Drain in-flight messages (up to ``timeout`` s), stop every actor, close the broker.
+    async def shutdown(self, timeout: float = 5.0, *, drain: float | None = None) -> ShutdownReport:
+        """Stop deliveries, drain, stop every actor, close the broker; report what was left.
 
-        A second call returns at once, or, while the first is still at work (on the
-        bus's loop), once that one is done.
+        Returns within ``timeout`` plus a bounded margin (see :mod:`actorbus.shutdown`
+        for the phases): for ``drain`` seconds (default: half the timeout) the bus
+        finishes its work in flight; then deliveries stop, no actor starts a new
+        message, handlers in progress get until ``timeout`` to finish, and only then
+        is anything cancelled.
+        The :class:`~actorbus.shutdown.ShutdownReport` counts what was handled,
+        dead-lettered, returned to its queue or dropped; a WARNING line sums it up
+        when anything was left unhandled. A spawn still starting fails with
+        ``BusClosed``.
+
+        A second call returns the first one's report: at once, or, while the first is
+        still at work (on the bus's loop), once that one is done.
         """
         if self._closed or self._closing:
             done = self._shut_down
             if done is not None and not done.is_set() and self._loop is asyncio.get_running_loop():
                 await done.wait()
-            return
+            return self._report or self._empty_report(timeout)
         self._closing = True
         done = self._shut_down = asyncio.Event()
         try:
-            await self._shutdown(timeout)
+            self._report = await self._shutdown(timeout, timeout / 2 if drain is None else drain)
+            return self._report
         finally:
             done.set()
 
-    async def _shutdown(self, timeout: float) -> None:
+    def _empty_report(self, timeout: float) -> ShutdownReport:
+        return ShutdownReport(mode=self.mode, timeout=timeout, seconds=0.0)
+
+    async def _shutdown(self, timeout: float, drain: float) -> ShutdownReport:
+        begun = time.monotonic()
+        deadline = begun + max(0.0, timeout)
         if self._router is None:
-            try:
-                if self._starting is not None:
-                    await asyncio.shield(self._starting)
-            finally:
-                if self._router is None:
-                    self._closed = True
+            starting = self._starting
+            if starting is not None:  # a start under way (bounded by the connect timeout)
+                await asyncio.wait([starting], timeout=max(timeout, self._connect_timeout))
             if self._router is None:
-                return
+                self._closed = True
+                return self._empty_report(timeout)
         router = self._router
         self._announce(MessageTypes.SYSTEM_SHUTDOWN, {"mode": self.mode})
-        # The bus takes publishes while it drains: handlers finishing in-flight messages
-        # publish their follow-ups, and those are in flight too. It refuses them after.
-        drained = await self._drain(router, timeout)
+        accounting = Accounting(router.cells)
+        cells = accounting.cells
+        # 1. Drain: finish the work in flight, follow-ups through this bus's actors included
+        # (publishing stays open while handlers run).
+        await shutdown_phases.drain(cells, self._background, min(deadline, begun + drain))
+        # 2. Stop: no new deliveries (the broker keeps what it holds), then no new message
+        # started; handlers in progress have until the deadline.
+        for cell in cells:
+            cell.stop_deadline = deadline + GRACE
+            await _quietly(router.pause(cell))
+        trees = list(self._trees.items())
+        await shutdown_phases.stop([tree for tree, _ in trees], cells, deadline)
         self._closed = True
-        if not drained:
-            logger.warning("shutdown: still busy after %.1fs; stopping anyway", timeout)
+        # 3. Cut what still runs (and spawns still starting), then wait a moment for it.
+        for _, (scope, _ended) in trees:
+            scope.cancel()
+        abandoned = await self._end_trees(router, deadline + GRACE)
+        await self._close(router, accounting, deadline + 2 * GRACE)
+        report = accounting.report(self.mode, timeout, abandoned)
+        if report.unhandled or report.cut or report.abandoned:
+            logger.warning("message bus %s", report.summary())
+        else:
+            logger.info("message bus %s", report.summary())
+        return report
+
+    async def _end_trees(self, router: Router, until: float) -> list[str]:
+        """Wait until every cancelled tree has ended; give back what the stuck ones hold."""
         self._stop.set()
-        if self._host is not None:
-            await self._host
-        for subscription_class_, _ in self._subscriptions.values():
-            if not subscription_class_.durable:
-                await _quietly(router.broker.delete_queue(subscription_class_.queue_name or ""))
+        waiting = [task for task in (self._host,) if task is not None]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, until - time.monotonic()))
+        abandoned: list[str] = []
+        for cell in list(router.cells):  # trees that did not end: their cells are still attached
+            abandoned.append(cell.name)
+            cell.abandon()
+            await _quietly(router.detach(cell))
+        if abandoned:
+            logger.error("shutdown: %s would not stop; left running", ", ".join(abandoned))
+        return abandoned
+
+    async def _close(self, router: Router, accounting: Accounting, until: float) -> None:
+        """Delete the non-durable queues (counting what they held), then close the broker."""
+        with anyio.move_on_after(max(GRACE, until - time.monotonic())):
+            for subscription_class_, _ in self._subscriptions.values():
+                if not subscription_class_.durable:
+                    queue = subscription_class_.queue_name or ""
+                    try:
+                        accounting.dropped(queue, await router.broker.queue_length(queue))
+                    except Exception:
+                        logger.debug("could not count the messages of %s", queue, exc_info=True)
+                    await _quietly(router.broker.delete_queue(queue))
+            if self._announcements:  # a moment for them to arrive, then they are given up
+                await asyncio.wait(set(self._announcements), timeout=GRACE)
+        for task in self._announcements:
+            task.cancel()
         self._subscriptions.clear()
-        if self._announcements:  # a moment for them to arrive, then they are given up
-            await asyncio.wait(set(self._announcements), timeout=min(timeout, 1.0))
-            for task in self._announcements:
-                task.cancel()
         # No reply can come any more: askers get a clear error now, not a timeout later.
         router.fail_pending(BusClosed("the message bus was shut down before the reply came"))
-        await router.broker.close()
-        logger.info("message bus shut down")
-
-    async def _drain(self, router: Router, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        quiet_rounds = 0
-        while time.monotonic() < deadline:
-            busy = bool(self._background) or any(
-                cell.busy or len(cell.mailbox) for cell in router.cells
-            )
-            quiet_rounds = 0 if busy else quiet_rounds + 1
-            if quiet_rounds >= 3:
-                return True
-            await asyncio.sleep(DRAIN_POLL)
-        return False
+        with anyio.move_on_after(max(GRACE, until - time.monotonic())) as closing:
+            await _quietly(router.broker.close())
+        if closing.cancelled_caught:
+            logger.error("shutdown: the broker did not close in time; abandoned")
 
     def add_hooks(self, hooks: Hooks) -> None:
         """Call ``hooks`` at every publish and every handled message (see ``actorbus.hooks``).
@@ -554,9 +598,13 @@ class AsyncMessageBus:
 
         ``actors`` places the tree: only the actors named run in this process (the
         others run wherever the same tree is spawned with their names). A child that
-        cannot start within its supervisor's limits makes this raise ``ActorStartError``.
+        cannot start within its supervisor's limits (or whose ``on_start`` outlasts its
+        ``start_timeout``) makes this raise ``ActorStartError``; a shutdown meanwhile,
+        ``BusClosed``.
         """
         await self._ready()
+        if self._closing:
+            raise BusClosed("the message bus is shutting down")
         supervisor = (
             target
             if isinstance(target, Supervisor)
@@ -568,17 +616,27 @@ class AsyncMessageBus:
         return supervisor
 
     async def _run_tree(self, supervisor: Supervisor, *, task_status: TaskStatus[Any]) -> None:
+        """Run a tree in its own cancel scope, kept in ``_trees`` for stop and shutdown.
+
+        A tree still starting is not yet in the host task group's scope (anyio moves
+        it there once started), so stop and shutdown cancel this scope, not the group.
+        """
         assert self._router is not None
         ended = anyio.Event()
+        readiness = _Readiness(task_status)
         with anyio.CancelScope() as scope:
             self._trees[supervisor] = (scope, ended)
             try:
-                await supervisor.run(self._router, task_status=task_status)
+                await supervisor.run(self._router, task_status=readiness)
             except SupervisorGaveUp as exc:
                 await self._report_tree_failure(supervisor, exc)
             finally:
                 self._trees.pop(supervisor, None)
                 ended.set()
+        if not readiness.done:  # stopped while starting: the spawn says so
+            if self._closing:
+                raise BusClosed(f"the message bus was shut down while {supervisor.name} started")
+            raise ActorStartError(f"{supervisor.name} was stopped before it had started")
 
     async def _report_tree_failure(self, supervisor: Supervisor, error: BaseException) -> None:
         logger.error("actor tree %s stopped: %s", supervisor.name, error)
@@ -672,6 +730,22 @@ class AsyncMessageBus:
             stats["dropped"] = broker.server.dropped
             stats["dead_letters_dropped"] = broker.server.dead_letters_dropped
         return stats
+
+
+class _Readiness:
+    """A tree's ``task_status``, remembering whether the tree reported readiness."""
+
+    __slots__ = ("_status", "done")
+
+    def __init__(self, status: TaskStatus[Any]) -> None:
+        self._status = status
+        self.done = False
+        """Whether readiness was reported."""
+
+    def started(self, value: Any = None) -> None:
+        """The tree has started: its spawn returns."""
+        self.done = True
+        self._status.started(value)
 
 
 def _name_of(target: type[Actor] | ChildSpec) -> str:

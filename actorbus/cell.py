@@ -9,7 +9,7 @@ cell, so a restart loses no queued message.
 The message loop, per delivery: find the handler, call it, retry with backoff
 on failure, then either acknowledge (success), or dead-letter and acknowledge
 (failure after the last attempt). A delivery interrupted by a stop goes back to
-the head of the mailbox unsettled.
+the head of the mailbox unsettled (counted in ``interrupted``).
 
 Order after a crash: a handler error the retry policy marks fatal crashes the
 actor, and the message that caused it stays unsettled at the head of the
@@ -20,6 +20,10 @@ message's ``x-actorbus-replays`` header; once it has had ``crash_retries`` of
 them (the supervisor's ``max_replays``) a message that crashes the actor again
 is dead-lettered instead, and the supervisor's replay after the restart leaves
 it there, so a poison message cannot loop.
+
+A cell tells whoever waits (the bus's shutdown) when it goes idle (mailbox
+empty, no handler running) and when its loop ends, through one event made only
+while someone waits: no polling, and nothing on the hot path but a check.
 """
 
 from __future__ import annotations
@@ -51,7 +55,15 @@ STOP_TIMEOUT = 5.0
 class ActorStats:
     """Counters of one actor, kept across restarts."""
 
-    __slots__ = ("dead_lettered", "failed", "processed", "restarts", "retried")
+    __slots__ = (
+        "dead_lettered",
+        "failed",
+        "interrupted",
+        "processed",
+        "restarts",
+        "retried",
+        "returned",
+    )
 
     def __init__(self) -> None:
         self.processed = 0
@@ -64,6 +76,10 @@ class ActorStats:
         """Messages sent to the dead-letter queue."""
         self.restarts = 0
         """Times the actor was restarted by its supervisor."""
+        self.interrupted = 0
+        """Handler calls cut by a stop before they returned (their message was given back)."""
+        self.returned = 0
+        """Unhandled deliveries given back to the queue when the actor was detached."""
 
 
 class ActorRuntime(Protocol):
@@ -126,8 +142,12 @@ class ActorCell:
         """The broker consumer feeding the mailbox, while attached."""
         self.crash_retries = 1
         """More tries a message that crashed the actor gets, first, on the fresh instance."""
+        self.stop_deadline: float | None = None
+        """``time.monotonic()`` by which ``on_stop`` must be done (set by a bus shutting
+        down); ``None``: ``STOP_TIMEOUT`` alone bounds it."""
         self._current: Delivery | None = None
         self._stop_requested = False
+        self._watch: asyncio.Event | None = None
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -138,6 +158,37 @@ class ActorCell:
     def busy(self) -> bool:
         """Whether a message is being handled right now."""
         return self._current is not None
+
+    @property
+    def running(self) -> bool:
+        """Whether an incarnation is alive (starting, running or stopping)."""
+        return self.state in (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING)
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is left to do now: no handler running and an empty mailbox."""
+        return self._current is None and not len(self.mailbox)
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds; checked each time the cell goes idle or ends."""
+        while not condition():
+            watch = self._watch
+            if watch is None:
+                watch = self._watch = asyncio.Event()
+            await watch.wait()
+
+    def _notify(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.set()
+
+    def abandon(self) -> None:
+        """Give back the message of a handler that would not stop (it may still finish)."""
+        delivery, self._current = self._current, None
+        if delivery is not None:
+            delivery.requeue()
+            self.stats.interrupted += 1
+            self.stats.returned += 1
 
     def request_stop(self) -> None:
         """Ask the loop to end after the current message (a normal exit)."""
@@ -157,6 +208,7 @@ class ActorCell:
             await actor.on_start()
         except BaseException:
             self.state = ActorState.FAILED
+            self._notify()
             raise
         self.instance = actor
         self.state = ActorState.RUNNING
@@ -172,6 +224,8 @@ class ActorCell:
             while not self._stop_requested:
                 delivery = mailbox.get_nowait()
                 if delivery is None:
+                    if self._watch is not None:  # someone waits for this cell to go idle
+                        self._notify()
                     waiter = mailbox.waiter()  # awaited here: one coroutine less per wake-up
                     if waiter is not None:
                         await waiter
@@ -220,14 +274,22 @@ class ActorCell:
             if self._current is not None:
                 self.mailbox.push_front(self._current)
                 self._current = None
+                if outcome is ActorState.STOPPED:  # cut by a stop (a crash keeps it to retry)
+                    self.stats.interrupted += 1
             self.state = ActorState.STOPPING
-            with anyio.move_on_after(STOP_TIMEOUT, shield=True):
+            limit = STOP_TIMEOUT
+            if self.stop_deadline is not None:
+                limit = max(0.0, min(limit, self.stop_deadline - time.monotonic()))
+            with anyio.move_on_after(limit, shield=True) as stopping:
                 try:
                     await actor.on_stop()
                 except Exception:
                     logger.exception("on_stop of %s failed", self.name, extra={"actor": self.name})
+            if stopping.cancelled_caught:
+                logger.warning("on_stop of %s outlasted %.1fs: abandoned", self.name, limit)
             self.instance = None
             self.state = outcome
+            self._notify()
 
     async def _observed(
         self, actor: Actor, delivery: Delivery, handler: Handler, hooks: Hooks

@@ -274,6 +274,12 @@ class Router:
         )
         self.cells.append(cell)
 
+    async def pause(self, cell: ActorCell) -> None:
+        """Stop new deliveries to the cell; what its mailbox holds stays the cell's to settle."""
+        consumer = cell.consumer
+        if consumer is not None:
+            await consumer.pause()
+
     async def detach(self, cell: ActorCell) -> None:
         """Stop feeding the cell, and give its unread deliveries back to the queue."""
         consumer, cell.consumer = cell.consumer, None
@@ -296,6 +302,7 @@ class Router:
             # Each requeue goes to the head of the queue: requeue the newest first, keeping order.
             for delivery in reversed(unread):
                 delivery.requeue()
+            cell.stats.returned += len(unread)
 
     async def replay_dead_letters(self, actor: str, max_replays: int) -> int:
         """Replay one actor's dead letters, each at most ``max_replays`` times."""

@@ -22,7 +22,10 @@ marks fatal) the supervisor restarts, with fresh instances:
 
 Restart intensity: more than ``max_restarts`` restarts within ``within`` seconds
 make the supervisor give up: it stops its children and fails with
-``SupervisorGaveUp``, which its parent sees as a crash of that child. After each
+``SupervisorGaveUp``, which its parent sees as a crash of that child. An
+``on_start`` that does not return within its ``start_timeout`` (the child spec's,
+else the actor class's, 10 s by default) is cancelled and fails the start at
+once with ``ActorStartError``; it is not retried. After each
 restart the supervisor replays the restarted actors' dead letters, each at most
 ``max_replays`` times, so a poison message cannot loop forever.
 """
@@ -84,6 +87,8 @@ class ChildSpec:
     """Actor name; default: the class's ``default_name()``."""
     restart: Restart = Restart.PERMANENT
     """When this child is restarted (a ``Restart`` or its value, ``"transient"``)."""
+    start_timeout: float | None = None
+    """Seconds ``on_start`` may take; default: the actor class's ``start_timeout``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "restart", Restart(self.restart))
@@ -92,6 +97,15 @@ class ChildSpec:
     def actor_name(self) -> str:
         """The effective name."""
         return self.name or self.actor.default_name()
+
+    @property
+    def effective_start_timeout(self) -> float:
+        """The start timeout in effect: this spec's, else the actor class's."""
+        return self.actor.start_timeout if self.start_timeout is None else self.start_timeout
+
+
+class _StartTimedOut(Exception):
+    """``on_start`` did not return within its start timeout (never retried)."""
 
 
 class SupervisorRuntime(Protocol):
@@ -235,6 +249,7 @@ class Supervisor:
         self._task_group: TaskGroup | None = None
         self._escaped: BaseException | None = None
         self._cells: dict[int, ActorCell] = {}
+        self._quiescing = False
 
     def _cell_for(self, index: int, spec: ChildSpec) -> ActorCell:
         """The cell of child ``index``, made once and kept across restarts of this supervisor."""
@@ -261,6 +276,20 @@ class Supervisor:
         for supervisor in self.walk():
             supervisor.placement = actors
 
+    def quiesce(self) -> None:
+        """Stop every actor of the tree after its current message, restarting none.
+
+        The bus's shutdown calls it: each actor finishes the handler it is in (its
+        loop then ends normally) and no new message is started. The tree's tasks
+        stay until the tree is stopped (cancelled), which gives unread messages back.
+        """
+        for supervisor in self.walk():
+            supervisor._quiescing = True
+            for slot in supervisor._slots:
+                slot.stopping = True
+                if slot.cell is not None:
+                    slot.cell.request_stop()
+
     def walk(self) -> list[Supervisor]:
         """This supervisor and every nested one, depth first."""
         result = [self]
@@ -279,6 +308,7 @@ class Supervisor:
         if self.state not in (ActorState.NEW, ActorState.STOPPED, ActorState.FAILED):
             raise RuntimeError(f"supervisor {self.name!r} is already running")
         self._runtime = runtime
+        self._quiescing = False
         self.state = ActorState.STARTING
         # A restarted supervisor is a fresh one: its old restarts and crashes are forgotten.
         self._restarts.clear()
@@ -328,6 +358,8 @@ class Supervisor:
             try:
                 await self._start(slot)
                 return
+            except _StartTimedOut as exc:
+                raise ActorStartError(f"{slot.name} could not start: {exc}") from None
             except Exception as exc:
                 if not self._note_restart():
                     raise ActorStartError(
@@ -366,9 +398,16 @@ class Supervisor:
         ready: asyncio.Future[None] = loop.create_future()
         task = loop.create_task(self._run_child(slot, _Started(ready)))
         slot.task = task
+        # An actor's on_start has its own timeout; a nested supervisor's children have theirs.
+        timeout = None if isinstance(slot.spec, Supervisor) else slot.spec.effective_start_timeout
         try:
+            await asyncio.wait([ready], timeout=timeout)
+            if not ready.done():
+                raise _StartTimedOut(f"on_start did not return within {timeout:g}s")
             await ready
         except BaseException:
+            if not ready.done():
+                ready.cancel()  # the child's report of its end goes nowhere: nobody waits
             if not task.done():
                 task.cancel()
             raise
@@ -450,7 +489,7 @@ class Supervisor:
         self, slot: _Running, error: BaseException | None
     ) -> SupervisorGaveUp | None:
         assert self._runtime is not None
-        if slot not in self._slots:
+        if slot not in self._slots or self._quiescing:
             return None
         if slot.restart is Restart.TEMPORARY or (
             slot.restart is Restart.TRANSIENT and error is None

@@ -37,6 +37,7 @@ from .bus import AsyncMessageBus, validate_pattern
 from .config import Mode, check_prefix
 from .errors import BusClosed
 from .messages import Envelope
+from .shutdown import GRACE, ShutdownReport
 from .subscription import MessageHandler, check_handler
 from .supervisor import ChildSpec, Supervisor
 
@@ -71,6 +72,7 @@ class MessageBus:
         self._closed = False
         self._stopped = False  # the loop thread is gone: nothing reaches the core any more
         self._shut_down = threading.Event()  # set once shutdown() has done its work
+        self._report: ShutdownReport | None = None
 
     # -- the loop thread ---------------------------------------------------------------------
 
@@ -114,13 +116,19 @@ class MessageBus:
             raise result
         return result
 
-    def _stop_loop_thread(self) -> None:
+    def _stop_loop_thread(self, timeout: float = 10.0) -> None:
+        """Stop the loop thread, cancelling calls still under way; wait at most ``timeout``."""
         portal, thread = self._portal, self._thread
         self._portal = self._thread = None
         if portal is not None:
-            portal.call(portal.stop)
+            try:
+                portal.start_task_soon(portal.stop, True)  # not waited for: the join bounds it
+            except RuntimeError:  # already stopped
+                pass
         if thread is not None:
-            thread.join(timeout=10)
+            thread.join(timeout=timeout)
+            if thread.is_alive():
+                logger.error("the bus's event loop thread did not stop; left behind (daemon)")
 
     def _on_loop_thread(self) -> bool:
         bus = self._bus
@@ -295,10 +303,12 @@ class MessageBus:
         result: dict[str, Any] = self._call(_as_async(bus.stats))
         return result
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Drain, stop and close; harmless to call twice.
+    def shutdown(self, timeout: float = 5.0, *, drain: float | None = None) -> ShutdownReport:
+        """Stop deliveries, drain, stop and close; return the report of what was left.
 
-        A second call while the first is at work returns once that one is done.
+        Same phases and bounds as ``AsyncMessageBus.shutdown`` (it returns within
+        ``timeout`` plus a bounded margin, spawns or calls still pending included).
+        A second call returns the same report, once the first is done.
         """
         if self._on_loop_thread():  # refused before anything changes: the bus stays usable
             raise RuntimeError("MessageBus.shutdown cannot run inside a handler of the same bus")
@@ -307,16 +317,18 @@ class MessageBus:
             bus = self._bus
         if already:
             self._shut_down.wait()
-            return
+            return self._report or _empty_report(self._mode, timeout)
         if bus is None:
+            self._report = _empty_report(self._mode, timeout)
             self._shut_down.set()
-            return
+            return self._report
         try:
             assert self._portal is not None
-            self._portal.call(bus.shutdown, timeout)
+            self._report = self._portal.call(partial(bus.shutdown, timeout, drain=drain))
+            return self._report
         finally:
             self._stopped = True
-            self._stop_loop_thread()
+            self._stop_loop_thread(timeout=GRACE * 2)
             _live.discard(self)
             self._shut_down.set()
 
@@ -326,6 +338,10 @@ class MessageBus:
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
+
+
+def _empty_report(mode: str | None, timeout: float) -> ShutdownReport:
+    return ShutdownReport(mode=mode or "in_memory", timeout=timeout, seconds=0.0)
 
 
 def _as_async(function: Callable[[], T]) -> Callable[[], Any]:

@@ -70,6 +70,10 @@ class Consumer:
         # the fast path of a publish in the consumer's own loop, with no coroutine.
         self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
 
+    async def pause(self) -> None:
+        """Take no new deliveries (in memory, the same as :meth:`cancel`)."""
+        self.queue.remove_consumer(self)
+
     async def cancel(self) -> None:
         """Detach from the queue."""
         self.queue.remove_consumer(self)

@@ -131,6 +131,9 @@ class DeadLetterFilter(msgspec.Struct, frozen=True, kw_only=True):
 class ConsumerHandle(Protocol):
     """A running consumer; cancelling it gives unsettled deliveries back to the queue."""
 
+    async def pause(self) -> None:
+        """Stop new deliveries; those already handed on can still be settled (until cancel)."""
+
     async def cancel(self) -> None:
         """Stop consuming."""
 

@@ -144,6 +144,8 @@ class RabbitConsumer:
         """Consumer tag of the current incarnation."""
         self.cancelled = False
         """Set once :meth:`cancel` was called: never restarted again."""
+        self.paused = False
+        """Set once :meth:`pause` was called: no new deliveries, never restarted again."""
         self._sink = sink
         self._codec = codec
         self._actor = actor
@@ -161,7 +163,7 @@ class RabbitConsumer:
     def healthy(self) -> bool:
         """Whether the consumer is registered on an open channel."""
         channel = self.channel
-        return self.cancelled or (
+        return self.cancelled or self.paused or (
             channel is not None and not channel.is_closed and self.tag in _consumers_of(channel)
         )
 
@@ -275,6 +277,19 @@ class RabbitConsumer:
                 del dedup.inflight[key]
             raise
 
+    async def pause(self) -> None:
+        """Stop new deliveries, keeping the channel open so those handed on can be acked."""
+        if self.cancelled or self.paused:
+            return
+        self.paused = True
+        channel, tag = self.channel, self.tag
+        if channel is None or channel.is_closed or tag is None:
+            return
+        try:
+            await channel.basic_cancel(tag, timeout=self._timeout)
+        except Exception as exc:
+            logger.debug("pausing consumer of %s: %r", self.queue, exc)
+
     async def cancel(self) -> None:
         """Stop consuming; unsettled deliveries go back to the queue."""
         if self.cancelled:
@@ -285,7 +300,7 @@ class RabbitConsumer:
         if channel is None or channel.is_closed:
             return
         try:
-            if self.tag is not None:
+            if self.tag is not None and not self.paused:
                 await channel.basic_cancel(self.tag, timeout=self._timeout)
             if acker is not None:
                 await acker.flush()

@@ -265,7 +265,7 @@ class AsyncRabbitMQBroker:
         if self._reply_handler is not None:
             await self._consume_replies(channel)
         for consumer in list(self._consumers):
-            if not consumer.cancelled:
+            if not (consumer.cancelled or consumer.paused):
                 await consumer.start(connection)
         broken = [c for c in self._consumers if not c.healthy]
         if broken:

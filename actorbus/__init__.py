@@ -31,6 +31,7 @@ from .mailbox import Conflate as Conflate
 from .messages import Envelope as Envelope
 from .messages import MessageTypes as MessageTypes
 from .messages import register_message_type as register_message_type
+from .shutdown import ShutdownReport as ShutdownReport
 from .supervisor import ChildSpec as ChildSpec
 from .supervisor import Restart as Restart
 from .supervisor import Strategy as Strategy
@@ -62,6 +63,7 @@ __all__ = [
     "Restart",
     "RetryPolicy",
     "SchemaError",
+    "ShutdownReport",
     "Strategy",
     "Supervisor",
     "TopologyMissing",

@@ -240,8 +240,7 @@ class Actor:
         self.context.stop()
 
     async def on_start(self) -> None:
-        """Called before the first message; raising here (or taking longer than
-        ``start_timeout``) fails the start."""
+        """Called before the first message; raising here, or outlasting ``start_timeout``, fails."""
 
     async def on_stop(self) -> None:
         """Called after the last message, whether the actor stopped or crashed."""

@@ -43,6 +43,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
+from . import shutdown as shutdown_phases
 from .actor import Actor
 from .brokers._unroutable import UnroutablePolicy
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
@@ -60,7 +61,6 @@ from .errors import (
 )
 from .hooks import Hooks, chain
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
-from . import shutdown as shutdown_phases
 from .router import Router
 from .shutdown import GRACE, Accounting, ShutdownReport
 from .subscription import FunctionActor, MessageHandler, check_handler, subscription_class
@@ -317,7 +317,8 @@ class AsyncMessageBus:
         # 3. Cut what still runs (and spawns still starting), then wait a moment for it.
         for _, (scope, _ended) in trees:
             scope.cancel()
-        abandoned = await self._end_trees(router, deadline + GRACE)
+        ends = [ended for _, (_, ended) in trees]
+        abandoned = await self._end_trees(router, ends, deadline + GRACE)
         await self._close(router, accounting, deadline + 2 * GRACE)
         report = accounting.report(self.mode, timeout, abandoned)
         if report.unhandled or report.cut or report.abandoned:
@@ -326,8 +327,15 @@ class AsyncMessageBus:
             logger.info("message bus %s", report.summary())
         return report
 
-    async def _end_trees(self, router: Router, until: float) -> list[str]:
-        """Wait until every cancelled tree has ended; give back what the stuck ones hold."""
+    async def _end_trees(self, router: Router, ended: list[anyio.Event], until: float) -> list[str]:
+        """Wait until every cancelled tree has ended; give back what the stuck ones hold.
+
+        The trees end first (a spawn still starting gets its ``BusClosed``), then the host:
+        cancelling the host's task group earlier would cancel such a spawn's caller too.
+        """
+        with anyio.move_on_after(max(0.0, until - time.monotonic())):
+            for event in ended:
+                await event.wait()
         self._stop.set()
         waiting = [task for task in (self._host,) if task is not None]
         if waiting:

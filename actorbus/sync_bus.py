@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import queue
 import threading
@@ -121,10 +122,8 @@ class MessageBus:
         portal, thread = self._portal, self._thread
         self._portal = self._thread = None
         if portal is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # RuntimeError: already stopped
                 portal.start_task_soon(portal.stop, True)  # not waited for: the join bounds it
-            except RuntimeError:  # already stopped
-                pass
         if thread is not None:
             thread.join(timeout=timeout)
             if thread.is_alive():

@@ -163,8 +163,12 @@ class RabbitConsumer:
     def healthy(self) -> bool:
         """Whether the consumer is registered on an open channel."""
         channel = self.channel
-        return self.cancelled or self.paused or (
-            channel is not None and not channel.is_closed and self.tag in _consumers_of(channel)
+        return (
+            self.cancelled
+            or self.paused
+            or (
+                channel is not None and not channel.is_closed and self.tag in _consumers_of(channel)
+            )
         )
 
     async def start(self, connection: AbstractConnection) -> None:

@@ -83,8 +83,8 @@ class ShutdownReport(msgspec.Struct, frozen=True, kw_only=True):
     """What a shutdown did, in numbers: returned by ``shutdown()`` on both faces.
 
     ``handled + dead_lettered + returned + dropped`` accounts for every message
-    the bus's actors held (in their mailboxes or in a handler) when it began,
-    plus those of their non-durable queues.
+    the bus's actors held (in their mailboxes or in a handler) when it began or
+    received during the drain, plus those left in their non-durable queues.
     """
 
     mode: str
@@ -106,7 +106,9 @@ class ShutdownReport(msgspec.Struct, frozen=True, kw_only=True):
     actors: dict[str, ActorShutdown] = {}
     """The same, by actor name."""
     abandoned: tuple[str, ...] = ()
-    """Actors whose task would not end even when cancelled (left running on the loop)."""
+    """Actors whose task would not end even when cancelled (left running on the loop);
+    ``("event loop",)`` when the loop itself was blocked (a plain ``def`` handler that
+    never returns) and only the sync face could return."""
 
     @property
     def unhandled(self) -> int:

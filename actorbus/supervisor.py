@@ -355,6 +355,8 @@ class Supervisor:
 
     async def _start_with_retries(self, slot: _Running) -> None:
         while True:
+            if self._quiescing:  # a restart that began before the tree was told to stop
+                return
             try:
                 await self._start(slot)
                 return

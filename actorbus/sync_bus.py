@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -117,13 +119,22 @@ class MessageBus:
             raise result
         return result
 
-    def _stop_loop_thread(self, timeout: float = 10.0) -> None:
-        """Stop the loop thread, cancelling calls still under way; wait at most ``timeout``."""
+    def _stop_loop_thread(
+        self, timeout: float = 10.0, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Stop the loop thread, cancelling calls still under way; wait at most ``timeout``.
+
+        Given the portal's ``loop``, the stop is only scheduled there (a blocked loop
+        cannot make this wait); the join bounds the wait either way.
+        """
         portal, thread = self._portal, self._thread
         self._portal = self._thread = None
         if portal is not None:
-            with contextlib.suppress(RuntimeError):  # RuntimeError: already stopped
-                portal.start_task_soon(portal.stop, True)  # not waited for: the join bounds it
+            with contextlib.suppress(RuntimeError):  # RuntimeError: already stopped, or closed
+                if loop is not None:
+                    asyncio.run_coroutine_threadsafe(portal.stop(True), loop)
+                else:
+                    portal.start_task_soon(portal.stop, True)
         if thread is not None:
             thread.join(timeout=timeout)
             if thread.is_alive():
@@ -322,12 +333,25 @@ class MessageBus:
             self._shut_down.set()
             return self._report
         try:
-            assert self._portal is not None
-            self._report = self._portal.call(partial(bus.shutdown, timeout, drain=drain))
+            assert bus.loop is not None
+            begun = time.monotonic()
+            # Scheduled without waiting for the loop (the portal would wait for it to answer):
+            # a loop blocked by a plain handler must not block this call beyond its bound.
+            call = asyncio.run_coroutine_threadsafe(bus.shutdown(timeout, drain=drain), bus.loop)
+            try:
+                self._report = call.result(timeout=max(0.0, timeout) + 4 * GRACE)
+            except concurrent.futures.TimeoutError:  # the loop itself is blocked (a sync handler)
+                logger.error("shutdown: the bus's event loop did not answer; left behind")
+                self._report = ShutdownReport(
+                    mode=bus.mode,
+                    timeout=timeout,
+                    seconds=time.monotonic() - begun,
+                    abandoned=("event loop",),
+                )
             return self._report
         finally:
             self._stopped = True
-            self._stop_loop_thread(timeout=GRACE * 2)
+            self._stop_loop_thread(timeout=GRACE * 2, loop=bus.loop)
             _live.discard(self)
             self._shut_down.set()
 

@@ -414,3 +414,33 @@ def test_ctrl_c_ends_a_program_blocked_in_the_sync_face(tmp_path: Any) -> None:
                 process.wait()
     assert process.returncode != 0
     assert "KeyboardInterrupt" in stderr
+
+
+def test_sync_shutdown_returns_when_a_plain_handler_blocks_the_loop(
+    server: InMemoryServer,
+) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    class Blocking(Actor):
+        @handles(MessageTypes.STRATEGY_SIGNAL)
+        def on_signal(self, msg: Envelope) -> None:  # plain def: runs on the loop, blocks it
+            entered.set()
+            release.wait(30)
+
+    bus = MessageBus(mode="in_memory", server=server)
+    try:
+        bus.spawn(Blocking)
+        publisher = threading.Thread(  # its publish_sync waits for the blocked loop
+            target=bus.publish_sync, args=(MessageTypes.STRATEGY_SIGNAL, {}), daemon=True
+        )
+        publisher.start()
+        assert entered.wait(10)
+        reports: list[ShutdownReport] = []
+        stopper = threading.Thread(target=lambda: reports.append(bus.shutdown(timeout=0.3)))
+        stopper.start()
+        stopper.join(timeout=0.3 + HANG_STOP + 2 * GRACE)
+        assert not stopper.is_alive(), "MessageBus.shutdown hung on a blocked loop"
+        assert reports[0].abandoned == ("event loop",)
+    finally:
+        release.set()

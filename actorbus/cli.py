@@ -8,6 +8,7 @@ Commands::
     actorbus topology  the RabbitMQ definitions (exchanges, queues, bindings) of a system
     actorbus asyncapi  the AsyncAPI 3.0 document of the wire (JSON or YAML)
     actorbus top     live view of running systems (over RabbitMQ), or of a demo here
+    actorbus bench   benchmark your own actors (see ``actorbus.commands.bench``)
 
 Exit codes, so scripts can act on them:
 
@@ -38,7 +39,7 @@ from typing import Any, Protocol, cast
 
 from . import __version__
 from .commands import asyncapi as asyncapi_command
-from .commands import dlq, stats, topology
+from .commands import bench, dlq, stats, topology
 from .commands import top as top_command
 from .commands._common import (
     EXIT_FAILED,
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     topology.add_parser(commands)
     asyncapi_command.add_parser(commands)
     top_command.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 
@@ -142,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dlq": dlq.dlq,
         "topology": topology.topology,
         "top": top_command.top,
+        "bench": bench.command,
     }[args.command]
     try:
         code: int = _runner()(command(args))

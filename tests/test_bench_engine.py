@@ -1,0 +1,77 @@
+"""The benchmark engine as a library: failures, factories, schemas, the pytest-benchmark helper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from actorbus import Actor, ChildSpec, Envelope, RetryPolicy, Supervisor, handles
+from actorbus.bench import BenchError, bench_actor, run_bench
+from actorbus.messages import register_message_type
+from examples.bench_my_actor import QUOTE, Pricer, quote
+
+FLAKY = register_message_type("benchtest.flaky")
+
+
+class Quote(msgspec.Struct, frozen=True):
+    symbol: str
+    bid: float
+
+
+TYPED = register_message_type("benchtest.typed", Quote)
+
+
+class Failing(Actor):
+    retry = RetryPolicy(max_attempts=2, backoff=0.0)
+
+    @handles(FLAKY)
+    def on_message(self, message: Envelope) -> None:
+        if message.data % 2:
+            raise ValueError("odd")
+
+
+class Typed(Actor):
+    @handles(TYPED)
+    async def on_quote(self, message: Envelope) -> None:
+        assert isinstance(message.data, Quote)
+
+
+def test_failing_deliveries_are_counted_not_waited_for() -> None:
+    numbers = iter(range(1000))
+    result = run_bench(Failing, FLAKY, lambda: next(numbers), count=100)
+    # The schema check takes the first payload (0); the run publishes 1..100.
+    assert result.messages == 100
+    assert result.failed == 50
+    assert result.deliveries == 50
+    assert result.errors == 100  # two attempts per odd number
+    assert result.unfinished == 0
+
+
+def test_a_child_built_by_its_factory_is_timed_too() -> None:
+    made: list[Pricer] = []
+
+    def build() -> Pricer:
+        made.append(Pricer())
+        return made[-1]
+
+    tree = Supervisor([ChildSpec(actor=Pricer, factory=build, name="made")], name="factory")
+    result = run_bench(tree, QUOTE, quote, count=200)
+    assert result.deliveries == 200
+    assert len(made) == 1
+    assert made[0].mids  # the user's own handler ran on the instance the factory built
+
+
+def test_a_payload_not_fitting_the_schema_is_refused_before_the_run() -> None:
+    with pytest.raises(BenchError, match="does not fit the type's schema"):
+        run_bench(Typed, TYPED, lambda: {"symbol": 1}, count=10)
+    result = run_bench(Typed, TYPED, lambda: {"symbol": "X", "bid": 1.0}, count=10)
+    assert result.deliveries == 10
+
+
+def test_bench_actor_in_a_pytest_benchmark(benchmark: Any) -> None:
+    result = bench_actor(benchmark, Pricer, QUOTE, quote, count=500, rounds=2)
+    assert result.messages == result.deliveries == 500
+    assert benchmark.extra_info["messages"] == 500
+    assert benchmark.extra_info["p50_us"] <= benchmark.extra_info["p999_us"]

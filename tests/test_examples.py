@@ -171,3 +171,9 @@ def test_every_example_is_run_by_a_test_here_and_listed_in_the_readme() -> None:
     for program in sorted(EXAMPLES.glob("*.py")):
         assert f'"{program.name}"' in source, f"{program.name} has no test"
         assert f"`{program.name}`" in readme, f"{program.name} is not in examples/README.md"
+
+
+def test_bench_my_actor() -> None:
+    out = run_example("bench_my_actor.py")
+    assert "msgs/s" in out
+    assert "p99" in out

@@ -4,7 +4,9 @@ Options: ``--json`` prints the report as JSON instead; ``--quick`` runs every
 scenario once at a tiny size (a smoke run: its figures mean nothing);
 ``--repeats N`` sets how many times each scenario runs (default 5);
 ``--only WORD`` keeps the scenarios whose name contains WORD (repeatable);
-``--no-rabbitmq`` leaves out everything that needs the broker on 127.0.0.1:5672.
+``--no-rabbitmq`` leaves out everything that needs the broker on 127.0.0.1:5672;
+``--instructions`` counts CPU instructions per message of the in-process paths
+under valgrind's callgrind instead of timing (see :mod:`benchmarks.instructions`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import sys
 
 from .harness import dump_json, format_table, log, run_all
+from .instructions import instruction_scenarios, valgrind_missing
 from .scenarios import scenarios
 
 
@@ -27,20 +30,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-rabbitmq", action="store_true", help="skip the RabbitMQ scenarios")
     parser.add_argument("--quiet", action="store_true", help="no progress on standard error")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per message under valgrind (callgrind) instead of timing",
+    )
     options = parser.parse_args(argv)
-    selected = scenarios(rabbitmq=not options.no_rabbitmq)
+    if options.instructions:
+        missing = valgrind_missing()
+        if missing is not None:
+            print(f"python -m benchmarks --instructions: {missing}", file=sys.stderr)
+            return 2
+        selected = instruction_scenarios(quick=options.quick)
+    else:
+        selected = scenarios(rabbitmq=not options.no_rabbitmq)
     if options.only:
         keep = {
-            scenario.baseline
+            reference
             for scenario in selected
             if any(word in scenario.name for word in options.only)
+            for reference in (scenario.baseline, scenario.ceiling)
         }
         selected = [
             scenario
             for scenario in selected
             if any(word in scenario.name for word in options.only) or scenario.name in keep
         ]
-    repeats = options.repeats or (1 if options.quick else 5)
+    # Instruction counts repeat to within a few parts per million: one run is enough.
+    repeats = options.repeats or (1 if options.quick or options.instructions else 5)
     report = run_all(
         selected, repeats=repeats, quick=options.quick, progress=None if options.quiet else log
     )

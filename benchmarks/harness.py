@@ -42,12 +42,17 @@ UNITS: dict[str, str] = {
     "round_trips_cpu": "round-trips/CPU-s",
     "p50_us": "us",
     "p99_us": "us",
+    "p999_us": "us",
+    "max_us": "us",
+    "instructions": "instr/msg",
     "bytes_per_actor": "bytes",
     "ticks": "ticks/s",
 }
 """Unit of each metric name."""
 
-LOWER_IS_BETTER = frozenset({"p50_us", "p99_us", "bytes_per_actor"})
+LOWER_IS_BETTER = frozenset(
+    {"p50_us", "p99_us", "p999_us", "max_us", "instructions", "bytes_per_actor"}
+)
 """Metrics where a smaller value is the better one."""
 
 
@@ -95,6 +100,9 @@ class Scenario:
     """Returns why the scenario cannot run here, or ``None`` when it can."""
     note: str = ""
     """Shown under the table (what is compared, what guarantees hold)."""
+    ceiling: str | None = None
+    """Name of a scenario whose ``rate`` is a hard limit (the broker's own ceiling):
+    the rows get this one's ``rate`` as a fraction of it, paired per repeat."""
 
 
 @dataclass
@@ -109,6 +117,8 @@ class Row:
     baseline: str | None = None
     ratio: float | None = None
     runs: list[float] = field(default_factory=list)
+    of_ceiling: float | None = None
+    """``rate`` as a fraction of the ceiling scenario's, when the scenario names one."""
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain data, for ``--json``."""
@@ -123,6 +133,7 @@ class Row:
             "baseline": self.baseline,
             "ratio": self.ratio,
             "runs": self.runs,
+            "of_ceiling": self.of_ceiling,
         }
 
 
@@ -220,18 +231,14 @@ def run_all(
     for scenario in active:
         if scenario.name not in medians:
             continue
-        base = medians.get(scenario.baseline or "")
-        base_runs = samples.get(scenario.baseline or "", [])
         for metric, median in medians[scenario.name].items():
             values = [run[metric] for run in samples[scenario.name]]
-            ratio: float | None = None
-            if base is not None and base.get(metric):
-                pairs = [
-                    value / reference[metric]
-                    for value, reference in zip(values, base_runs, strict=False)
-                    if reference.get(metric)
-                ]
-                ratio = statistics.median(pairs) if pairs else median / base[metric]
+            ratio = _paired_ratio(values, metric, scenario.baseline, medians, samples)
+            of_ceiling = (
+                _paired_ratio(values, metric, scenario.ceiling, medians, samples)
+                if metric == "rate"
+                else None
+            )
             rows.append(
                 Row(
                     scenario=scenario.name,
@@ -242,6 +249,7 @@ def run_all(
                     baseline=scenario.baseline if ratio is not None else None,
                     ratio=ratio,
                     runs=values,
+                    of_ceiling=of_ceiling,
                 )
             )
     notes = {scenario.name: scenario.note for scenario in active if scenario.note}
@@ -256,6 +264,25 @@ def run_all(
     )
 
 
+def _paired_ratio(
+    values: list[float],
+    metric: str,
+    reference: str | None,
+    medians: dict[str, dict[str, float]],
+    samples: dict[str, list[Metrics]],
+) -> float | None:
+    """Median of ``value / reference`` over the repeats (``None`` without a reference)."""
+    base = medians.get(reference or "")
+    if base is None or not base.get(metric):
+        return None
+    pairs = [
+        value / run[metric]
+        for value, run in zip(values, samples.get(reference or "", []), strict=False)
+        if run.get(metric)
+    ]
+    return statistics.median(pairs) if pairs else statistics.median(values) / base[metric]
+
+
 def _fmt(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
@@ -267,22 +294,26 @@ def _fmt(value: float) -> str:
 def format_table(report: Report) -> str:
     """The report as a Markdown table, with skipped and failed scenarios below it."""
     header = ["scenario", "metric", "unit", "median", "min", "max", "ratio", "better", "baseline"]
+    ceilings = any(row.of_ceiling is not None for row in report.rows)
+    if ceilings:
+        header.append("of ceiling")
     lines = [[*header], ["---"] * len(header)]
     for row in report.rows:
         better = "lower" if row.metric in LOWER_IS_BETTER else "higher"
-        lines.append(
-            [
-                row.scenario,
-                row.metric,
-                UNITS.get(row.metric, ""),
-                _fmt(row.median),
-                _fmt(row.min),
-                _fmt(row.max),
-                f"{row.ratio:.2f}x" if row.ratio is not None else "",
-                better if row.ratio is not None else "",
-                row.baseline or "",
-            ]
-        )
+        line = [
+            row.scenario,
+            row.metric,
+            UNITS.get(row.metric, ""),
+            _fmt(row.median),
+            _fmt(row.min),
+            _fmt(row.max),
+            f"{row.ratio:.2f}x" if row.ratio is not None else "",
+            better if row.ratio is not None else "",
+            row.baseline or "",
+        ]
+        if ceilings:
+            line.append(f"{row.of_ceiling:.2f}" if row.of_ceiling is not None else "")
+        lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = [
         "| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import demo, local, memory, peers, remote, telemetry
+from . import ceiling, demo, latency, local, memory, peers, remote, telemetry
 from .harness import Scenario
 
 __all__ = ["scenarios"]
@@ -15,6 +15,49 @@ RAW_MEMORY = "idle actor: raw task + asyncio.Queue"
 RAW_PIKA = "rabbitmq: raw aio-pika, 1 process"
 RAW_PIKA_2 = "rabbitmq: raw aio-pika, 2 processes"
 RAW_PIKA_ASK = "rabbitmq ask: raw aio-pika rpc"
+CEILING = "rabbitmq: broker ceiling, Node.js amqplib"
+
+LATENCY_RATES = (1_000, 5_000)
+"""Fixed rates of the latency scenarios, in msgs/s."""
+LATENCY_SECONDS = 4
+"""Seconds of publishing per latency run (size = rate x this)."""
+
+
+def _latency(*, rabbitmq: bool) -> list[Scenario]:
+    """actorbus against its raw baseline at each fixed rate, in memory or over RabbitMQ."""
+    down = remote.rabbitmq_down
+    selected: list[Scenario] = []
+    for rate in LATENCY_RATES:
+        size = rate * LATENCY_SECONDS
+        if rabbitmq:
+            raw = f"rabbitmq latency @{rate // 1000}k/s: raw aio-pika"
+            selected += [
+                Scenario(raw, latency.raw_aio_pika_at(rate), size, 100, skip=down),
+                Scenario(
+                    f"rabbitmq latency @{rate // 1000}k/s: actorbus",
+                    latency.actorbus_at("rabbitmq", rate),
+                    size,
+                    100,
+                    raw,
+                    skip=remote.actorbus_missing,
+                    note="publish to the end of the handler, fixed schedule (absolute deadlines)"
+                    ", persistent, confirms, ack after the handler, prefetch 1000; rate = "
+                    "msgs/s achieved; HdrHistogram percentiles",
+                ),
+            ]
+        else:
+            raw = f"latency @{rate // 1000}k/s: raw asyncio.Queue(1000)"
+            selected += [
+                Scenario(raw, latency.raw_queue_at(rate), size, 100),
+                Scenario(
+                    f"latency @{rate // 1000}k/s: actorbus in memory",
+                    latency.actorbus_at("in_memory", rate),
+                    size,
+                    100,
+                    raw,
+                ),
+            ]
+    return selected
 
 
 def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
@@ -90,10 +133,21 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
             note="`actorbus run --rate 0 --json`: simulated feed as fast as the six actors "
             "go (size = seconds of feed); no baseline",
         ),
+        *_latency(rabbitmq=False),
     ]
     if rabbitmq:
         selected += [
-            Scenario(RAW_PIKA, remote.raw_aio_pika, 3_000, 50, skip=down),
+            Scenario(
+                CEILING,
+                ceiling.node_ceiling,
+                30_000,
+                200,
+                skip=ceiling.node_missing,
+                note="the broker's own per-message ceiling: persistent, confirms (1000 in "
+                "flight), acks batched by 100, prefetch 1000; rows with an 'of ceiling' "
+                "figure give their rate as a fraction of it",
+            ),
+            Scenario(RAW_PIKA, remote.raw_aio_pika, 3_000, 50, skip=down, ceiling=CEILING),
             Scenario(
                 "rabbitmq: actorbus, 1 process",
                 remote.actorbus_rabbitmq,
@@ -101,6 +155,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 50,
                 RAW_PIKA,
                 skip=remote.actorbus_missing,
+                ceiling=CEILING,
                 note="persistent, durable queue, publisher confirms, ack after the handler, "
                 f"prefetch {remote.PREFETCH}, up to {remote.WINDOW} publishes in flight "
                 "(same for the raw aio-pika and FastStream runs)",
@@ -128,6 +183,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 500,
                 RAW_PIKA,
                 skip=remote.batching_missing,
+                ceiling=CEILING,
                 note="opt-in batching of the type: up to 100 envelopes per AMQP message "
                 "(1 ms linger), one publish confirm and one ack per batch, at-least-once",
             ),
@@ -147,6 +203,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 50,
                 RAW_PIKA_2,
                 skip=remote.actorbus_missing,
+                ceiling=CEILING,
             ),
             Scenario(RAW_PIKA_ASK, remote.raw_aio_pika_ask, 300, 10, skip=down),
             Scenario(
@@ -159,5 +216,6 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 note="request persistent and confirmed, acked after the reply; the raw "
                 "baseline replies through an exclusive queue",
             ),
+            *_latency(rabbitmq=True),
         ]
     return selected

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +77,61 @@ def test_command_line_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     assert {row["scenario"] for row in report["rows"]} >= {"tell: actorbus"}
     assert report["machine"]["cpus"] >= 1
+
+
+def test_rates_are_given_as_a_fraction_of_the_ceiling() -> None:
+    def ceiling(n: int) -> dict[str, float]:
+        return {"rate": 400.0}
+
+    def subject(n: int) -> dict[str, float]:
+        return {"rate": 100.0, "p50_us": 5.0}
+
+    report = run_all(
+        [Scenario("ceiling", ceiling, 1, 1), Scenario("subject", subject, 1, 1, ceiling="ceiling")],
+        repeats=2,
+    )
+    rows = {(r.scenario, r.metric): r for r in report.rows}
+    assert rows["subject", "rate"].of_ceiling == 0.25
+    assert rows["subject", "p50_us"].of_ceiling is None
+    assert "of ceiling" in format_table(report)
+    assert json.loads(dump_json(report))["rows"][1]["of_ceiling"] == 0.25
+
+
+def test_the_latency_scenarios_cover_both_rates_and_both_modes() -> None:
+    names = {s.name: s for s in scenarios(rabbitmq=True)}
+    for rate in ("1k", "5k"):
+        assert names[f"latency @{rate}/s: actorbus in memory"].baseline == (
+            f"latency @{rate}/s: raw asyncio.Queue(1000)"
+        )
+        assert names[f"rabbitmq latency @{rate}/s: actorbus"].baseline == (
+            f"rabbitmq latency @{rate}/s: raw aio-pika"
+        )
+
+
+def _valgrind_or_skip() -> None:
+    if shutil.which("valgrind") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("valgrind is missing: scripts/test.sh installs it")
+        pytest.skip("valgrind is not installed")
+
+
+@pytest.mark.timeout(900)
+def test_instruction_counts_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    _valgrind_or_skip()
+    args = ["--instructions", "--quick", "--json", "--quiet", "--only", "tell: actorbus"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {row["scenario"]: row for row in report["rows"]}
+    assert set(rows) == {"tell: raw asyncio.Queue(1000) [callgrind]", "tell: actorbus [callgrind]"}
+    for row in rows.values():
+        assert row["metric"] == "instructions"
+        assert row["median"] > 0
+    assert rows["tell: actorbus [callgrind]"]["ratio"] > 0
+
+
+def test_instruction_mode_says_when_valgrind_is_missing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["--instructions", "--quick"]) == 2
+    assert "valgrind is not installed" in capsys.readouterr().err

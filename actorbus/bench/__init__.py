@@ -13,9 +13,11 @@ from ._engine import Progress as Progress
 from ._engine import bench as bench
 from ._engine import run_bench as run_bench
 from ._instrument import SOURCE as SOURCE
+from ._pacing import paced as paced
 from ._pytest import bench_actor as bench_actor
 from ._result import BenchResult as BenchResult
 from ._result import Latency as Latency
+from ._result import summarise as summarise
 from ._target import BenchError as BenchError
 from ._target import Payload as Payload
 from ._target import Target as Target
@@ -34,5 +36,7 @@ __all__ = [
     "bench_actor",
     "load_payload",
     "load_target",
+    "paced",
     "run_bench",
+    "summarise",
 ]

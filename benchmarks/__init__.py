@@ -9,6 +9,11 @@ by side mean anything on a shared, noisy machine. The pytest-benchmark suites
 Modules: :mod:`benchmarks.local` (in-process scenarios and their raw
 ``asyncio`` baselines), :mod:`benchmarks.memory` (memory per idle actor, each
 measurement in a fresh process), :mod:`benchmarks.remote` (RabbitMQ scenarios
-and the raw aio-pika baseline), :mod:`benchmarks.peers` (Pykka and FastStream,
-when installed), :mod:`benchmarks.harness` (repetition, statistics, the table).
+and the raw aio-pika baseline), :mod:`benchmarks.latency` (publish-to-handled
+latency at fixed rates, beside raw asyncio and raw aio-pika),
+:mod:`benchmarks.ceiling` (the broker's own ceiling, by a Node.js client),
+:mod:`benchmarks.peers` (Pykka and FastStream, when installed),
+:mod:`benchmarks.instructions` (instructions per message under callgrind),
+:mod:`benchmarks.profile` (where a path's time or memory goes),
+:mod:`benchmarks.harness` (repetition, statistics, the table).
 """

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .harness import Metrics, run_async
@@ -55,7 +56,8 @@ async def _raw(count: int) -> float:
     return (after - before) / count
 
 
-async def _actorbus(count: int) -> float:
+async def _actorbus(count: int, snapshot: Callable[[], None] | None = None) -> float:
+    """RSS growth per actor; ``snapshot`` is called right after each reading (profiling)."""
     from actorbus import Actor, AsyncMessageBus, ChildSpec, Envelope, Supervisor, handles
     from actorbus.brokers.memory import InMemoryServer
     from actorbus.messages import register_message_type
@@ -72,10 +74,14 @@ async def _actorbus(count: int) -> float:
         await bus.spawn(warm)
         await asyncio.sleep(0.01)
         before = _settle()
+        if snapshot is not None:
+            snapshot()
         tree = Supervisor([ChildSpec(actor=Idle, name=f"idle{i}") for i in range(count)])
         await bus.spawn(tree)
         await asyncio.sleep(0.05)
         after = _settle()
+        if snapshot is not None:
+            snapshot()
         await bus.stop(tree)
     return (after - before) / count
 

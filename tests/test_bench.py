@@ -170,3 +170,9 @@ def test_the_console_script_rejects_a_nan_rate() -> None:
     done = run_cli("bench", TARGET, QUOTE, "--rate", "nan")
     assert done.returncode == 2
     assert "--rate: must be a finite number >= 0" in done.stderr
+
+
+def test_an_unreachable_broker_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [TARGET, QUOTE, "--count", "10", "--mode", "rabbitmq"]
+    assert main(["bench", *args, "--url", "amqp://guest:guest@127.0.0.1:1/"]) == 3
+    assert "cannot reach RabbitMQ" in capsys.readouterr().err

@@ -126,8 +126,10 @@ async def bench(
 
         bus = AsyncMessageBus(mode, prefix=prefix, server=InMemoryServer(), fallback=False)
     ticker: asyncio.Task[None] | None = None
+    started = False
     try:
         await bus.start()
+        started = True
         await bus.spawn(tree)
         if progress is not None:
             ticker = asyncio.create_task(_report_progress(recorder, progress))
@@ -159,7 +161,7 @@ async def bench(
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
         await bus.shutdown(timeout=5.0)
-        if broker is not None:
+        if broker is not None and started:
             await _delete_declared(broker, url)
     if progress is not None:
         progress(recorder.completed, published * per_message)

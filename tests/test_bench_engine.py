@@ -75,3 +75,11 @@ def test_bench_actor_in_a_pytest_benchmark(benchmark: Any) -> None:
     assert result.messages == result.deliveries == 500
     assert benchmark.extra_info["messages"] == 500
     assert benchmark.extra_info["p50_us"] <= benchmark.extra_info["p999_us"]
+
+
+def test_a_payload_function_that_raises_is_refused_before_the_run() -> None:
+    def broken() -> Any:
+        raise KeyError("price")
+
+    with pytest.raises(BenchError, match="the payload function raised KeyError"):
+        run_bench(Pricer, QUOTE, broken, count=10)

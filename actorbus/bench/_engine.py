@@ -114,7 +114,11 @@ async def bench(
     tree, per_message = build_tree(target, message_type, recorder)
     data = payload or (lambda: None)
     try:
-        validate_data(message_type, data())
+        first = data()
+    except Exception as exc:
+        raise BenchError(f"the payload function raised {type(exc).__name__}: {exc}") from None
+    try:
+        validate_data(message_type, first)
     except SchemaError as exc:
         raise BenchError(f"the payload does not fit the type's schema: {exc}") from None
     prefix = prefix or f"bench-{uuid.uuid4().hex[:10]}"

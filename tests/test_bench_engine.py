@@ -46,6 +46,7 @@ def test_failing_deliveries_are_counted_not_waited_for() -> None:
     assert result.failed == 50
     assert result.deliveries == 50
     assert result.errors == 100  # two attempts per odd number
+    assert result.first_error == "ValueError: odd"
     assert result.unfinished == 0
 
 

@@ -23,7 +23,7 @@ from ._target import BenchError, Payload, Target
 __all__ = ["Progress", "bench", "run_bench"]
 
 Progress = Callable[[int, int | None], None]
-"""Called about ten times a second with deliveries completed and the total expected
+"""Called four times a second with deliveries completed and the total expected
 (``None`` while a ``duration`` run is still publishing)."""
 
 MODES = ("in_memory", "rabbitmq")
@@ -75,7 +75,7 @@ async def _report_progress(recorder: Recorder, progress: Progress) -> None:
     while True:
         expected = recorder.expected
         progress(recorder.completed, None if math.isinf(expected) else int(expected))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.25)
 
 
 async def _wait_finished(recorder: Recorder, drain_timeout: float) -> None:
@@ -184,6 +184,7 @@ async def bench(
         throughput=published / seconds,
         cpu_us_per_message=cpu / max(published, 1) * 1e6,
         latency_us=latency,
+        first_error=recorder.first_error,
     )
 
 

@@ -42,6 +42,8 @@ class Recorder:
         """Deliveries whose handler raised on their last attempt."""
         self.errors = 0
         """Handler calls that raised (each retry counts)."""
+        self.first_error: str | None = None
+        """The first exception a handler raised, as ``Type: message``."""
         self.last_done = 0.0
         """``time.perf_counter()`` of the latest completion."""
         self.expected: float = float("inf")
@@ -81,8 +83,10 @@ class Recorder:
 def _timed_handler(
     function: Callable[..., Any], is_async: bool, recorder: Recorder, attempts: int
 ) -> Callable[..., Any]:
-    def failed(envelope: Envelope) -> None:
+    def failed(envelope: Envelope, error: Exception) -> None:
         recorder.errors += 1
+        if recorder.first_error is None:
+            recorder.first_error = f"{type(error).__name__}: {error}"
         if envelope.attempt >= attempts:
             recorder.gave_up()
 
@@ -93,8 +97,8 @@ def _timed_handler(
                 return await function(self, envelope)
             try:
                 result = await function(self, envelope)
-            except Exception:
-                failed(envelope)
+            except Exception as error:
+                failed(envelope, error)
                 raise
             recorder.done(envelope)
             return result
@@ -106,8 +110,8 @@ def _timed_handler(
             return function(self, envelope)
         try:
             result = function(self, envelope)
-        except Exception:
-            failed(envelope)
+        except Exception as error:
+            failed(envelope, error)
             raise
         recorder.done(envelope)
         return result

@@ -7,7 +7,10 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 
-__all__ = ["paced"]
+__all__ = ["TICK", "paced"]
+
+TICK = 0.001
+"""Shortest sleep of the pacer: the event loop's timer resolution (uvloop's is 1 ms)."""
 
 
 async def paced(
@@ -22,7 +25,9 @@ async def paced(
 
     Message ``i`` is due at ``start + i / rate`` and never leaves before it; a late
     message is sent at once and the ones after it keep their own deadlines, so the
-    average rate is exact whatever one publish costs. ``rate`` 0 publishes as fast as it goes. Up to
+    average rate is exact whatever one publish costs. The loop's timers tick in
+    milliseconds, so above 1000 msgs/s the messages due within one tick leave
+    together, up to :data:`TICK` late. ``rate`` 0 publishes as fast as it goes. Up to
     ``window`` publishes are in flight at once (workers taking the next number).
     Returns how many were published and the ``time.perf_counter()`` it started at.
     """
@@ -46,10 +51,11 @@ async def paced(
                 due = start + number * interval
                 if due >= end:
                     return
-                # The loop's timers may fire a little early (uvloop's tick is 1 ms):
-                # sleep again until the deadline has really passed.
+                # The loop's timers tick in milliseconds and may fire a little early:
+                # sleep again until the deadline has passed, a tick at least each
+                # time (a shorter sleep would spin the loop until the deadline).
                 while (delay := due - clock()) > 0:
-                    await sleep(delay)
+                    await sleep(max(delay, TICK))
             elif clock() >= end:
                 return
             await publish()

@@ -54,6 +54,8 @@ class BenchResult:
     cpu_us_per_message: float
     """CPU time of this process (every thread) per message, in microseconds."""
     latency_us: Latency
+    first_error: str | None = None
+    """The first exception a handler raised (``Type: message``), if any did."""
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain data (what ``--json`` prints)."""

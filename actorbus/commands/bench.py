@@ -100,11 +100,13 @@ def _progress_bar(enabled: bool) -> Iterator[Progress | None]:
     except ImportError:  # pragma: no cover - rich comes with the bench extra
         yield None
         return
-    with Bar(console=Console(stderr=True), transient=True) as bar:
+    # Redrawn from the benchmark's own ticker, not by rich's refresh thread: a thread
+    # redrawing 10 times a second would take the GIL from the run it measures.
+    with Bar(console=Console(stderr=True), transient=True, auto_refresh=False) as bar:
         task = bar.add_task("deliveries", total=None)
 
         def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, refresh=True)
 
         yield update
 
@@ -125,6 +127,8 @@ def _text(result: BenchResult) -> str:
             f"  problems    {result.failed} dead-lettered, {result.unfinished} unfinished, "
             f"{result.errors} handler errors"
         )
+    if result.first_error:
+        lines.append(f"  first error {result.first_error}")
     return "\n".join(lines)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
 import pytest
+import uvloop
 
 from actorbus import Actor, ChildSpec, Envelope, RetryPolicy, Supervisor, handles
-from actorbus.bench import BenchError, bench_actor, run_bench
+from actorbus.bench import BenchError, bench_actor, paced, run_bench
 from actorbus.messages import register_message_type
 from examples.bench_my_actor import QUOTE, Pricer, quote
 
@@ -84,3 +86,26 @@ def test_a_payload_function_that_raises_is_refused_before_the_run() -> None:
 
     with pytest.raises(BenchError, match="the payload function raised KeyError"):
         run_bench(Pricer, QUOTE, broken, count=10)
+
+
+def test_paced_sends_each_message_on_or_after_its_deadline_and_exactly_the_count() -> None:
+    async def main() -> tuple[list[float], float, int]:
+        sent: list[float] = []
+
+        async def publish() -> None:
+            sent.append(time.perf_counter())
+
+        published, start = await paced(publish, count=300, duration=None, rate=3000, window=1)
+        return sent, start, published
+
+    sent, start, published = uvloop.run(main())  # the bench's loop, whose timers tick in ms
+    assert published == len(sent) == 300
+    assert all(at >= start + i / 3000 for i, at in enumerate(sent))
+
+
+def test_paced_for_a_duration_stops_at_the_last_deadline_inside_it() -> None:
+    async def publish() -> None:
+        pass
+
+    published, _ = uvloop.run(paced(publish, count=None, duration=0.2, rate=1000, window=4))
+    assert published == 200

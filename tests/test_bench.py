@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
 import aiormq
@@ -176,3 +177,11 @@ def test_an_unreachable_broker_is_exit_3(capsys: pytest.CaptureFixture[str]) -> 
     args = [TARGET, QUOTE, "--count", "10", "--mode", "rabbitmq"]
     assert main(["bench", *args, "--url", "amqp://guest:guest@127.0.0.1:1/"]) == 3
     assert "cannot reach RabbitMQ" in capsys.readouterr().err
+
+
+def test_without_the_bench_extra_it_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "hdrh.histogram", None)  # as if not installed
+    assert main(["bench", TARGET, QUOTE, "--count", "10"]) == 2
+    assert "pip install 'actorbus[bench]'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from ..errors import SchemaError
 from ..messages import is_known_type, validate_data
 from ._instrument import SENT_HEADER, SOURCE, Recorder, build_tree
 from ._pacing import paced
-from ._result import BenchResult, summarise
+from ._result import BenchResult, histogram_class, summarise
 from ._target import BenchError, Payload, Target
 
 __all__ = ["Progress", "bench", "run_bench"]
@@ -105,6 +105,7 @@ async def bench(
 ) -> BenchResult:
     """Benchmark ``target`` handling ``message_type`` messages; see :func:`run_bench`."""
     _check(count, duration, rate, mode)
+    histogram_class()  # a missing extra is said before the run, not after it
     if not is_known_type(message_type):
         raise BenchError(
             f"unknown message type {message_type!r}: register it (register_message_type) "

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["BenchResult", "Latency", "summarise"]
+__all__ = ["BenchResult", "Latency", "histogram_class", "summarise"]
 
 HIGHEST_US = 3_600_000_000
 """Longest latency the histogram holds, in microseconds (an hour); longer ones are clamped."""
@@ -62,15 +62,22 @@ class BenchResult:
         return asdict(self)
 
 
-def summarise(latencies_us: Iterable[int]) -> Latency:
-    """Percentiles of ``latencies_us`` through an HdrHistogram (the ``bench`` extra)."""
+def histogram_class() -> Any:
+    """The HdrHistogram class (the ``bench`` extra); ``BenchError`` when it is missing."""
     try:
         from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
-    except ImportError:  # pragma: no cover - the bench extra brings it
-        raise ImportError(
-            "actorbus bench needs HdrHistogram: pip install 'actorbus[bench]'"
+    except ImportError:
+        from ._target import BenchError
+
+        raise BenchError(
+            "the benchmark needs HdrHistogram: pip install 'actorbus[bench]'"
         ) from None
-    histogram = HdrHistogram(1, HIGHEST_US, SIGNIFICANT_DIGITS)
+    return HdrHistogram
+
+
+def summarise(latencies_us: Iterable[int]) -> Latency:
+    """Percentiles of ``latencies_us`` through an HdrHistogram (the ``bench`` extra)."""
+    histogram = histogram_class()(1, HIGHEST_US, SIGNIFICANT_DIGITS)
     record = histogram.record_value
     for value in latencies_us:
         record(min(max(value, 1), HIGHEST_US))

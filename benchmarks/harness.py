@@ -82,6 +82,34 @@ def latency_metrics(samples_ns: Sequence[int], elapsed: float) -> Metrics:
     }
 
 
+@dataclass(frozen=True)
+class Target:
+    """A figure a scenario should reach: its ratio to the baseline, or its own value."""
+
+    metric: str
+    bound: float
+    of: str = "ratio"
+    """``"ratio"`` (to the baseline) or ``"value"`` (the median itself)."""
+
+    def check(self, row: Row) -> dict[str, Any]:
+        """Whether ``row`` meets this target, as plain data for the report."""
+        measured = row.ratio if self.of == "ratio" else row.median
+        lower = row.metric in LOWER_IS_BETTER
+        met = (
+            None
+            if measured is None
+            else (measured <= self.bound if lower else measured >= self.bound)
+        )
+        return {
+            "scenario": row.scenario,
+            "metric": row.metric,
+            "of": self.of,
+            "target": f"{'<=' if lower else '>='} {self.bound:g}",
+            "measured": measured,
+            "met": met,
+        }
+
+
 @dataclass
 class Scenario:
     """One measured thing: a callable, its sizes, and the baseline it is compared to."""
@@ -103,6 +131,8 @@ class Scenario:
     ceiling: str | None = None
     """Name of a scenario whose ``rate`` is a hard limit (the broker's own ceiling):
     the rows get this one's ``rate`` as a fraction of it, paired per repeat."""
+    target: Target | None = None
+    """What this scenario should reach; the report says whether it did."""
 
 
 @dataclass
@@ -145,6 +175,7 @@ class Report:
     skipped: dict[str, str]
     failed: dict[str, str]
     notes: dict[str, str]
+    targets: list[dict[str, Any]]
     repeats: int
     started: str
     seconds: float
@@ -160,6 +191,7 @@ class Report:
             "skipped": self.skipped,
             "failed": self.failed,
             "notes": self.notes,
+            "targets": self.targets,
         }
 
 
@@ -253,11 +285,19 @@ def run_all(
                 )
             )
     notes = {scenario.name: scenario.note for scenario in active if scenario.note}
+    targets = [
+        scenario.target.check(row)
+        for scenario in active
+        if scenario.target is not None
+        for row in rows
+        if row.scenario == scenario.name and row.metric == scenario.target.metric
+    ]
     return Report(
         rows=rows,
         skipped=skipped,
         failed=failed,
         notes=notes,
+        targets=targets,
         repeats=repeats,
         started=started,
         seconds=time.perf_counter() - begin,
@@ -330,6 +370,17 @@ def format_table(report: Report) -> str:
         out.append(f"skipped {name}: {reason}")
     for name, reason in report.failed.items():
         out.append(f"FAILED {name}: {reason}")
+    if report.targets:
+        out.append("")
+        for target in report.targets:
+            measured = target["measured"]
+            shown = "n/a" if measured is None else _fmt(measured)
+            verdict = {True: "met", False: "MISSED", None: "no figure"}[target["met"]]
+            suffix = "x" if target["of"] == "ratio" else ""
+            out.append(
+                f"target {target['scenario']}: {target['metric']} {target['of']} {shown}{suffix}, "
+                f"wanted {target['target']}{suffix}: {verdict}"
+            )
     if report.notes:
         out.append("")
         out.extend(f"- {name}: {note}" for name, note in report.notes.items())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import ceiling, demo, latency, local, memory, peers, remote, telemetry
-from .harness import Scenario
+from .harness import Scenario, Target
 
 __all__ = ["scenarios"]
 
@@ -71,6 +71,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
             200_000,
             2_000,
             RAW_TELL,
+            target=Target("rate", 0.5),
             note="1 producer -> 1 actor, in memory, full envelopes (id, timestamp, validation)",
         ),
         Scenario(
@@ -122,6 +123,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
             20_000,
             200,
             RAW_MEMORY,
+            target=Target("bytes_per_actor", 2048, "value"),
             note="RSS delta / actors, 20k actors under one supervisor, each in a fresh process",
         ),
         Scenario(
@@ -154,6 +156,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 3_000,
                 50,
                 RAW_PIKA,
+                target=Target("rate", 3.0),
                 skip=remote.actorbus_missing,
                 ceiling=CEILING,
                 note="persistent, durable queue, publisher confirms, ack after the handler, "
@@ -182,6 +185,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 100_000,
                 500,
                 RAW_PIKA,
+                target=Target("rate", 50.0),
                 skip=remote.batching_missing,
                 ceiling=CEILING,
                 note="opt-in batching of the type: up to 100 envelopes per AMQP message "

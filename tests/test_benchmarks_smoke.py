@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.harness import Scenario, dump_json, format_table, run_all
+from benchmarks.harness import Scenario, Target, dump_json, format_table, run_all
 from benchmarks.scenarios import scenarios
 
 LOCAL = scenarios(rabbitmq=False)
@@ -135,3 +135,23 @@ def test_instruction_mode_says_when_valgrind_is_missing(
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["--instructions", "--quick"]) == 2
     assert "valgrind is not installed" in capsys.readouterr().err
+
+
+def test_targets_are_checked_against_ratios_and_values() -> None:
+    def base(n: int) -> dict[str, float]:
+        return {"rate": 100.0, "bytes_per_actor": 4000.0}
+
+    def subject(n: int) -> dict[str, float]:
+        return {"rate": 40.0, "bytes_per_actor": 1500.0}
+
+    scenarios_ = [
+        Scenario("base", base, 1, 1),
+        Scenario("slow", subject, 1, 1, "base", target=Target("rate", 0.5)),
+        Scenario("small", subject, 1, 1, "base", target=Target("bytes_per_actor", 2048, "value")),
+    ]
+    report = run_all(scenarios_, repeats=1)
+    verdicts = {(t["scenario"], t["metric"]): t["met"] for t in report.targets}
+    assert verdicts == {("slow", "rate"): False, ("small", "bytes_per_actor"): True}
+    table = format_table(report)
+    assert "target slow: rate ratio 0.40x, wanted >= 0.5x: MISSED" in table
+    assert "target small: bytes_per_actor value 1,500, wanted <= 2048: met" in table

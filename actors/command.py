@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from actorbus import AsyncMessageBus, BrokerUnavailable, MessageTypes
@@ -35,6 +36,7 @@ from actorbus.commands._common import (
 )
 from actorbus.commands.metrics import add_metrics_options, serve_metrics
 from actorbus.config import resolve_mode, resolve_url
+from actorbus.telemetry.status import broker_status
 
 from .market_data import FeedError
 from .runner import WIND_DOWN, run_trading_system
@@ -196,6 +198,8 @@ def _install_stop(
 
     def on_signal(signum: int) -> None:
         if abort.is_set() and signum == signal.SIGINT:
+            if view is not None:
+                view.close()  # give the terminal its cursor back
             os._exit(EXIT_INTERRUPTED)
         if stop.is_set():
             abort.set()
@@ -206,8 +210,6 @@ def _install_stop(
                 "\nactorbus: stopping (Ctrl-C again to cut the wind-down short)...",
                 file=sys.stderr,
             )
-        if view is not None:
-            view.below()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -297,6 +299,8 @@ async def run_command(args: argparse.Namespace) -> int:
     undo = _install_stop(stop, abort, view)
     try:
         bus = _make_bus(args, batch_ticks=True)
+        if view is not None:
+            view.source, view.broker = bus.source, partial(broker_status, bus)
         serve_metrics(bus, args)
         try:
             await bus.start()
@@ -324,6 +328,8 @@ async def run_command(args: argparse.Namespace) -> int:
             await bus.shutdown()
     finally:
         undo()
+        if view is not None:
+            view.close()
     report["only"] = only
     report["seed"] = args.seed
     report["symbols"] = list(config.symbols)

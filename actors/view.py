@@ -1,10 +1,14 @@
 """What ``actorbus run`` shows: the live view while the system runs, the summary after.
 
-:class:`LiveView` is the run's progress callback: on a terminal it redraws a block
-(counters, positions, actors) in place; otherwise it prints one line a second, and
-always a last line when the run ends (with the feed's true rate: ticks over the
-feed's own time, not over the wind-down). :func:`print_summary` turns the report
-of :func:`~actorbus_trading.runner.run_trading_system` into the text summary. Every count
+:class:`LiveView` is the run's progress callback. On a terminal, with rich
+installed, it is the view of ``actorbus top`` (:class:`~actorbus.telemetry.view.SystemView`
+in a ``rich.live.Live``): the supervisor tree with every actor's counters, the
+broker link, the system's counts with their rates, and the positions with their
+P&L; its last frame stays above the summary. Otherwise (not a terminal, or no
+rich) it prints one line a second. Either way the last update carries the
+feed's true rate: ticks over the feed's own time, not over the wind-down.
+:func:`print_summary` turns the report of
+:func:`~actorbus_trading.runner.run_trading_system` into the text summary. Every count
 shown is read from the report (or the live numbers) and nowhere else, so the live
 view, the summary and ``--json`` agree.
 """
@@ -12,6 +16,7 @@ view, the summary and ``--json`` agree.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from actorbus.commands._common import actor_table
@@ -25,20 +30,51 @@ def fmt(value: float, digits: int = 2) -> str:
 
 
 class LiveView:
-    """Draws the live progress of a run on a terminal (redrawn) or as log lines."""
+    """Shows the live progress of a run: ``actorbus top``'s view on a terminal, else log lines.
 
-    def __init__(self, stream: TextIO, args: argparse.Namespace, mode: str) -> None:
+    ``source`` and ``broker`` (a callable returning
+    :func:`~actorbus.telemetry.status.broker_status`) name the process and its
+    broker link in the view. :meth:`close` ends the live display (the last
+    update does too); call it when a run ends early.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        args: argparse.Namespace,
+        mode: str,
+        *,
+        source: str = "this process",
+        broker: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.stream = stream
         self.args = args
         self.mode = mode
-        self.tty = stream.isatty()
-        self._lines = 0
+        self.source = source
+        self.broker = broker
         self._last: tuple[float, dict[str, int]] | None = None
         self._last_line = 0.0
+        self._view: Any = None
+        self._live: Any = None
+        if stream.isatty():
+            try:
+                from rich.console import Console
+                from rich.live import Live
 
-    def below(self) -> None:
-        """Draw the next block below what was printed since the last one, not over it."""
-        self._lines = 0
+                from actorbus.telemetry.view import SystemView
+            except ImportError:  # a bare install: the log lines
+                return
+            self._view = SystemView()
+            self._view.footer = "Ctrl-C stops and winds down cleanly"
+            console = Console(file=stream)
+            self._live = Live(
+                self._view, console=console, auto_refresh=False, redirect_stdout=False
+            )
+
+    @property
+    def live(self) -> bool:
+        """Whether the run is shown in the live view (else as log lines)."""
+        return self._view is not None
 
     def __call__(self, numbers: dict[str, Any]) -> None:
         """Show ``numbers`` (see :func:`~actorbus_trading.runner.live_numbers`).
@@ -55,7 +91,7 @@ class LiveView:
             span = elapsed - self._last[0]
             rates = {k: (v - self._last[1].get(k, 0)) / span for k, v in counts.items()}
         self._last = (elapsed, dict(counts))
-        if self.tty:
+        if self._view is not None:
             self._draw(numbers, rates)
         elif elapsed - self._last_line >= 1.0 or numbers.get("final"):
             self._last_line = elapsed
@@ -69,50 +105,30 @@ class LiveView:
                 flush=True,
             )
 
+    def close(self) -> None:
+        """End the live display, leaving its last frame on the terminal."""
+        if self._live is not None and self._live.is_started:
+            self._live.stop()
+
     def _draw(self, numbers: dict[str, Any], rates: dict[str, float]) -> None:
-        args, counts = self.args, numbers["counts"]
-        lines = [
-            f"actorbus run · {self.mode} · {numbers['elapsed']:.1f}s of {args.duration:g}s · "
-            f"seed {args.seed}"
+        args = self.args
+        of = "" if args.duration is None else f" of {args.duration:g}s"
+        self._view.title = (
+            f"actorbus run · {self.mode} · {numbers['elapsed']:.1f}s{of} · seed {args.seed}"
             + (f" · chaos {args.chaos:g}" if args.chaos else "")
-            + f" · tree {numbers['state']}",
-            "  ".join(
-                f"{label} {counts[key]:,} ({rates[key]:,.0f}/s)"
-                for key, label in (
-                    ("ticks", "ticks"),
-                    ("signals", "signals"),
-                    ("orders", "orders"),
-                    ("fills", "fills"),
-                )
-            )
-            + f"  breaches {counts['breaches']:,}",
-        ]
-        positions: dict[str, dict[str, Any]] = numbers["positions"]
-        if positions:
-            lines.append(
-                f"  {'symbol':<10} {'qty':>8} {'avg price':>12} {'mark':>12} "
-                f"{'realised':>12} {'unrealised':>12}"
-            )
-            for symbol, p in positions.items():
-                lines.append(
-                    f"  {symbol:<10} {p['quantity']:>8,} {fmt(p['avg_price']):>12} "
-                    f"{fmt(p['mark']):>12} {fmt(p['realised_pnl']):>12} "
-                    f"{fmt(p['unrealised_pnl']):>12}"
-                )
-            total = sum(p["realised_pnl"] + p["unrealised_pnl"] for p in positions.values())
-            lines.append(f"  {'':<10} {'':>8} {'':>12} {'':>12} {'P&L total':>12} {fmt(total):>12}")
-        lines.extend(actor_table(numbers["actors"]))
-        dead = sum(a["dead_lettered"] for a in numbers["actors"].values())
-        lines.append(f"dead letters so far: {dead}   (Ctrl-C stops and winds down cleanly)")
-        out = []
-        if self._lines:
-            out.append(f"\x1b[{self._lines}F")
-        out.extend(f"\x1b[2K{line}\n" for line in lines)
-        if self._lines > len(lines):
-            out.append("\x1b[J")
-        self._lines = len(lines)
-        self.stream.write("".join(out))
-        self.stream.flush()
+        )
+        snapshot = {"source": self.source, "count_rates": rates, **numbers}
+        if self.broker is not None:
+            snapshot["broker"] = self.broker()
+        self._view.update(snapshot)
+        if not self._live.is_started:
+            self._live.start()
+        final = bool(numbers.get("final"))
+        if final:
+            self._view.footer = f"ended after {numbers['elapsed']:.1f}s"
+        self._live.refresh()
+        if final:
+            self.close()
 
 
 RULES = {

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -188,22 +190,46 @@ def _numbers(elapsed: float, ticks: int) -> dict[str, object]:
     }  # fmt: skip
 
 
-def test_live_view_redraws_on_a_terminal_and_logs_lines_otherwise() -> None:
+def test_live_view_is_the_top_view_on_a_terminal_and_logs_lines_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # a wide terminal: no column cut short
     args = argparse.Namespace(duration=10.0, seed=1, chaos=0.0)
     terminal = _Terminal()
-    view = LiveView(terminal, args, "in_memory")
+    view = LiveView(terminal, args, "in_memory", source="desk.7")
+    assert view.live
     view(_numbers(0.5, 100))
     view(_numbers(1.0, 600))
+    view.close()
     drawn = terminal.getvalue()
-    assert "\x1b[" in drawn  # cursor moves: the block is redrawn in place
+    assert "\x1b[" in drawn  # rich's live display: the frame is redrawn in place
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)  # the text without its styles
+    assert "actorbus run · in_memory · 1.0s of 10s · seed 1" in drawn
+    assert "desk.7  running" in drawn
     assert "ticks 600 (1,000/s)" in drawn
+    assert re.search(r"risk\s+running\s+-\s+\d+\s+5\b", drawn)
     assert "P&L total" in drawn
     plain = io.StringIO()
     lines = LiveView(plain, args, "in_memory")
+    assert not lines.live
     lines(_numbers(1.0, 100))
     lines(_numbers(2.0, 300))
     assert "\x1b" not in plain.getvalue()
     assert plain.getvalue().count("\n") == 2
+
+
+def test_live_view_logs_lines_on_a_terminal_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("rich", "rich.console", "rich.live", "actorbus.telemetry.view"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    args = argparse.Namespace(duration=None, seed=1, chaos=0.0)
+    terminal = _Terminal()
+    view = LiveView(terminal, args, "in_memory")
+    assert not view.live
+    view(_numbers(1.0, 100))
+    view(_numbers(2.0, 300))
+    view.close()
+    assert "\x1b" not in terminal.getvalue()
+    assert terminal.getvalue().splitlines()[-1].startswith("[  2.0s] ticks 300 (200/s)")
 
 
 def test_parser_defaults_match_the_readme() -> None:

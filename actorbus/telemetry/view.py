@@ -8,11 +8,16 @@ snapshot is a dict, the one a trading system's heartbeat carries::
      "actors": bus.stats()["actors"],                 # per actor counters
      "tree": describe_tree(supervisor),               # optional: the supervisor tree
      "broker": broker_status(bus),                    # optional: node, outbox, ...
-     "counts": {"ticks": 100, ...}}                   # optional: the system's own counts
+     "counts": {"ticks": 100, ...},                   # optional: the system's own counts
+     "count_rates": {"ticks": 5000.0, ...},           # optional: those counts per second
+     "positions": {"BTC/USDT": {"quantity": 3, ...}}} # optional: a book, with its P&L
 
 Rates (messages per second per actor) come from two successive snapshots of a
 process. Without a tree the actors are listed under their process; an actor
-that reports ``role`` (``active`` / ``standby``) shows it.
+that reports ``role`` (``active`` / ``standby``) shows it. The counts show on a
+line of their own under the process (with their rates when given), the
+positions as a table with a P&L total: what ``actorbus run`` adds to the view
+it shares with ``actorbus top``.
 """
 
 from __future__ import annotations
@@ -101,8 +106,13 @@ class SystemView:
             root.add(Text("waiting for heartbeats...", style="dim"))
         for source in self.sources:
             process = self._processes[source]
+            snapshot = process.snapshot
             node = root.add(_process_label(source, process, now))
+            if snapshot.get("counts"):
+                node.add(_counts_line(snapshot["counts"], snapshot.get("count_rates", {})))
             node.add(_actor_table(process))
+            if snapshot.get("positions"):
+                node.add(_positions_table(snapshot["positions"]))
         parts: list[Any] = [root]
         if self._events:
             parts.append(Text("\n".join(self._events), style="yellow"))
@@ -131,9 +141,6 @@ def _process_label(source: str, process: _Process, now: float) -> Text:
             f"  reconnects {broker.get('reconnects', 0)}  outbox {broker.get('outbox', 0)}"
             f"  unconfirmed {broker.get('unconfirmed', 0)}"
         )
-    counts = snapshot.get("counts")
-    if counts:
-        label.append("  " + "  ".join(f"{k} {v:,}" for k, v in counts.items() if _is_int(v)))
     silent = now - process.received
     if silent > SILENT_AFTER:
         label.append(f"  silent for {silent:.0f}s", "bold red")
@@ -142,6 +149,45 @@ def _process_label(source: str, process: _Process, now: float) -> Text:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _counts_line(counts: dict[str, Any], rates: dict[str, float]) -> Text:
+    parts = []
+    for key, value in counts.items():
+        if not _is_int(value):
+            continue
+        rate = rates.get(key)
+        parts.append(f"{key} {value:,}" + ("" if rate is None else f" ({rate:,.0f}/s)"))
+    return Text("  ".join(parts))
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _positions_table(positions: dict[str, dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("position")
+    for heading in ("qty", "avg price", "mark", "realised", "unrealised"):
+        table.add_column(heading, justify="right")
+    total = 0.0
+    for symbol, p in positions.items():
+        realised, unrealised = p.get("realised_pnl", 0.0), p.get("unrealised_pnl", 0.0)
+        total += realised + unrealised
+        table.add_row(
+            symbol,
+            f"{p.get('quantity', 0):,}",
+            _money(p.get("avg_price", 0.0)),
+            _money(p.get("mark", 0.0)),
+            _pnl(realised),
+            _pnl(unrealised),
+        )
+    table.add_row("", "", "", "", Text("P&L total", "bold"), _pnl(total))
+    return table
+
+
+def _pnl(value: float) -> Text:
+    return Text(_money(value), "green" if value > 0 else "red" if value < 0 else "")
 
 
 def _actor_table(process: _Process) -> Table:

@@ -4,61 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
+from support.terminal import Terminal
 from trading_helpers import ROOT, actorbus_command, cli_env, delete_prefix
 
 from actorbus.telemetry.view import SystemView
 
 
-class Terminal:
-    """One tmux session on a private server socket, 160x50."""
-
-    def __init__(self, command: list[str]) -> None:
-        if shutil.which("tmux") is None:
-            pytest.fail("this test needs tmux (scripts/ensure-tools.sh installs it)")
-        self.socket = f"actorbus-test-{uuid.uuid4().hex[:8]}"
-        line = f"{shlex.join(command)}; echo top exited $?; sleep 120"
-        self._tmux("new-session", "-d", "-s", "top", "-x", "160", "-y", "50", line)
-
-    def _tmux(self, *args: str) -> str:
-        return subprocess.run(
-            ["tmux", "-L", self.socket, *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-            cwd=ROOT,
-            env=cli_env(),
-        ).stdout
-
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "top")
-
-    def press(self, key: str) -> None:
-        self._tmux("send-keys", "-t", "top", key)
-
-    def wait_for(self, pattern: str, timeout: float = 90.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            found = re.search(pattern, screen)
-            if found is not None:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern!r} not on the screen:\n{screen}")
-            time.sleep(0.3)
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+def _terminal(command: list[str]) -> Terminal:
+    return Terminal(command, cwd=ROOT, env=cli_env())
 
 
 @pytest.fixture
@@ -79,7 +39,7 @@ def test_top_shows_a_running_system_and_quits_on_q(rabbitmq_url: str, prefix: st
         env=cli_env(),
         cwd=ROOT,
     )
-    terminal = Terminal(actorbus_command("top", "--url", rabbitmq_url, "--prefix", prefix))
+    terminal = _terminal(actorbus_command("top", "--url", rabbitmq_url, "--prefix", prefix))
     try:
         source = re.escape(f"{socket.gethostname()}.{demo.pid}")
         terminal.wait_for(rf"{source}\s+running\s+up \d+s")
@@ -101,7 +61,7 @@ def test_top_shows_a_running_system_and_quits_on_q(rabbitmq_url: str, prefix: st
         assert re.search(r"127\.0\.0\.1:\d+\s+connected", screen), screen
         assert "q quits" in screen
         terminal.press("q")
-        terminal.wait_for(r"top exited 0", timeout=30)
+        terminal.wait_for(r"exited 0", timeout=30)
     finally:
         terminal.close()
         demo.send_signal(signal.SIGINT)
@@ -113,7 +73,7 @@ def test_top_shows_a_running_system_and_quits_on_q(rabbitmq_url: str, prefix: st
 
 
 def test_top_watches_a_demo_in_memory_and_quits_on_q() -> None:
-    terminal = Terminal(actorbus_command("top", "--demo", "60"))
+    terminal = _terminal(actorbus_command("top", "--demo", "60"))
     try:
         terminal.wait_for(r"running\s+up \d+s\s+in_memory connected")
         handled = r"strategy\s+running\s+-\s+[\d,]+\s+([1-9][\d,]*)\s+\d+"
@@ -121,7 +81,7 @@ def test_top_watches_a_demo_in_memory_and_quits_on_q() -> None:
         assert re.search(r"position\s+running", terminal.screen())
         terminal.press("q")
         # The demo winds down, then the last frame stays printed below.
-        terminal.wait_for(r"top exited 0", timeout=60)
+        terminal.wait_for(r"exited 0", timeout=60)
         assert re.search(r"ran \d+\.\ds", terminal.screen())
     finally:
         terminal.close()
@@ -160,3 +120,34 @@ def test_the_view_renders_a_tree_rates_and_the_broker() -> None:
     console = Console(width=140, record=True, color_system=None)
     console.print(view.render(now=20.0))
     assert "silent for 8s" in console.export_text()
+
+
+def test_the_view_renders_counts_with_rates_and_positions_with_their_pnl() -> None:
+    from rich.console import Console
+
+    view = SystemView("actorbus run · in_memory")
+    positions = {
+        "BTC/USDT": {"quantity": 2, "avg_price": 100.0, "mark": 110.0,
+                     "realised_pnl": 5.0, "unrealised_pnl": 20.0},
+        "ETH/USDT": {"quantity": -1, "avg_price": 50.0, "mark": 52.5,
+                     "realised_pnl": -1.5, "unrealised_pnl": -2.5},
+    }  # fmt: skip
+    view.update(
+        {
+            "source": "host.2",
+            "state": "running",
+            "actors": {"strategy": {"state": "running", "processed": 9}},
+            "counts": {"ticks": 1200, "fills": 3},
+            "count_rates": {"ticks": 600.0, "fills": 1.5},
+            "positions": positions,
+        }
+    )
+    console = Console(width=140, record=True, color_system=None)
+    console.print(view)
+    text = console.export_text()
+    assert "ticks 1,200 (600/s)  fills 3 (2/s)" in text
+    assert re.search(r"position\s+qty\s+avg price\s+mark\s+realised\s+unrealised", text)
+    assert re.search(r"BTC/USDT\s+2\s+100\.00\s+110\.00\s+5\.00\s+20\.00", text)
+    assert re.search(r"ETH/USDT\s+-1\s+50\.00\s+52\.50\s+-1\.50\s+-2\.50", text)
+    assert re.search(r"P&L total\s+21\.00", text)
+    assert re.search(r"strategy\s+running", text)

@@ -138,6 +138,12 @@ class Actor:
     processes makes competing consumers."""
     quorum: ClassVar[bool] = False
     """Use a quorum queue in RabbitMQ mode."""
+    queue_type: ClassVar[str | None] = None
+    """``"classic"`` or ``"quorum"`` in RabbitMQ mode; ``None``: ``quorum`` decides, else the
+    bus-wide queue type (``TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE``, default classic)."""
+    delivery_limit: ClassVar[int | None] = None
+    """Quorum queues: deliveries before a message that keeps killing its consumer process
+    is dead-lettered; ``None``: the bus-wide default."""
     durable: ClassVar[bool] = True
     """Keep the queue (and its messages) when the actor stops and across broker restarts."""
     queue_max_length: ClassVar[int | None] = None

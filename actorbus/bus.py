@@ -15,6 +15,11 @@ configuration or security mistake, and running in memory would hide it. A
 prefix that cannot make AMQP names is a ``ConfigurationError`` at construction.
 ``declare="passive"`` checks the RabbitMQ topology instead of declaring it.
 
+In RabbitMQ mode ``url`` may list several nodes of a cluster (a list, or URLs
+separated by commas); ``queue_type`` (``classic`` | ``quorum``, else
+``TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE``), ``delivery_limit`` and
+``shuffle_nodes`` go to the broker (see ``brokers/rabbitmq/broker.py``), and
+``stats()["broker"]`` says which node is in use.
 Messages no queue is bound to are counted (``stats()["unroutable"]``) and
 logged at a limited rate; ``unroutable="keep"`` keeps them in the queue
 ``<prefix>.unroutable`` (see :mod:`actorbus.brokers._unroutable`; a broker
@@ -100,7 +105,7 @@ class AsyncMessageBus:
         self,
         mode: str | None = None,
         *,
-        url: str | None = None,
+        url: str | list[str] | None = None,
         prefix: str = "trading",
         source: str | None = None,
         broker: MessageBroker | None = None,
@@ -110,9 +115,17 @@ class AsyncMessageBus:
         connect_timeout: float = 5.0,
         unroutable: UnroutablePolicy = "drop",
         declare: Literal["create", "passive"] = "create",
+        queue_type: str | None = None,
+        delivery_limit: int | None = None,
+        shuffle_nodes: bool = False,
     ) -> None:
         self._requested: Mode = resolve_mode(mode) if broker is None else broker.name  # type: ignore[assignment]
         self._url = url
+        self._queue_options: dict[str, Any] = {
+            "queue_type": queue_type,
+            "delivery_limit": delivery_limit,
+            "shuffle_nodes": shuffle_nodes,
+        }
         self.prefix = check_prefix(prefix)
         """Prefix of exchange and queue names (``<prefix>.<subsystem>``)."""
         self.source = source or f"{socket.gethostname()}.{os.getpid()}"
@@ -225,12 +238,13 @@ class AsyncMessageBus:
         from .brokers.rabbitmq import AsyncRabbitMQBroker  # imported only when asked for
 
         return AsyncRabbitMQBroker(
-            url=resolve_url(self._url),
+            url=self._url if self._url is not None else resolve_url(None),
             prefix=self.prefix,
             codec=self._codec,
             connect_timeout=self._connect_timeout,
             unroutable=self._unroutable,
             declare=self._declare,
+            **self._queue_options,
         )
 
     async def _host_main(self, ready: asyncio.Future[None]) -> None:
@@ -728,10 +742,12 @@ class AsyncMessageBus:
                 "busy": cell.busy,
             }
         broker = self._router.broker if self._router is not None else None
+        describe = getattr(broker, "describe", None)
         stats: dict[str, Any] = {
             "mode": self.mode,
             "closed": self.closed,
             "unroutable": broker.unroutable if broker is not None else 0,
+            "broker": describe() if describe is not None else {},
             "actors": actors,
         }
         if isinstance(broker, InMemoryBroker):  # what the in-memory bounds dropped

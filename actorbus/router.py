@@ -192,6 +192,8 @@ def actor_queue_spec(actor_class: type[Actor], queue: str) -> QueueSpec:
         max_length=actor_class.queue_max_length,
         overflow=actor_class.queue_overflow,
         expires=actor_class.queue_expires,
+        queue_type=actor_class.queue_type,
+        delivery_limit=actor_class.delivery_limit,
     )
 
 

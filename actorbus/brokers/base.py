@@ -57,6 +57,19 @@ class QueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds without a consumer after which the queue is deleted (RabbitMQ ``x-expires``);
     ``None``: a durable queue never expires (a non-durable one over RabbitMQ does, after
     the broker's ``idle_queue_expiry``)."""
+    queue_type: str | None = None
+    """``"classic"`` or ``"quorum"`` (RabbitMQ only; in memory every queue is one kind).
+
+    ``None``: ``quorum`` decides, else the broker's bus-wide queue type. A
+    non-durable queue is always classic unless ``quorum`` says otherwise.
+    """
+    delivery_limit: int | None = None
+    """Quorum queues: deliveries of one message before the broker dead-letters it.
+
+    ``None``: the broker's default. RabbitMQ only: it bounds redelivery after a
+    consumer *process* died with the message; the in-memory broker lives in the
+    consumer's process, so no message outlives such a death there.
+    """
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

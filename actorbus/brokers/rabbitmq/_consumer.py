@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
@@ -25,6 +25,7 @@ from ..base import REPLAYS_HEADER, DeadLetter, DeliverySink
 from ._acker import Acker
 from ._batch import BATCH_CONTENT_TYPE, SettleGroup, decode_batch, decode_whole
 from ._transport import writer_of
+from ._window import RedeliveryWindow, first_delivery
 from ._wire import decode_message, raw_envelope
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class RabbitConsumer:
         dedup_window: int = 10_000,
         ack_flush_count: int = 64,
         ack_flush_interval: float = 0.05,
+        bounded: bool = False,
     ) -> None:
         self.queue = queue
         """The queue consumed."""
@@ -158,16 +160,23 @@ class RabbitConsumer:
         self._in_order = asyncio.Lock()
         self.dedup = Dedup(dedup_window) if dedup_window > 0 else None
         """Recognises copies of messages this consumer already has (``None``: off)."""
+        self.bounded = bounded
+        """The queue has a delivery limit: keep a redelivery window (see ``_window``)."""
+        self.window: RedeliveryWindow | None = None
+        """The redelivery window of the current incarnation (``None``: not bounded)."""
 
     @property
     def healthy(self) -> bool:
         """Whether the consumer is registered on an open channel."""
         channel = self.channel
+        window = self.window
         return (
             self.cancelled
             or self.paused
             or (
-                channel is not None and not channel.is_closed and self.tag in _consumers_of(channel)
+                channel is not None
+                and not channel.is_closed
+                and (self.tag in _consumers_of(channel) or (window is not None and window.resizing))
             )
         )
 
@@ -177,28 +186,64 @@ class RabbitConsumer:
         if old is not None and not old.is_closed:
             await _close_quietly(old)
         channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
+        window: RedeliveryWindow | None = None
         try:
-            await channel.basic_qos(prefetch_count=self.prefetch, timeout=self._timeout)
             acker = Acker(
                 channel,
                 writer=writer_of(connection),
                 flush_count=self._ack_count,
                 flush_interval=self._ack_interval,
             )
+            if self.bounded:
+                window = RedeliveryWindow(
+                    self.prefetch, lambda size: self._resize(channel, on_message, size)
+                )
 
             async def on_message(message: DeliveredMessage) -> None:
-                await self._on_message(acker, message)
+                await self._on_message(acker, window, message)
 
+            prefetch = 1 if window is not None else self.prefetch
+            await channel.basic_qos(prefetch_count=prefetch, timeout=self._timeout)
             ok = await channel.basic_consume(self.queue, on_message, timeout=self._timeout)
         except BaseException:
             await _close_quietly(channel)
             raise
-        self.channel, self.tag, self._acker = channel, ok.consumer_tag, acker
+        self.channel, self.tag, self._acker, self.window = channel, ok.consumer_tag, acker, window
 
-    async def _on_message(self, acker: Acker, message: DeliveredMessage) -> None:
+    async def _resize(
+        self,
+        channel: AbstractChannel,
+        on_message: Callable[[DeliveredMessage], Coroutine[Any, Any, None]],
+        prefetch: int,
+    ) -> None:
+        """Consume again on the same channel with another prefetch (see ``_window``)."""
+        if self.cancelled or self.paused or channel is not self.channel or self.tag is None:
+            return
+        await channel.basic_cancel(self.tag, timeout=self._timeout)
+        if self.cancelled or self.paused:
+            return
+        await channel.basic_qos(prefetch_count=prefetch, timeout=self._timeout)
+        ok = await channel.basic_consume(self.queue, on_message, timeout=self._timeout)
+        self.tag = ok.consumer_tag
+        if self.cancelled or self.paused:  # stopped meanwhile: no new deliveries
+            await channel.basic_cancel(ok.consumer_tag, timeout=self._timeout)
+
+    async def _on_message(
+        self, acker: Acker, window: RedeliveryWindow | None, message: DeliveredMessage
+    ) -> None:
         tag: int = message.delivery.delivery_tag or 0  # type: ignore[union-attr]
         acker.delivered(tag)
-        settle = partial(acker.settle, tag)
+        settle: Settle = partial(acker.settle, tag)
+        if window is not None:
+            first = first_delivery(message)
+            if not window.passes(first):
+                async with window.alone(first):
+                    await self._take(message, window.track(settle, first))
+                return
+            settle = window.track(settle, first)
+        await self._take(message, settle)
+
+    async def _take(self, message: DeliveredMessage, settle: Settle) -> None:
         if message.header.properties.content_type == BATCH_CONTENT_TYPE:
             await self._on_batch(message, settle)
             return

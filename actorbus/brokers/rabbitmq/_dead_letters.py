@@ -6,6 +6,12 @@ Each entry is one persistent message in ``<prefix>.dead_letters``: the whole
 headers for plain clients. Storing waits for the publisher confirm, so a
 message is acknowledged only after its dead letter is safe.
 
+Messages the broker itself dead-lettered (a quorum queue's delivery limit
+reached: see ``_queue_options``) arrive as they were, with RabbitMQ's
+``x-death`` headers; they are read as entries of the same shape, with
+``error_type`` ``DeliveryLimitReached``, the number of deliveries as
+``attempts`` and the reason in words, so they list, replay and purge alike.
+
 Listing, replaying and purging read the whole store with ``basic.get`` on a
 private channel, settle what they take, and give the rest back in its order.
 Two processes doing so at the same instant each see only what the other is
@@ -17,13 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 
 import msgspec
-from aiormq.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
+from ...codec import Codec
+from ...errors import DecodeError
 from ...messages import Envelope, log_fields, schema_for
 from ..base import REPLAYS_HEADER, DeadLetter, DeadLetterFilter
+from ._wire import decode_message, raw_envelope
 
 __all__ = ["DeadLetterStore"]
 
@@ -33,6 +44,76 @@ Send = Callable[[bytes, Basic.Properties], Awaitable[None]]
 SendToQueue = Callable[[str, Envelope], Awaitable[None]]
 WaitLink = Callable[[], Awaitable[tuple[AbstractConnection, AbstractChannel]]]
 Visit = Callable[[AbstractChannel, int, DeadLetter], Awaitable[bool]]
+
+DELIVERY_LIMIT_REACHED = "DeliveryLimitReached"
+"""``error_type`` of a message a quorum queue dead-lettered after its last allowed delivery."""
+
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
+class BrokerDeadLetters:
+    """How to read what the broker dead-lettered: decode, name the actor, know the limit."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        actor_of: Callable[[str], str],
+        limit_of: Callable[[str], int | None],
+    ) -> None:
+        self.codec = codec
+        """Decodes the message's data."""
+        self.actor_of = actor_of
+        """The actor behind a queue name."""
+        self.limit_of = limit_of
+        """The delivery limit a queue was declared with, when known."""
+
+    def entry(self, message: DeliveredMessage) -> DeadLetter | None:
+        """The entry of a message dead-lettered by its queue, or ``None`` if it is not one."""
+        headers = message.header.properties.headers or {}
+        deaths = headers.get("x-death")
+        if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
+            return None
+        death: dict[str, Any] = deaths[0]
+        queue = _text(headers.get("x-first-death-queue") or death.get("queue") or "")
+        why = _text(death.get("reason") or headers.get("x-first-death-reason") or "")
+        try:
+            envelope = decode_message(self.codec, message)
+        except DecodeError:
+            envelope = raw_envelope(message)
+        envelope = msgspec.structs.replace(
+            envelope,
+            headers={
+                k: v for k, v in envelope.headers.items() if not k.startswith(_BROKER_HEADERS)
+            },
+        )
+        when = death.get("time")
+        at = when.timestamp() if isinstance(when, datetime) else envelope.timestamp
+        limit = self.limit_of(queue)
+        if why == "delivery_limit":
+            deliveries = limit + 1 if limit is not None else 0
+            error_type = DELIVERY_LIMIT_REACHED
+            reason = (
+                f"delivery limit reached: delivered {deliveries or 'too many'} times"
+                + (f" (limit {limit})" if limit is not None else "")
+                + ", and each time its consumer died or lost its connection before settling it"
+            )
+        else:
+            deliveries, error_type = 0, f"BrokerDeadLettered:{why or 'unknown'}"
+            reason = f"dead-lettered by RabbitMQ from {queue} ({why or 'no reason given'})"
+        return DeadLetter(
+            envelope=envelope,
+            queue=queue,
+            actor=self.actor_of(queue),
+            error_type=error_type,
+            reason=reason,
+            attempts=deliveries,
+            first_failure=at,
+            last_failure=at,
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class DeadLetterStore:
@@ -46,6 +127,7 @@ class DeadLetterStore:
         send_to_queue: SendToQueue,
         wait_link: WaitLink,
         timeout: float,
+        broker_dead: BrokerDeadLetters | None = None,
     ) -> None:
         self.queue = queue
         """Name of the durable queue holding the entries."""
@@ -53,6 +135,7 @@ class DeadLetterStore:
         self._send_to_queue = send_to_queue
         self._wait_link = wait_link
         self._timeout = timeout
+        self._broker_dead = broker_dead
         self._lock = asyncio.Lock()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(DeadLetter)
@@ -85,11 +168,13 @@ class DeadLetterStore:
             extra=log_fields(envelope, entry.actor),
         )
 
-    def _read(self, body: bytes) -> DeadLetter | None:
+    def _read(self, message: DeliveredMessage) -> DeadLetter | None:
         try:
-            entry = self._decoder.decode(body)
+            entry = self._decoder.decode(message.body)
         except msgspec.DecodeError:
-            return None
+            if self._broker_dead is None:
+                return None
+            return self._broker_dead.entry(message)
         schema = schema_for(entry.envelope.type)
         if schema is not None and isinstance(entry.envelope.data, dict):
             try:
@@ -119,7 +204,7 @@ class DeadLetterStore:
                     if not isinstance(delivery, Basic.GetOk):
                         break
                     tag = delivery.delivery_tag or 0
-                    entry = self._read(message.body)
+                    entry = self._read(message)
                     if entry is None or not await visit(channel, tag, entry):
                         last_kept = tag
                     if not delivery.message_count:

@@ -1,12 +1,20 @@
 """The connection: open it within a timeout, watch it, and bring it back when it drops.
 
 :class:`Link` owns one AMQP connection and its publishing channel (publisher
-confirms on). A watcher task waits for either to close; then it reconnects
-with a short, growing delay (``reconnect_interval`` doubling up to
-``max_reconnect_interval``) and calls ``restore`` on the new connection, which
+confirms on), to one node of a list (a single broker is a list of one). It
+connects to the first node that answers, in the list's order. A watcher task
+waits for the connection or the channel to close; then it tries every other
+node at once, the lost one last, and after a round in which none answered it
+waits (``reconnect_interval`` doubling up to ``max_reconnect_interval``) and
+goes around the list again. On the new connection it calls ``restore``, which
 replays the recorded topology and consumers, before it reports the link ready
-again. Between two outages it also calls ``check`` every ``check_interval``
-seconds, so a consumer lost without the connection dropping is repaired.
+again. :attr:`Link.node` says which node is in use, without credentials.
+
+A node that answers but refuses the login or the virtual host raises
+``BrokerRefused`` when the link first opens (a mistake to fix, not an outage);
+while recovering, it is logged and the next node is tried. Between two
+outages the watcher also calls ``check`` every ``check_interval`` seconds, so a
+consumer lost without the connection dropping is repaired.
 
 Heartbeats are ``heartbeat`` seconds: a silent partition is noticed after about
 three missed ones.
@@ -22,7 +30,7 @@ from collections.abc import Awaitable, Callable
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from ...errors import BrokerRefused
+from ...errors import ActorbusError, BrokerRefused, BrokerUnavailable
 from ._params import ConnectionSettings
 from ._refusals import classify
 from ._transport import RecordingTransport, remember
@@ -37,7 +45,7 @@ class Link:
 
     def __init__(
         self,
-        settings: ConnectionSettings,
+        nodes: ConnectionSettings | list[ConnectionSettings],
         *,
         restore: Callable[[AbstractConnection, AbstractChannel], Awaitable[None]],
         check: Callable[[], Awaitable[None]],
@@ -46,8 +54,12 @@ class Link:
         max_reconnect_interval: float,
         check_interval: float = 5.0,
     ) -> None:
-        self.settings = settings
-        """Where to connect."""
+        self.nodes = [nodes] if isinstance(nodes, ConnectionSettings) else list(nodes)
+        """Every node, in the order they are tried."""
+        if not self.nodes:
+            raise ValueError("a link needs at least one node")
+        self.index = 0
+        """Position in :attr:`nodes` of the node in use (or last tried)."""
         self.connection: AbstractConnection | None = None
         """The current connection, while up."""
         self.channel: AbstractChannel | None = None
@@ -64,30 +76,79 @@ class Link:
         self._interval = reconnect_interval
         self._max_interval = max_reconnect_interval
         self._check_interval = check_interval
+        self.connected_at: float | None = None
+        """Epoch seconds when the node in use was connected to."""
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def open(self) -> None:
-        """Connect for the first time.
+    @property
+    def settings(self) -> ConnectionSettings:
+        """The settings of the node in use (or last tried)."""
+        return self.nodes[self.index]
 
-        Raises ``BrokerUnavailable`` when the broker cannot be reached, ``BrokerRefused``
-        when it (or TLS) refuses, ``ConfigurationError`` for a name it cannot take.
+    @property
+    def node(self) -> str:
+        """The node in use, without credentials (``amqp://host:port/vhost``)."""
+        return str(self.settings)
+
+    def describe(self) -> dict[str, object]:
+        """Which node is in use, for ``stats()``: its URL (redacted), position, count, since."""
+        return {
+            "node": self.node if self.ready.is_set() else None,
+            "node_index": self.index + 1,
+            "nodes": len(self.nodes),
+            "connected_since": self.connected_at if self.ready.is_set() else None,
+            "reconnects": self.reconnects,
+        }
+
+    def _where(self) -> str:
+        where = f"RabbitMQ at {self.settings}"
+        return (
+            where
+            if len(self.nodes) == 1
+            else f"{where} (node {self.index + 1} of {len(self.nodes)})"
+        )
+
+    async def open(self) -> None:
+        """Connect to the first node that answers, in order.
+
+        Raises ``BrokerUnavailable`` when no node can be reached, ``BrokerRefused``
+        at once when a node (or TLS) refuses, ``ConfigurationError`` for a name it
+        cannot take.
         """
-        try:
-            await self._connect()
-        except Exception as exc:
-            raise classify(exc, self.settings) from None
+        failures: list[ActorbusError] = []
+        for index in range(len(self.nodes)):
+            self.index = index
+            try:
+                await self._connect()
+            except Exception as exc:
+                error = classify(exc, self.settings)
+                if isinstance(error, BrokerRefused) or not isinstance(error, BrokerUnavailable):
+                    raise error from None
+                failures.append(error)
+                if len(self.nodes) > 1:
+                    logger.warning("RabbitMQ node %s did not answer: %s", self.settings, error)
+                continue
+            break
+        else:
+            self.index = 0
+            if len(failures) == 1:
+                raise failures[0] from None
+            raise BrokerUnavailable(
+                f"cannot connect to any of the {len(self.nodes)} RabbitMQ nodes: "
+                + "; ".join(str(failure) for failure in failures)
+            ) from None
+        logger.info("connected to %s", self._where())
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _connect(self) -> None:
         connection: AbstractConnection | None = None
+        settings = self.settings
         try:
             async with asyncio.timeout(self._connect_timeout):
-                factory = RecordingTransport(tls=self.settings.scheme == "amqps")
+                factory = RecordingTransport(tls=settings.scheme == "amqps")
                 connection = await aiormq.connect(
-                    self.settings.amqp_url(),
-                    context=self.settings.ssl_context,
-                    transport_factory=factory,
+                    settings.amqp_url(), context=settings.ssl_context, transport_factory=factory
                 )
                 remember(connection, factory)
                 channel = await connection.channel(publisher_confirms=True)
@@ -97,6 +158,7 @@ class Link:
                 await _close_quietly(connection)
             raise
         self.connection, self.channel = connection, channel
+        self.connected_at = time.time()
         self.ready.set()
 
     async def wait_ready(self) -> tuple[AbstractConnection, AbstractChannel]:
@@ -138,24 +200,40 @@ class Link:
         lost_at = time.monotonic()
         self.ready.clear()
         reason = next((f.exception() for f in done if not f.cancelled()), None)
-        logger.warning("RabbitMQ connection lost (%r); reconnecting to %s", reason, self.settings)
+        lost = self.index
+        logger.warning(
+            "RabbitMQ connection to %s lost (%s); reconnecting",
+            self._where(),
+            _reason(reason) if isinstance(reason, BaseException) else reason,
+        )
         await _close_quietly(connection)
+        count = len(self.nodes)
+        # The other nodes first, at once; the lost one last (it may be back at once too).
+        order = [(lost + step) % count for step in range(1, count + 1)]
         delay = self._interval
         while not self._closed:
-            try:
-                await self._connect()
-            except Exception as exc:
-                error = classify(exc, self.settings)
-                log = logger.error if isinstance(error, BrokerRefused) else logger.warning
-                log("reconnect to %s failed: %s; next try in %.2fs", self.settings, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_interval)
-                continue
-            self.reconnects += 1
-            outage = time.monotonic() - lost_at
-            self.outages.append(outage)
-            logger.warning("RabbitMQ connection restored after %.3fs", outage)
-            return
+            for index in order:
+                if self._closed:
+                    return
+                self.index = index
+                try:
+                    await self._connect()
+                except Exception as exc:
+                    error = classify(exc, self.settings)
+                    log = logger.error if isinstance(error, BrokerRefused) else logger.warning
+                    log("reconnect to %s failed: %s", self._where(), error)
+                    continue
+                self.reconnects += 1
+                outage = time.monotonic() - lost_at
+                self.outages.append(outage)
+                logger.warning(
+                    "RabbitMQ connection restored after %.3fs, to %s", outage, self._where()
+                )
+                return
+            logger.warning("no RabbitMQ node answered; next round in %.2fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_interval)
+            order = [(lost + step) % count for step in range(count)]  # around the list
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection; harmless twice."""
@@ -172,6 +250,14 @@ class Link:
         connection, self.connection, self.channel = self.connection, None, None
         if connection is not None:
             await _close_quietly(connection)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in words, without any URL the client may have put in it."""
+    text = str(exc)
+    if "://" in text:  # the client's messages may quote the URL, credentials and all
+        text = text.split("://", 1)[0].rsplit(" ", 1)[0] + " <url>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:

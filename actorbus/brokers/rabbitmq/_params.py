@@ -1,4 +1,4 @@
-"""Connection settings: defaults, the AMQP URL that overrides them, TLS, and redaction.
+"""Connection settings: defaults, the AMQP URLs that override them, TLS, and redaction.
 
 Precedence follows the rest of actorbus: the ``url=`` argument, else the
 ``TRADING_SYSTEM_RABBITMQ_URL`` variable, else :data:`DEFAULT_CONNECTION_PARAMS`.
@@ -6,12 +6,22 @@ A URL only overrides what it spells out (``amqp://broker-host`` keeps the
 default port, virtual host and credentials). Passwords never leave this module
 except inside the URL handed to the AMQP client: :func:`redact` (the project's one
 redaction, :func:`actorbus.config.redact_url`) is what logs see.
+
+A cluster is given as several URLs, one per node: a list, or one string of
+URLs separated by commas (the only form the environment variable can hold).
+:func:`node_settings` turns either into one :class:`ConnectionSettings` per
+node, in order; a malformed entry is a ``ConfigurationError`` that names its
+position and never repeats its password. A comma inside a password or a
+virtual host is written ``%2C``.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import re
 import ssl
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -21,7 +31,10 @@ from ...config import URL_VARIABLE
 from ...config import redact_url as redact
 from ...errors import ConfigurationError
 
-__all__ = ["DEFAULT_CONNECTION_PARAMS", "ConnectionSettings", "redact"]
+__all__ = ["DEFAULT_CONNECTION_PARAMS", "ConnectionSettings", "NodeUrls", "node_settings", "redact"]
+
+NodeUrls = str | Sequence[str]
+"""One AMQP URL, several separated by commas, or a list of them (one per node)."""
 
 DEFAULT_CONNECTION_PARAMS: dict[str, Any] = {
     "host": "localhost",
@@ -48,6 +61,11 @@ class ConnectionSettings:
         connection_name: str | None = None,
     ) -> None:
         raw = url or os.environ.get(URL_VARIABLE)
+        if raw and "," in raw:
+            raise ConfigurationError(
+                "several AMQP URLs given where one is expected: pass the list as the "
+                "broker's url= (or give one URL here)"
+            )
         params = dict(DEFAULT_CONNECTION_PARAMS)
         scheme = "amqp"
         query: dict[str, str] = {}
@@ -121,6 +139,59 @@ class ConnectionSettings:
 
     def __repr__(self) -> str:
         return f"ConnectionSettings({self})"
+
+
+def node_settings(
+    url: NodeUrls | None = None, *, shuffle: bool = False, **options: Any
+) -> list[ConnectionSettings]:
+    """The settings of every node: ``url``, else ``TRADING_SYSTEM_RABBITMQ_URL``, else default.
+
+    ``url`` is one URL, a comma-separated string of them, or a list (whose items
+    may themselves hold commas). ``shuffle`` puts the nodes in a random order,
+    so many clients given the same list spread over the cluster; otherwise the
+    first node that answers is the one used. ``options`` are the
+    :class:`ConnectionSettings` keywords, shared by every node.
+    """
+    source = "url"
+    if url is None or (isinstance(url, str) and not url.strip()):
+        url, source = os.environ.get(URL_VARIABLE) or "", URL_VARIABLE
+    items = [url] if isinstance(url, str) else list(url)
+    if not items:
+        raise ConfigurationError(f"{source} is an empty list of AMQP URLs")
+    entries = [entry.strip() for item in items for entry in str(item).split(",")]
+    if entries == [""]:  # nothing given anywhere: the default node
+        return [ConnectionSettings(None, **options)]
+    nodes: list[ConnectionSettings] = []
+    for position, entry in enumerate(entries, 1):
+        where = f"entry {position} of {len(entries)} in {source}"
+        if not entry:
+            raise ConfigurationError(f"{where} is empty (a stray comma?)")
+        try:
+            nodes.append(ConnectionSettings(entry, **options))
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{where} ({_scrub(entry)}): {_safe_reason(exc, entry)}"
+            ) from None
+    if shuffle:
+        random.shuffle(nodes)
+    return nodes
+
+
+def _scrub(entry: str) -> str:
+    """An entry fit for an error message: whatever stands between ``://`` and ``@`` is gone."""
+    scrubbed = re.sub(r"://[^@]*@", "://***@", entry)
+    if "@" not in entry:
+        scrubbed = re.sub(r"(://[^/:?#]*):[^/?#]*", r"\1:***", scrubbed)
+    return scrubbed
+
+
+def _safe_reason(exc: ConfigurationError, entry: str) -> str:
+    """The parser's reason, unless it quotes a piece of the entry (which may be a password)."""
+    reason = str(exc)
+    authority = entry.split("://", 1)[-1].split("/", 1)[0]
+    if any(len(piece) >= 2 and piece in reason for piece in re.split(r"[:@]", authority)):
+        return "not a valid AMQP URL"
+    return reason
 
 
 def _ssl_options_from_query(query: dict[str, str]) -> dict[str, Any]:

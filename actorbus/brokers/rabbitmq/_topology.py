@@ -26,6 +26,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from ...errors import TopologyMissing
 from ...messages import MessageTypes, known_types, subsystem_of
 from ..base import QueueSpec
+from ._queue_options import QueueOptions
 
 __all__ = ["Topology", "expected_subsystems", "leading_wildcard", "missing_error"]
 
@@ -44,7 +45,13 @@ class Topology:
     """Exchanges and queues declared by one broker, and how to declare them."""
 
     def __init__(
-        self, prefix: str, *, idle_queue_expiry: float, timeout: float, passive: bool = False
+        self,
+        prefix: str,
+        *,
+        idle_queue_expiry: float,
+        timeout: float,
+        passive: bool = False,
+        options: QueueOptions | None = None,
     ) -> None:
         self.prefix = prefix
         """Prefix of exchange names."""
@@ -54,6 +61,8 @@ class Topology:
         """Subsystems whose exchange is declared."""
         self.queues: dict[str, QueueSpec] = {}
         """Declared queues by name, with every pattern bound to them."""
+        self.options = options or QueueOptions(dead_letter_queue=f"{prefix}.dead_letters")
+        """The bus-wide queue type and delivery limit."""
         self._expiry_ms = int(idle_queue_expiry * 1000)
         self._timeout = timeout
 
@@ -89,9 +98,7 @@ class Topology:
 
     def arguments(self, spec: QueueSpec) -> dict[str, Any]:
         """The ``queue.declare`` arguments of a spec."""
-        arguments: dict[str, Any] = {}
-        if spec.quorum:
-            arguments["x-queue-type"] = "quorum"
+        arguments: dict[str, Any] = self.options.arguments(spec)
         if spec.max_length is not None:
             arguments["x-max-length"] = spec.max_length
             arguments["x-overflow"] = spec.overflow
@@ -133,12 +140,14 @@ class Topology:
         if self.passive:
             try:
                 await channel.queue_declare(spec.name, passive=True, timeout=self._timeout)
-            except ChannelNotFoundEntity:  # the channel is closed; the caller opens another
+            except ChannelNotFoundEntity as exc:  # the channel is closed; the caller opens another
+                if "down or inaccessible" in str(exc):
+                    raise  # it exists, on a node that is down: unavailable, not missing
                 raise _missing([f"queue {spec.name}"]) from None
         else:
             await channel.queue_declare(
                 spec.name,
-                durable=spec.durable or spec.quorum,
+                durable=spec.durable or self.options.type_of(spec) == "quorum",
                 arguments=self.arguments(spec),
                 timeout=self._timeout,
             )

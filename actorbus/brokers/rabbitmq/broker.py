@@ -34,6 +34,20 @@ then ``PublishTimeout``) and go out once it is back. A publish cut by a lost
 connection is sent again (at-least-once); each consumer recognises copies of a
 message it already has by envelope id and does not hand them on twice.
 
+Several nodes: ``url`` may be a list of AMQP URLs, or one string of them
+separated by commas (one per node of a cluster). The broker connects to the
+first node that answers (``shuffle_nodes`` spreads clients over the list) and,
+when its node is lost, to the next one that answers (see ``_link``): topology
+and consumers are replayed there, publishes wait meanwhile and unconfirmed
+ones are sent again. :attr:`AsyncRabbitMQBroker.node` says which node is in use.
+
+Queue types: ``queue_type`` (``classic`` or ``quorum``, else
+``TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE``, else classic) for every durable actor
+queue and the dead-letter queue, unless a queue declares its own; quorum
+queues dead-letter a message delivered ``delivery_limit`` times (see
+``_queue_options``), and their consumers keep a redelivery window (see
+``_window``) so that only a message that kills its consumer gets there.
+
 Options: ``heartbeat`` (seconds; a silent link is noticed after about three
 missed beats), ``connect_timeout``, ``reconnect_interval`` doubling up to
 ``max_reconnect_interval``, ``publish_timeout``, ``operation_timeout``
@@ -97,10 +111,11 @@ from ..base import (
 )
 from ._batch import Batcher
 from ._consumer import RabbitConsumer, _consumers_of
-from ._dead_letters import DeadLetterStore
+from ._dead_letters import BrokerDeadLetters, DeadLetterStore
 from ._link import Link
-from ._params import ConnectionSettings
+from ._params import ConnectionSettings, NodeUrls, node_settings
 from ._publisher import Pipeline
+from ._queue_options import QueueOptions
 from ._refusals import refused_declaration
 from ._topology import Topology, expected_subsystems, leading_wildcard, missing_error
 from ._wire import decode_message, encode_envelope
@@ -120,7 +135,7 @@ class AsyncRabbitMQBroker:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: NodeUrls | None = None,
         *,
         prefix: str = "trading",
         codec: Codec | None = None,
@@ -145,22 +160,32 @@ class AsyncRabbitMQBroker:
         ack_flush_count: int = 64,
         ack_flush_interval: float = 0.05,
         subsystems: Iterable[str] | None = None,
+        shuffle_nodes: bool = False,
+        queue_type: str | None = None,
+        delivery_limit: int | None = None,
     ) -> None:
         check_prefix(prefix)
         if declare not in ("create", "passive"):
             raise ConfigurationError(f"declare must be 'create' or 'passive', not {declare!r}")
-        self.settings = ConnectionSettings(
+        self.nodes = node_settings(
             url,
+            shuffle=shuffle_nodes,
             heartbeat=heartbeat,
             ssl_context=ssl_context,
             ssl_options=ssl_options,
             connection_name=connection_name,
         )
-        """Resolved connection settings (printing them hides the password)."""
+        """Resolved settings of every node, in the order they are tried."""
         self.prefix = prefix
         """Prefix of exchange and queue names."""
         self.dead_letter_queue = f"{prefix}.dead_letters"
         """Name of the durable queue holding dead letters."""
+        self.queue_options = QueueOptions(
+            dead_letter_queue=self.dead_letter_queue,
+            queue_type=queue_type,
+            delivery_limit=delivery_limit,
+        )
+        """The bus-wide queue type and delivery limit of quorum queues."""
         self.publish_timeout = publish_timeout
         """Seconds a publish may wait for the connection and the confirm."""
         self.outbox_limit = outbox_limit
@@ -174,9 +199,12 @@ class AsyncRabbitMQBroker:
             idle_queue_expiry=idle_queue_expiry,
             timeout=operation_timeout,
             passive=declare == "passive",
+            options=self.queue_options,
         )
+        self.unavailable: dict[str, str] = {}
+        """Queues the node in use cannot serve now (a classic queue on a lost node), and why."""
         self._link = Link(
-            self.settings,
+            self.nodes,
             restore=self._restore,
             check=self._check_consumers,
             connect_timeout=connect_timeout,
@@ -194,6 +222,7 @@ class AsyncRabbitMQBroker:
             send_to_queue=self.send_to_queue,
             wait_link=self._wait_link,
             timeout=operation_timeout,
+            broker_dead=BrokerDeadLetters(self._codec, self._actor_of, self._limit_of),
         )
         self._closed = False
         self._connected = False
@@ -218,6 +247,25 @@ class AsyncRabbitMQBroker:
         """The connection and its recovery statistics (``reconnects``, ``outages``)."""
         return self._link
 
+    @property
+    def settings(self) -> ConnectionSettings:
+        """Settings of the node in use (printing them hides the password)."""
+        return self._link.settings
+
+    @property
+    def node(self) -> str:
+        """The node in use, without credentials."""
+        return self._link.node
+
+    def describe(self) -> dict[str, Any]:
+        """Where the broker is connected, for ``stats()``: node (redacted), queue type, gaps."""
+        return {
+            **self._link.describe(),
+            "queue_type": self.queue_options.queue_type,
+            "delivery_limit": self.queue_options.delivery_limit,
+            "unavailable_queues": dict(self.unavailable),
+        }
+
     async def connect(self) -> None:
         """Connect and declare the exchanges and the dead-letter store."""
         if self._connected:
@@ -232,7 +280,6 @@ class AsyncRabbitMQBroker:
             self._topo.queues[self._unroutable_spec.name] = self._unroutable_spec
         await self._link.open()
         self._connected = True
-        logger.info("connected to RabbitMQ at %s", self.settings)
 
     async def close(self) -> None:
         """Cancel consumers (settling what was handled) and close the connection."""
@@ -256,20 +303,40 @@ class AsyncRabbitMQBroker:
         self._topology = await connection.channel(publisher_confirms=False)
         for subsystem in sorted(self._topo.subsystems):
             await self._topo.declare_exchange(self._topology, subsystem)
+        self.unavailable.clear()
         for spec in list(self._topo.queues.values()):
             try:
                 await self._topo.apply_queue(self._topology, spec)
             except ChannelPreconditionFailed as exc:  # declared elsewhere with other options
                 logger.error("cannot declare %s again as recorded: %s", spec.name, exc)
                 self._topology = await connection.channel(publisher_confirms=False)
+            except ChannelNotFoundEntity as exc:  # a classic queue whose node is down
+                self._queue_unavailable(spec.name, exc)
+                self._topology = await connection.channel(publisher_confirms=False)
         if self._reply_handler is not None:
             await self._consume_replies(channel)
         for consumer in list(self._consumers):
-            if not (consumer.cancelled or consumer.paused):
+            if consumer.cancelled or consumer.paused or consumer.queue in self.unavailable:
+                continue
+            try:
                 await consumer.start(connection)
-        broken = [c for c in self._consumers if not c.healthy]
+            except ChannelNotFoundEntity as exc:
+                self._queue_unavailable(consumer.queue, exc)
+        broken = [c for c in self._consumers if not c.healthy and c.queue not in self.unavailable]
         if broken:
             raise ConnectionError(f"{len(broken)} consumer(s) did not come back")
+
+    def _queue_unavailable(self, queue: str, exc: Exception) -> None:
+        """Note (and say loudly) that the node in use cannot serve ``queue`` now."""
+        reason = str(exc)
+        self.unavailable[queue] = reason
+        logger.error(
+            "queue %s is unavailable on %s: %s; its consumer stops until the queue is back "
+            "(a classic queue lives on one node only: use quorum queues on a cluster)",
+            queue,
+            self.node,
+            reason,
+        )
 
     async def _check_consumers(self) -> None:
         """Restart any consumer whose channel or registration was lost."""
@@ -278,11 +345,19 @@ class AsyncRabbitMQBroker:
             return
         for consumer in list(self._consumers):
             if not consumer.healthy:
-                logger.warning("consumer of %s was lost; restarting it", consumer.queue)
-                spec = self._topo.queues.get(consumer.queue)
-                if spec is not None:
-                    await self._topo.apply_queue(await self._topology_channel(), spec)
-                await consumer.start(connection)
+                queue = consumer.queue
+                if queue not in self.unavailable:
+                    logger.warning("consumer of %s was lost; restarting it", queue)
+                spec = self._topo.queues.get(queue)
+                try:
+                    if spec is not None:
+                        await self._topo.apply_queue(await self._topology_channel(), spec)
+                    await consumer.start(connection)
+                except ChannelNotFoundEntity as exc:
+                    self._queue_unavailable(queue, exc)
+                    continue
+                if self.unavailable.pop(queue, None) is not None:
+                    logger.warning("queue %s is available again; consuming", queue)
 
     async def _topology_channel(self) -> AbstractChannel:
         connection, _ = await self._wait_link()
@@ -501,6 +576,7 @@ class AsyncRabbitMQBroker:
             dedup_window=self._dedup_window,
             ack_flush_count=self._ack_flush[0],
             ack_flush_interval=self._ack_flush[1],
+            bounded=self._bounded(queue),
         )
         deadline = time.monotonic() + self.publish_timeout
         while True:
@@ -519,6 +595,20 @@ class AsyncRabbitMQBroker:
             await asyncio.sleep(0.01)
         self._consumers.append(consumer)
         return consumer
+
+    def _limit_of(self, queue: str) -> int | None:
+        """The delivery limit of ``queue``: as declared here, else the bus-wide one."""
+        spec = self._topo.queues.get(queue)
+        if spec is None:  # declared by another process: assume the same bus-wide options
+            return self.queue_options.delivery_limit
+        if not self.queue_options.bounded(spec):
+            return None
+        limit: int = self.queue_options.arguments(spec)["x-delivery-limit"]
+        return limit
+
+    def _bounded(self, queue: str) -> bool:
+        spec = self._topo.queues.get(queue)
+        return spec is not None and self.queue_options.bounded(spec)
 
     def _forget_consumer(self, consumer: RabbitConsumer) -> None:
         if consumer in self._consumers:

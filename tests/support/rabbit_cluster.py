@@ -167,18 +167,24 @@ class RabbitCluster:
     # -- inspection --------------------------------------------------------------------------
 
     def connected_node(self, *, timeout: float = 10.0) -> int | None:
-        """Index of the one node holding client connections (polled), or ``None``."""
+        """Index of the one node holding the client connections (polled), or ``None``.
+
+        ``list_connections`` is cluster-wide; a connection's name ends with the
+        node's own address (``client -> 127.0.0.1:<port>``), which tells the node.
+        """
+        by_port = {node.amqp_port: index for index, node in enumerate(self.nodes)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            holding = []
-            for index, node in enumerate(self.nodes):
-                try:
-                    if node.is_ready() and node.list_connections("pid"):
-                        holding.append(index)
-                except RabbitNodeError:
-                    continue
+            try:
+                rows = self.any_ready().list_connections("name")
+            except RabbitNodeError:
+                rows = []
+            ports = {
+                int(str(row["name"]).rsplit(":", 1)[-1]) for row in rows if "->" in str(row["name"])
+            }
+            holding = {by_port[p] for p in ports if p in by_port}
             if len(holding) == 1:
-                return holding[0]
+                return holding.pop()
             time.sleep(0.2)
         return None
 
@@ -199,12 +205,17 @@ class RabbitCluster:
         return None
 
     def home_of(self, queue: str) -> int | None:
-        """Index of the node a classic queue lives on, or ``None``."""
-        rows = self.any_ready().list_queues("name", "pid")
-        pid = next((str(row.get("pid")) for row in rows if row.get("name") == queue), "")
-        for index, node in enumerate(self.nodes):
-            if f"{node.node_name}" in pid or node.node_name.split("@")[0] in pid:
-                return index
+        """Index of the node a queue's process lives on (a classic queue's home), or ``None``.
+
+        Read from the plain listing: the JSON one writes pids without their node.
+        """
+        output = self.any_ready().ctl("list_queues", "name", "pid", "--quiet", "--no-table-headers")
+        for line in output.splitlines():
+            name, _, pid = line.partition("\t")
+            if name == queue:
+                for index, node in enumerate(self.nodes):
+                    if f"<{node.node_name}." in pid:
+                        return index
         return None
 
     # -- a cluster booted by hand (see the module docs) --------------------------------------

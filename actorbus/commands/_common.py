@@ -57,7 +57,10 @@ def add_bus_options(parser: argparse.ArgumentParser, *, inspecting: bool = False
     parser.add_argument(
         "--url",
         default=None,
-        help=f"AMQP URL in rabbitmq mode (default: ${URL_VARIABLE}, else localhost)",
+        help=(
+            f"AMQP URL in rabbitmq mode, or several separated by commas (one per node of a "
+            f"cluster; default: ${URL_VARIABLE}, else localhost)"
+        ),
     )
     parser.add_argument(
         "--prefix",

@@ -56,8 +56,10 @@ async def stats(args: argparse.Namespace) -> int:
     inspected_mode(args, "stats")
     heartbeats: dict[str, dict[str, Any]] = {}
     by_actor: dict[str, int] = {}
+    node: dict[str, Any] = {}
     broker = await open_inspector(args)
     if broker is not None:
+        node = broker.describe()
         try:
 
             def on_status(envelope: Any) -> None:
@@ -77,19 +79,30 @@ async def stats(args: argparse.Namespace) -> int:
             "mode": args.mode,
             "prefix": args.prefix,
             "exists": broker is not None,
+            "broker": node,
             "systems": heartbeats,
             "dead_letters": by_actor,
         }
         print(json.dumps(report, default=str))
         return EXIT_OK
-    _print(args, heartbeats, by_actor)
+    _print(args, node, heartbeats, by_actor)
     return EXIT_OK
 
 
-def _print(
-    args: argparse.Namespace, heartbeats: dict[str, dict[str, Any]], by_actor: dict[str, int]
-) -> None:
+def _node(beat: dict[str, Any]) -> str:
+    """The broker node a heartbeat's process uses, if it says."""
+    broker = beat.get("broker")
+    return str(broker.get("node") or "") if isinstance(broker, dict) else ""
 
+
+def _print(
+    args: argparse.Namespace,
+    node: dict[str, Any],
+    heartbeats: dict[str, dict[str, Any]],
+    by_actor: dict[str, int],
+) -> None:
+    if node.get("node"):
+        print(f"RabbitMQ node {node['node_index']} of {node['nodes']}: {node['node']}")
     if not heartbeats:
         print(f"no running trading system heard on prefix {args.prefix!r} in {args.wait:g}s")
     for source, beat in sorted(heartbeats.items()):
@@ -98,6 +111,7 @@ def _print(
             f"{source}: {beat.get('state', '?')}, running {', '.join(beat.get('placed', []))}; "
             f"uptime {beat.get('elapsed', 0):.0f}s; ticks {counts.get('ticks', 0):,}, "
             f"orders {counts.get('orders', 0):,}, fills {counts.get('fills', 0):,}"
+            + (f"; on {node_of_beat}" if (node_of_beat := _node(beat)) else "")
         )
         for line in actor_table(beat.get("actors", {})):
             print(line)

@@ -6,7 +6,8 @@ Run the suite, then this script::
     ACTORBUS_FAULT_REPORT_DIR=/tmp/faults .venv/bin/python tests/faults/report.py
 
 Each scenario writes one JSON row (see ``tests/support/checker.py``); this
-prints the numbered scenarios' rows as a Markdown table, in scenario order,
+prints the numbered scenarios' rows (the fault suite's, then the cluster
+suite's ``C1.``-``C6.``) as a Markdown table, in scenario order,
 ready for the README (``--all`` adds rows other tests recorded).
 """
 
@@ -22,9 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from support.checker import report_dir
 
 
-def _order(row: dict[str, object]) -> tuple[int, str]:
-    match = re.match(r"(\d+)", str(row["scenario"]))
-    return (int(match.group(1)) if match else 99, str(row["scenario"]))
+SCENARIO = re.compile(r"(C?)(\d+)\.")
+"""A numbered scenario: ``4. ...`` (fault suite) or ``C4. ...`` (cluster suite, after them)."""
+
+
+def _order(row: dict[str, object]) -> tuple[int, int, str]:
+    match = SCENARIO.match(str(row["scenario"]))
+    if match is None:
+        return (2, 0, str(row["scenario"]))
+    return (1 if match.group(1) else 0, int(match.group(2)), str(row["scenario"]))
 
 
 def _recovery(value: object) -> str:
@@ -42,7 +49,7 @@ def table(directory: Path, *, numbered_only: bool = True) -> str:
     """
     rows = [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
     if numbered_only:
-        rows = [row for row in rows if re.match(r"\d+\.", str(row["scenario"]))]
+        rows = [row for row in rows if SCENARIO.match(str(row["scenario"]))]
     rows.sort(key=_order)
     lines = [
         "| scenario | messages | lost | duplicates | recovery time | note |",

@@ -256,3 +256,19 @@ async def test_a_message_past_its_delivery_limit_is_a_dead_letter_like_any_other
         queues, exchanges = broker.declared_names()
         await broker.close()
         await delete_names(rabbitmq_url, queues, exchanges)
+
+
+def test_actorbus_stats_says_which_node_it_uses(
+    rabbitmq_url: str, unique_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from actorbus.cli import main
+
+    dead = f"amqp://guest:not-shown@127.0.0.1:{free_port()}/"
+    urls = f"{dead},{rabbitmq_url}"
+    args = ["stats", "--mode", "rabbitmq", "--url", urls, "--prefix", unique_prefix]
+    assert main([*args, "--wait", "0.1"]) == 0
+    assert "RabbitMQ node 2 of 2: amqp://127.0.0.1:5672/" in capsys.readouterr().out
+    assert main([*args, "--wait", "0.1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["broker"]["node_index"], shown["broker"]["nodes"]) == (2, 2)
+    assert "not-shown" not in json.dumps(shown)

@@ -272,3 +272,49 @@ def test_actorbus_stats_says_which_node_it_uses(
     shown = json.loads(capsys.readouterr().out)
     assert (shown["broker"]["node_index"], shown["broker"]["nodes"]) == (2, 2)
     assert "not-shown" not in json.dumps(shown)
+
+
+JSON = ("--formatter", "json")
+
+
+def _prefetch_of(queue: str) -> list[int]:
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_consumers", *("queue_name", "prefetch_count"), *JSON],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [int(r["prefetch_count"]) for r in json.loads(listed.stdout) if r["queue_name"] == queue]
+
+
+async def test_a_bounded_queue_starts_narrow_and_widens_after_a_fresh_success(
+    rabbitmq_url: str, unique_prefix: str
+) -> None:
+    """The redelivery window on one node: prefetch 1 first, the mailbox size after one success."""
+    handled: list[str] = []
+
+    class Windowed(Actor):
+        name = "windowed"
+        mailbox_size = 50
+
+        @handles(PING)
+        async def on_ping(self, msg: Envelope) -> None:
+            handled.append(msg.id)
+
+    queue = f"{unique_prefix}.actor.windowed"
+    async with AsyncMessageBus(
+        "rabbitmq", url=rabbitmq_url, prefix=unique_prefix, fallback=False, queue_type="quorum"
+    ) as bus:
+        await bus.spawn(Windowed)
+        narrow = await asyncio.to_thread(_prefetch_of, queue)
+        for seq in range(200):
+            await bus.publish(PING, {"seq": seq})
+        for _ in range(1000):
+            if len(handled) == 200:
+                break
+            await asyncio.sleep(0.01)
+        wide = await asyncio.to_thread(_prefetch_of, queue)
+    assert narrow == [1]
+    assert len(set(handled)) == 200
+    assert wide == [50]

@@ -6,6 +6,10 @@ settled through an :class:`~._acker.Acker` bound to the channel they came on
 (batched acks, never held back for long: see ``_acker``). A delivery settled
 after its channel died is ignored: the broker has already put it back, and
 will deliver it again.
+
+A consumer of a queue with a delivery limit (``bounded``) also keeps a
+redelivery window (see ``_window``): prefetch 1 while a message may be the
+one that kills the process, the full prefetch once a fresh one succeeded.
 """
 
 from __future__ import annotations

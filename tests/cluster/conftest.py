@@ -8,6 +8,7 @@ cluster instead and leaves it running (for iterating on these tests).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import uuid
@@ -79,4 +80,7 @@ async def make_bus(
     yield make
     for bus in buses:
         await bus.shutdown(timeout=1.0)
+    # Whole again first: deleting a quorum queue waits for its members; the next test
+    # needs every node anyway.
+    await asyncio.to_thread(cluster.ensure_ready)
     await clean(cluster, buses)

@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support.checker import report_dir
 
-
 SCENARIO = re.compile(r"(C?)(\d+)\.")
 """A numbered scenario: ``4. ...`` (fault suite) or ``C4. ...`` (cluster suite, after them)."""
 

@@ -726,6 +726,9 @@ class AsyncMessageBus:
         memory also ``dropped`` (messages queues dropped at their length limit) and
         ``dead_letters_dropped`` (dead letters dropped at the store's cap), for the
         whole in-memory server.
+        ``broker``: over RabbitMQ, the node in use (``node``, without credentials,
+        ``node_index`` of ``nodes``), ``reconnects``, the queue type and delivery
+        limit, and ``unavailable_queues`` (queues the node in use cannot serve now).
         """
         actors: dict[str, dict[str, Any]] = {}
         for cell in self._router.cells if self._router is not None else []:

@@ -318,3 +318,26 @@ async def test_a_bounded_queue_starts_narrow_and_widens_after_a_fresh_success(
     assert narrow == [1]
     assert len(set(handled)) == 200
     assert wide == [50]
+
+
+def test_the_variables_are_read_and_checked_like_the_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_URL", "amqp://a/,ftp://u:hidden-pw@b/")
+    with pytest.raises(ConfigurationError) as caught:
+        AsyncRabbitMQBroker()
+    assert "entry 2 of 2 in TRADING_SYSTEM_RABBITMQ_URL" in str(caught.value)
+    assert "hidden-pw" not in str(caught.value)
+    monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_URL", "amqp://a/,amqp://b/")
+    monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE", "Quorum")
+    monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_DELIVERY_LIMIT", "5")
+    broker = AsyncRabbitMQBroker()
+    assert [str(n) for n in broker.nodes] == ["amqp://a:5672/", "amqp://b:5672/"]
+    info = broker.describe()
+    assert (info["queue_type"], info["delivery_limit"], info["nodes"]) == ("quorum", 5, 2)
+    assert AsyncRabbitMQBroker(queue_type="classic", delivery_limit=9).describe()["queue_type"] == (
+        "classic"
+    )
+    monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_DELIVERY_LIMIT", "many")
+    with pytest.raises(ConfigurationError, match="TRADING_SYSTEM_RABBITMQ_DELIVERY_LIMIT"):
+        AsyncRabbitMQBroker()

@@ -92,7 +92,11 @@ class Link:
         return str(self.settings)
 
     def describe(self) -> dict[str, object]:
-        """Which node is in use, for ``stats()``: its URL (redacted), position, count, since."""
+        """Which node is in use, for ``stats()``.
+
+        Its URL without credentials (``None`` while reconnecting), its position in
+        the list, the list's length, since when, and the reconnects so far.
+        """
         return {
             "node": self.node if self.ready.is_set() else None,
             "node_index": self.index + 1,

@@ -121,10 +121,10 @@ class QueueOptions:
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
         if spec.name == self.dead_letter_queue:
             return arguments  # listing it gives entries back: they must never expire
-        limit = spec.delivery_limit
+        limit = self.delivery_limit if spec.delivery_limit is None else spec.delivery_limit
         arguments.update(
             {
-                "x-delivery-limit": resolve_delivery_limit(limit or self.delivery_limit),
+                "x-delivery-limit": resolve_delivery_limit(limit),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": self.dead_letter_queue,
                 "x-dead-letter-strategy": "at-least-once",

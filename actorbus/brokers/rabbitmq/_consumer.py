@@ -204,7 +204,7 @@ class RabbitConsumer:
                 )
 
             async def on_message(message: DeliveredMessage) -> None:
-                await self._on_message(acker, window, message)
+                await self._on_message(acker, message, window)
 
             prefetch = 1 if window is not None else self.prefetch
             await channel.basic_qos(prefetch_count=prefetch, timeout=self._timeout)
@@ -233,7 +233,7 @@ class RabbitConsumer:
             await channel.basic_cancel(ok.consumer_tag, timeout=self._timeout)
 
     async def _on_message(
-        self, acker: Acker, window: RedeliveryWindow | None, message: DeliveredMessage
+        self, acker: Acker, message: DeliveredMessage, window: RedeliveryWindow | None = None
     ) -> None:
         tag: int = message.delivery.delivery_tag or 0  # type: ignore[union-attr]
         acker.delivered(tag)

@@ -62,3 +62,9 @@ def test_the_dead_letter_queue_and_classic_queues_are_not_bounded() -> None:
     assert not options.bounded(spec(DLQ))
     assert options.arguments(spec(queue_type="classic")) == {}
     assert not options.bounded(spec(queue_type="classic"))
+
+
+def test_stores_are_never_bounded() -> None:
+    options = QueueOptions(dead_letter_queue=DLQ, queue_type="quorum", stores=("t.unroutable",))
+    assert options.arguments(spec("t.unroutable")) == {"x-queue-type": "quorum"}
+    assert not options.bounded(spec("t.unroutable"))

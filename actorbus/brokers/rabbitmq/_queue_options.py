@@ -7,7 +7,9 @@ declaration wins (``QueueSpec.quorum`` / ``queue_type``, from an actor's
 ``quorum`` or ``queue_type``). Non-durable queues stay classic unless declared
 quorum: they are meant to vanish with their consumer.
 
-Quorum queues (but the dead-letter queue) also bound redelivery: the broker
+Quorum queues (but the stores: the dead-letter queue and the unroutable
+queue, which are read and given back, never consumed to completion) also
+bound redelivery: the broker
 counts each delivery (``x-delivery-count``), and past ``delivery_limit``
 (argument, else ``TRADING_SYSTEM_RABBITMQ_DELIVERY_LIMIT``, else
 :data:`DEFAULT_DELIVERY_LIMIT`) it dead-letters the message into the
@@ -94,6 +96,7 @@ class QueueOptions:
         dead_letter_queue: str,
         queue_type: str | None = None,
         delivery_limit: int | None = None,
+        stores: tuple[str, ...] = (),
     ) -> None:
         self.queue_type = resolve_queue_type(queue_type)
         """The bus-wide queue type, ``classic`` or ``quorum``."""
@@ -101,6 +104,8 @@ class QueueOptions:
         """Default delivery limit of quorum queues."""
         self.dead_letter_queue = dead_letter_queue
         """Where quorum queues dead-letter what reached its delivery limit."""
+        self.stores = frozenset((dead_letter_queue, *stores))
+        """Queues that keep messages to be read, not handled: never bounded."""
 
     def type_of(self, spec: QueueSpec) -> str:
         """The type ``spec`` is declared with."""
@@ -112,15 +117,15 @@ class QueueOptions:
 
     def bounded(self, spec: QueueSpec) -> bool:
         """Whether the broker bounds redelivery on this queue (a quorum actor queue)."""
-        return self.type_of(spec) == "quorum" and spec.name != self.dead_letter_queue
+        return self.type_of(spec) == "quorum" and spec.name not in self.stores
 
     def arguments(self, spec: QueueSpec) -> dict[str, Any]:
         """The ``queue.declare`` arguments the type and the delivery limit give ``spec``."""
         if self.type_of(spec) != "quorum":
             return {}
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
-        if spec.name == self.dead_letter_queue:
-            return arguments  # listing it gives entries back: they must never expire
+        if spec.name in self.stores:
+            return arguments  # reading a store gives entries back: they must never expire
         limit = self.delivery_limit if spec.delivery_limit is None else spec.delivery_limit
         arguments.update(
             {

@@ -184,6 +184,7 @@ class AsyncRabbitMQBroker:
             dead_letter_queue=self.dead_letter_queue,
             queue_type=queue_type,
             delivery_limit=delivery_limit,
+            stores=(unroutable_spec(prefix).name,),
         )
         """The bus-wide queue type and delivery limit of quorum queues."""
         self.publish_timeout = publish_timeout

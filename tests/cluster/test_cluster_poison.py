@@ -51,6 +51,14 @@ def start_worker(urls: str, prefix: str, out: Path) -> subprocess.Popen[str]:
     return process
 
 
+def wait_exit(process: subprocess.Popen[str], timeout: float) -> int | None:
+    """The process's exit code if it ends within ``timeout`` seconds, else ``None``."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def stop_worker(process: subprocess.Popen[str]) -> None:
     """Close its standard input (its signal to shut down) and wait; kill it (by pid) if stuck."""
     if process.poll() is None:
@@ -105,9 +113,17 @@ async def test_c6_a_process_killing_poison_is_the_only_dead_letter(
                     worker = await asyncio.to_thread(start_worker, cluster.url, prefix, out)
                     starts += 1
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(0.5)  # nothing else may die after the poison is put aside
+            # The death that put the poison aside may not have been seen yet.
+            code = await asyncio.to_thread(wait_exit, worker, 3.0)
+            if code is not None:
+                assert code == poison_worker.POISON_EXIT, code
+                deaths += 1
+                stop_worker(worker)
+                worker = await asyncio.to_thread(start_worker, cluster.url, prefix, out)
+                starts += 1
+            # Nothing may die any more once the poison is put aside.
+            still_alive = await asyncio.to_thread(wait_exit, worker, 2.0) is None
             dead = await bus.dead_letters()
-            still_alive = worker.poll() is None
     finally:
         await asyncio.to_thread(stop_worker, worker)
     took = time.monotonic() - began

@@ -46,6 +46,7 @@ async def test_c4_a_rolling_restart_of_all_three_nodes_loses_nothing(
         await settle(checker, sent + len(cluster.nodes))
         consumed = await queues_consumed(cluster.any_ready(), [f"{prefix}.actor.ticks"])
         reconnects = broker.link.reconnects
+        nacks = broker.publish_nacks
     result = checker.result()
     record(
         "C4. rolling restart of all three nodes, quorum queue",
@@ -53,7 +54,8 @@ async def test_c4_a_rolling_restart_of_all_three_nodes_loses_nothing(
         recovery=result.longest_gap,
         note=(
             f"graceful stop and start of nodes 1, 2, 3 in turn; the bus moved "
-            f"{reconnects} times (nodes {' -> '.join(map(str, path))}); "
+            f"{reconnects} times (nodes {' -> '.join(map(str, path))}); {nacks} publish "
+            f"nacks sent again; "
             f"recovery = longest pause between two handled messages"
         ),
     )

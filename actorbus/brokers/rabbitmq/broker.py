@@ -26,6 +26,8 @@ would do the last part inside RabbitMQ, but it is an exchange argument, and
 declaring an existing exchange with other arguments fails
 (``PRECONDITION_FAILED``): adding it would break every deployment made before.
 Batched types (``batch_types``) go as batches, not counted when unroutable.
+A publish the broker nacks is sent again a few times (a replicated queue may
+refuse for a moment while its leader moves) before it raises ``QueueFull``.
 A consumer's message is acknowledged only once its delivery is
 settled; an undecodable message is stored as a dead letter (confirmed) before it
 is acknowledged. While the connection is down, publishes wait (at most
@@ -125,6 +127,9 @@ __all__ = ["AsyncRabbitMQBroker"]
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+NACK_RETRIES = 4
+"""Nacks of one publish sent again (after 0.05, 0.1, 0.2, 0.4 s) before ``QueueFull``."""
+NACK_BACKOFF = 0.05
 _LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError)
 
 
@@ -202,6 +207,8 @@ class AsyncRabbitMQBroker:
             passive=declare == "passive",
             options=self.queue_options,
         )
+        self.publish_nacks = 0
+        """Publishes the broker refused (nacked), each counted once per refusal."""
         self.unavailable: dict[str, str] = {}
         """Queues the node in use cannot serve now (a classic queue on a lost node), and why."""
         self._link = Link(
@@ -265,6 +272,7 @@ class AsyncRabbitMQBroker:
             "queue_type": self.queue_options.queue_type,
             "delivery_limit": self.queue_options.delivery_limit,
             "unavailable_queues": dict(self.unavailable),
+            "publish_nacks": self.publish_nacks,
         }
 
     async def connect(self) -> None:
@@ -482,6 +490,7 @@ class AsyncRabbitMQBroker:
     ) -> None:
         """Publish and wait for the confirm, across outages, within ``publish_timeout``."""
         link = self._link
+        nacks = 0
         try:
             async with asyncio.timeout(self.publish_timeout):
                 while True:
@@ -511,9 +520,18 @@ class AsyncRabbitMQBroker:
                             + (f" on {exchange!r}" if exchange else "")
                         ) from None
                     except DeliveryError:
-                        raise QueueFull(
-                            f"RabbitMQ refused {routing_key!r} (a queue at its max length?)"
-                        ) from None
+                        # A nack: a queue at its max length refuses, and so, for a moment,
+                        # may a replicated queue whose leader is moving (a node going
+                        # away). Sent again a few times before it counts as full.
+                        nacks += 1
+                        self.publish_nacks += 1
+                        if nacks > NACK_RETRIES:
+                            raise QueueFull(
+                                f"RabbitMQ refused {routing_key!r} {nacks} times "
+                                "(a queue at its max length?)"
+                            ) from None
+                        await asyncio.sleep(NACK_BACKOFF * 2 ** (nacks - 1))
+                        continue
                     except asyncio.CancelledError:
                         if _being_cancelled():
                             raise

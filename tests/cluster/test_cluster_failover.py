@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -100,6 +101,7 @@ async def test_c2_a_classic_queue_on_the_dead_node_is_reported_unavailable(
         back_at = classic.mark_recovery_point(fresh=False)
         await asyncio.sleep(1.0)
         sent = await load.stop()
+        refused = Counter(type(error).__name__ for error in load.publisher.errors)
         await settle(quorum, sent)
         # The classic queue's consumer comes back with the next consumer check.
         resumed = await wait_until(
@@ -121,13 +123,16 @@ async def test_c2_a_classic_queue_on_the_dead_node_is_reported_unavailable(
         note=(
             f"queue unavailable while its node was down ({back_at - killed_at:.1f}s), reported in "
             f"stats and logs; {classic_result.lost} confirmed messages lost, "
-            f"{lost_while_down} of them confirmed while its node was down; recovery from "
-            f"the node's return"
+            f"{lost_while_down} of them confirmed while its node was down; "
+            f"{classic_result.failed_publishes} publishes refused to the publisher "
+            f"({', '.join(f'{n} {k}' for k, n in sorted(refused.items())) or 'none'}); "
+            f"recovery from the node's return"
         ),
         extra={
             "stats_during": during,
             "sent_while_down": sent_while_down,
             "lost_while_down": lost_while_down,
+            "publish_errors": [str(error) for error in load.publisher.errors[:5]],
         },
     )
     record(

@@ -130,9 +130,9 @@ async def test_the_first_node_that_answers_is_used_and_stats_say_which(
             await asyncio.sleep(0.01)
         broker = bus.stats()["broker"]
     assert got
-    assert broker["node"].startswith("amqp://")
-    assert broker["node"].endswith("127.0.0.1:5672/")
-    assert "guest" not in broker["node"]
+    assert broker["node"] == "127.0.0.1:5672"
+    assert broker["url"].endswith("127.0.0.1:5672/")
+    assert "guest" not in broker["url"]
     assert (broker["node_index"], broker["nodes"]) == (2, 2)
     assert "node 2 of 2" in caplog.text
     assert "not-logged" not in caplog.text
@@ -284,8 +284,7 @@ def test_actorbus_stats_says_which_node_it_uses(
     shown_line = next(
         line for line in capsys.readouterr().out.splitlines() if line.startswith("RabbitMQ node")
     )
-    assert shown_line.startswith("RabbitMQ node 2 of 2: amqp://")
-    assert shown_line.endswith("127.0.0.1:5672/")
+    assert shown_line == "RabbitMQ node 2 of 2: 127.0.0.1:5672"
     assert main([*args, "--wait", "0.1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["broker"]["node_index"], shown["broker"]["nodes"]) == (2, 2)

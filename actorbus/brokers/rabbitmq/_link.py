@@ -88,17 +88,20 @@ class Link:
 
     @property
     def node(self) -> str:
-        """The node in use, without credentials (``amqp://host:port/vhost``)."""
-        return str(self.settings)
+        """The node in use (or last tried) as ``host:port``."""
+        settings = self.settings
+        return f"{settings.host}:{settings.port}"
 
     def describe(self) -> dict[str, object]:
         """Which node is in use, for ``stats()``.
 
-        Its URL without credentials (``None`` while reconnecting), its position in
-        the list, the list's length, since when, and the reconnects so far.
+        Its ``host:port`` and URL without credentials (``None`` while
+        reconnecting), its position in the list, the list's length, since when,
+        and the reconnects so far.
         """
         return {
             "node": self.node if self.ready.is_set() else None,
+            "url": str(self.settings) if self.ready.is_set() else None,
             "node_index": self.index + 1,
             "nodes": len(self.nodes),
             "connected_since": self.connected_at if self.ready.is_set() else None,

@@ -28,6 +28,7 @@ Metric names (label ``actor`` on the per-actor ones; ``type`` on the histograms)
 ``actorbus_broker_reconnects_total``      counter    connections made after the first
 ``actorbus_broker_outbox_depth``          gauge      publishes waiting for the connection
 ``actorbus_broker_unconfirmed``           gauge      publishes waiting for the broker's confirm
+``actorbus_broker_confirm_seconds``       histogram  publish to the broker's confirm (RabbitMQ)
 ``actorbus_dead_letter_queue_depth``      gauge      entries in the dead-letter queue
 =======================================  =========  =========================================
 
@@ -132,14 +133,32 @@ class Buckets:
 class MetricsHooks:
     """Hooks that time handlers and publish-to-handled latency, per actor and type."""
 
-    def __init__(self) -> None:
+    def __init__(self, bus: AsyncMessageBus | None = None) -> None:
+        self._bus = bus
         self.duration: dict[tuple[str, str], Buckets] = {}
         """Handler time (retries included) per (actor, type)."""
         self.latency: dict[tuple[str, str], Buckets] = {}
         """Time from the envelope's timestamp to handled, per (actor, type)."""
+        self.confirm = Buckets()
+        """Time from a publish to the broker's confirm (RabbitMQ only)."""
+        self._broker_timed = False
+
+    def _time_confirms(self) -> None:
+        """Count the confirm latency of the bus's broker, once it has one (with confirms)."""
+        broker = self._bus.broker if self._bus is not None else None
+        if broker is None:
+            return
+        if hasattr(broker, "confirm_observer"):
+            broker.confirm_observer = self.confirm.observe
+        self._broker_timed = True
 
     def on_publish(self, envelope: Envelope) -> Envelope:
-        """Nothing to do at publish: the envelope's timestamp is the start."""
+        """The first publish seen on a started bus starts timing its broker's confirms.
+
+        (The envelope's timestamp is where publish-to-handled latency starts.)
+        """
+        if not self._broker_timed:
+            self._time_confirms()
         return envelope
 
     def on_handle(self, actor: str, envelope: Envelope) -> HandleDone:
@@ -178,6 +197,14 @@ class MetricsHooks:
             for key, buckets in list(series.items()):
                 family.add_metric(list(key), buckets.cumulative(), buckets.total)
             yield family
+        broker = self._bus.broker if self._bus is not None else None
+        if self._broker_timed and hasattr(broker, "confirm_observer"):
+            confirms = HistogramMetricFamily(
+                "actorbus_broker_confirm_seconds",
+                "Time from a publish to the broker's confirm, outages included.",
+            )
+            confirms.add_metric([], self.confirm.cumulative(), self.confirm.total)
+            yield confirms
 
 
 class BusCollector(Collector):
@@ -283,7 +310,7 @@ class BusCollector(Collector):
 
 def instrument(bus: AsyncMessageBus, registry: CollectorRegistry = REGISTRY) -> MetricsHooks:
     """Register ``bus``'s metrics in ``registry`` and install the timing hooks on it."""
-    hooks = MetricsHooks()
+    hooks = MetricsHooks(bus)
     registry.register(BusCollector(bus, hooks))
     bus.add_hooks(hooks)
     return hooks

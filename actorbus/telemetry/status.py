@@ -45,14 +45,13 @@ def broker_status(bus: AsyncMessageBus) -> dict[str, Any]:
             "outbox": 0,
             "unconfirmed": 0,
         }
-    channel = link.channel
     return {
         "mode": broker.name,
         "node": node_of(link),
         "connected": link.ready.is_set(),
         "reconnects": link.reconnects,
-        "outbox": getattr(broker, "_waiting", 0),  # the outbox count the broker keeps
-        "unconfirmed": len(getattr(channel, "confirmations", ())) if channel is not None else 0,
+        "outbox": getattr(broker, "outbox", 0),
+        "unconfirmed": getattr(broker, "unconfirmed", 0),
     }
 
 

@@ -99,6 +99,7 @@ def _check(samples: dict[Any, float], mode: str) -> None:
 async def test_scrape_after_traffic_in_memory(bus: AsyncMessageBus) -> None:
     samples = await _traffic_then_scrape(bus)
     _check(samples, "in_memory")
+    assert not [k for k in samples if k[0].startswith("actorbus_broker_confirm_seconds")]
     assert samples[("actorbus_messages_dropped_total", ())] == 0
     assert samples[("actorbus_dead_letters_dropped_total", ())] == 0
 
@@ -113,6 +114,10 @@ async def test_scrape_after_traffic_over_rabbitmq(rabbitmq_url: str, unique_pref
     _check(samples, "rabbitmq")
     assert samples[("actorbus_broker_reconnects_total", ())] == 0
     assert samples[("actorbus_broker_outbox_depth", ())] == 0
+    # Every publish of the traffic was confirmed, and timed: the four signals at least.
+    assert samples[("actorbus_broker_confirm_seconds_count", ())] >= 4
+    assert samples[("actorbus_broker_confirm_seconds_sum", ())] > 0
+    assert samples[("actorbus_broker_confirm_seconds_bucket", (("le", "+Inf"),))] >= 4
     node = next(dict(k[1])["node"] for k in samples if k[0] == "actorbus_broker_connected")
     assert node == "127.0.0.1:5672"
 

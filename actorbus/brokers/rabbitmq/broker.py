@@ -75,7 +75,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -209,6 +209,9 @@ class AsyncRabbitMQBroker:
         )
         self.publish_nacks = 0
         """Publishes the broker refused (nacked), each counted once per refusal."""
+        self.confirm_observer: Callable[[float], None] | None = None
+        """Called with the seconds each confirmed publish took, from the publish call to
+        the broker's confirm (outages included); set by telemetry, ``None``: not timed."""
         self.unavailable: dict[str, str] = {}
         """Queues the node in use cannot serve now (a classic queue on a lost node), and why."""
         self._link = Link(
@@ -491,6 +494,8 @@ class AsyncRabbitMQBroker:
         """Publish and wait for the confirm, across outages, within ``publish_timeout``."""
         link = self._link
         nacks = 0
+        observer = self.confirm_observer
+        started = time.perf_counter() if observer is not None else 0.0
         try:
             async with asyncio.timeout(self.publish_timeout):
                 while True:
@@ -513,6 +518,8 @@ class AsyncRabbitMQBroker:
                                 properties=properties,
                                 mandatory=mandatory,
                             )
+                        if observer is not None:
+                            observer(time.perf_counter() - started)
                         return
                     except AmqpReturned:
                         raise Unroutable(
@@ -555,6 +562,17 @@ class AsyncRabbitMQBroker:
             return None
         self._pipeline = Pipeline(channel)
         return self._pipeline
+
+    @property
+    def outbox(self) -> int:
+        """Publishes waiting for the connection to come back (at most ``outbox_limit``)."""
+        return self._waiting
+
+    @property
+    def unconfirmed(self) -> int:
+        """Publishes sent on the current channel and waiting for the broker's confirm."""
+        channel = self._link.channel
+        return len(getattr(channel, "confirmations", ())) if channel is not None else 0
 
     async def _wait_for_link(self) -> AbstractChannel:
         if self._closed:

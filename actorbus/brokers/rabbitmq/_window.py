@@ -51,7 +51,17 @@ def first_delivery(message: DeliveredMessage) -> bool:
 class RedeliveryWindow:
     """Narrows a consumer's prefetch after a redelivery, widens it after a fresh success."""
 
-    __slots__ = ("_gate", "_idle", "_resize", "_resizing", "_size", "_unsettled", "narrow", "wide")
+    __slots__ = (
+        "_gate",
+        "_idle",
+        "_in_line",
+        "_resize",
+        "_resizing",
+        "_size",
+        "_unsettled",
+        "narrow",
+        "wide",
+    )
 
     def __init__(self, wide: int, resize: Resize) -> None:
         self.wide = wide
@@ -60,6 +70,7 @@ class RedeliveryWindow:
         """Whether deliveries are handed on one at a time (prefetch 1)."""
         self._size = 1
         self._unsettled = 0
+        self._in_line = 0  # deliveries held at the gate, in the order they came
         self._idle = asyncio.Event()
         self._idle.set()
         self._gate = asyncio.Lock()
@@ -72,18 +83,31 @@ class RedeliveryWindow:
         return self._resizing is not None and not self._resizing.done()
 
     def passes(self, first: bool) -> bool:
-        """Whether a delivery may go straight on (wide window, first delivery)."""
-        return first and not self.narrow
+        """Whether a delivery may go straight on.
+
+        Only a first delivery in a wide window, with no delivery that came before it
+        still held at the gate: it must not overtake one.
+        """
+        return first and not self.narrow and self._in_line == 0
 
     @contextlib.asynccontextmanager
     async def alone(self, first: bool) -> AsyncIterator[None]:
-        """Hold a delivery until everything handed on before it is settled."""
+        """Hold a delivery until its turn.
+
+        Behind every delivery held before it, and, unless it is a first delivery in a
+        wide window, until everything handed on before it is settled.
+        """
         if not first and not self.narrow:
             self.narrow = True
             self._apply()
-        async with self._gate:
-            await self._idle.wait()
-            yield
+        self._in_line += 1
+        try:
+            async with self._gate:  # first come, first through
+                if not first or self.narrow:
+                    await self._idle.wait()
+                yield
+        finally:
+            self._in_line -= 1
 
     def track(self, settle: Settle, first: bool) -> Settle:
         """Count a delivery handed on; the returned function settles it and updates the window."""

@@ -127,8 +127,12 @@ __all__ = ["AsyncRabbitMQBroker"]
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-NACK_RETRIES = 4
-"""Nacks of one publish sent again (after 0.05, 0.1, 0.2, 0.4 s) before ``QueueFull``."""
+NACK_RETRIES = 7
+"""Nacks of one publish sent again (after 0.05 s, doubling: 6.35 s in all) before ``QueueFull``.
+
+A queue at its max length refuses for good, but a quorum queue whose leader is being
+elected again (its node died) refuses for a few seconds, longer on a loaded machine.
+"""
 NACK_BACKOFF = 0.05
 _LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError)
 

@@ -144,6 +144,10 @@ class Actor:
     delivery_limit: ClassVar[int | None] = None
     """Quorum queues: deliveries before a message that keeps killing its consumer process
     is dead-lettered; ``None``: the bus-wide default."""
+    single_active: ClassVar[bool] = False
+    """Run as a standby pair (or more): any number of processes may run this actor, one
+    handles its messages and the others stand by; when the active one stops, dies or
+    loses its connection, the next takes over, unsettled messages first, order kept."""
     durable: ClassVar[bool] = True
     """Keep the queue (and its messages) when the actor stops and across broker restarts."""
     queue_max_length: ClassVar[int | None] = None

@@ -729,11 +729,18 @@ class AsyncMessageBus:
         ``broker``: over RabbitMQ, the node in use (``node``, without credentials,
         ``node_index`` of ``nodes``), ``reconnects``, the queue type and delivery
         limit, and ``unavailable_queues`` (queues the node in use cannot serve now).
+        ``role`` (``single_active`` actors only): ``"active"`` or ``"standby"`` (see
+        ``RabbitConsumer.active`` for what a RabbitMQ consumer can know of it). A
+        second instance of an actor in this bus is listed as ``name#2``, and so on.
         """
         actors: dict[str, dict[str, Any]] = {}
         for cell in self._router.cells if self._router is not None else []:
             counters = cell.stats
-            actors[cell.name] = {
+            key, number = cell.name, 1
+            while key in actors:
+                number += 1
+                key = f"{cell.name}#{number}"
+            entry = actors[key] = {
                 "state": str(cell.state),
                 "processed": counters.processed,
                 "failed": counters.failed,
@@ -744,6 +751,9 @@ class AsyncMessageBus:
                 "conflated": getattr(cell.mailbox, "conflated", 0),
                 "busy": cell.busy,
             }
+            if cell.actor_class.single_active:
+                consumer = cell.consumer
+                entry["role"] = "active" if consumer is not None and consumer.active else "standby"
         broker = self._router.broker if self._router is not None else None
         describe = getattr(broker, "describe", None)
         stats: dict[str, Any] = {

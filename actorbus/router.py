@@ -194,6 +194,7 @@ def actor_queue_spec(actor_class: type[Actor], queue: str) -> QueueSpec:
         expires=actor_class.queue_expires,
         queue_type=actor_class.queue_type,
         delivery_limit=actor_class.delivery_limit,
+        single_active=actor_class.single_active,
     )
 
 

@@ -157,6 +157,7 @@ class ExecutionActor(TradingActor):
     """Sends approved orders to the exchange and tracks them; see the module documentation."""
 
     name = "execution"
+    single_active = True  # order matters: see actors/system.py
 
     def __init__(self, env: Environment, book: OrderBook) -> None:
         super().__init__(env)

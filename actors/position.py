@@ -128,6 +128,7 @@ class PositionActor(TradingActor):
     """Books fills and marks positions; see the module documentation."""
 
     name = "position"
+    single_active = True  # order matters: see actors/system.py
     mailbox_policy = Conflate([MessageTypes.MARKET_DATA_UPDATE])
 
     def __init__(self, env: Environment, book: PositionBook) -> None:

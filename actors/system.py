@@ -39,6 +39,15 @@ there: its supervisor gives up, the root restarts that side with fresh
 instances over the same stores, and if that happens a fourth time within a
 minute the root gives up too, the bus publishes SYSTEM_ERROR, and the run fails
 instead of trading on.
+
+Execution and position are ``single_active`` actors. Their messages must be
+handled in order: an order's status follows its request and fills follow
+acceptance, and a position books fills one after the other (a reordered fill
+and mark gives a wrong P&L). Two processes consuming one queue in turn would
+interleave and reorder them, so when the book's side runs in several
+processes (``--only``) one instance of each handles and the others stand by,
+taking over in order if it dies. The stateless or idempotent actors (risk
+checks, strategy, exchange reports by ``exec_id``) may compete instead.
 """
 
 from __future__ import annotations

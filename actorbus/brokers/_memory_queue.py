@@ -17,6 +17,14 @@ Dropped messages are counted (``dropped``, and by the server) and logged as a
 rate-limited warning. A queue declared with ``expires`` is deleted once it has
 had no consumer for that long (RabbitMQ ``x-expires``), checked when a message
 would be kept for nobody.
+
+Single active consumer (``QueueSpec.single_active``, RabbitMQ's
+``x-single-active-consumer``): the first consumer of the queue gets every
+message, the others stand by in the order they subscribed. When the active
+one cancels, the queue holds new messages back until every delivery it had
+not settled is back at the head of the queue (a stopping actor gives back its
+mailbox, newest first), then hands the queue, in order, to the next consumer:
+the same takeover RabbitMQ makes.
 """
 
 from __future__ import annotations
@@ -55,10 +63,46 @@ class _MemoryDelivery(Delivery):
         self._queue.requeue(self.envelope)
 
 
+class _ActiveDelivery(_MemoryDelivery):
+    """A delivery to the active consumer of a single-active queue, counted until settled."""
+
+    __slots__ = ("_consumer",)
+
+    def __init__(self, envelope: Envelope, queue: MemoryQueue, consumer: Consumer) -> None:
+        super().__init__(envelope, queue)
+        self._consumer: Consumer | None = consumer
+        consumer.unsettled += 1
+
+    def ack(self) -> None:
+        self._settled()
+
+    def requeue(self) -> None:
+        if self._consumer is None:
+            return
+        self._queue.requeue(self.envelope)
+        self._settled()
+
+    def _settled(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.unsettled -= 1
+            if not consumer.unsettled:
+                self._queue.handed_back(consumer)
+
+
+async def _settle_on_failure(pending: Awaitable[None], delivery: _ActiveDelivery) -> None:
+    """Await a delivery into a full sink; one that never got in is given back."""
+    try:
+        await pending
+    except BaseException:
+        delivery.requeue()
+        raise
+
+
 class Consumer:
     """A sink attached to a queue, on the event loop that attached it."""
 
-    __slots__ = ("loop", "offer", "queue", "sink", "thread")
+    __slots__ = ("loop", "offer", "queue", "sink", "thread", "unsettled")
 
     def __init__(self, queue: MemoryQueue, sink: DeliverySink, loop: asyncio.AbstractEventLoop):
         self.queue = queue
@@ -69,6 +113,14 @@ class Consumer:
         # A sink may take a delivery synchronously when it has room (a Mailbox does):
         # the fast path of a publish in the consumer's own loop, with no coroutine.
         self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
+        self.unsettled = 0
+        """Deliveries of a single-active queue handed to this consumer and not yet settled."""
+
+    @property
+    def active(self) -> bool:
+        """Whether this consumer gets the queue's messages (the first of a single-active queue)."""
+        queue = self.queue
+        return not queue.single_active or (bool(queue.consumers) and queue.consumers[0] is self)
 
     async def pause(self) -> None:
         """Take no new deliveries (in memory, the same as :meth:`cancel`)."""
@@ -117,6 +169,10 @@ class MemoryQueue:
         """Monotonic time the queue last lost its last consumer (``None`` while consumed)."""
         self._on_drop = on_drop
         self._on_expire = on_expire
+        self.single_active = spec.single_active
+        """Only the first consumer gets messages; the next takes over when it goes."""
+        self._handing_over: Consumer | None = None
+        """A single-active queue's former active consumer, while it gives messages back."""
         self.consumers: list[Consumer] = []
         self.backlog: deque[Envelope] = _NO_BACKLOG
         """Messages no consumer could take yet (the shared empty deque until the first)."""
@@ -139,10 +195,12 @@ class MemoryQueue:
         ``offer``); otherwise the caller must await the sink, which waits for room.
         """
         consumers = self.consumers
-        if not consumers or self.backlog:
+        if not consumers or self.backlog or self._handing_over is not None:
             self._append_backlog(envelope)
             # Behind a backlog the consumer cannot push back directly: wait for the drain.
             return self._backlog_drained() if consumers else None
+        if self.single_active:
+            return self._hand_to_active(envelope, consumers[0])
         consumer = (
             consumers[next(self._turn) % len(consumers)] if len(consumers) > 1 else consumers[0]
         )
@@ -155,6 +213,21 @@ class MemoryQueue:
                 return None
             return consumer.sink(delivery)
         return _deliver_across_loops(consumer, delivery)
+
+    def _hand_to_active(self, envelope: Envelope, consumer: Consumer) -> Awaitable[None] | None:
+        delivery = _ActiveDelivery(envelope, self, consumer)
+        if consumer.thread == get_ident() and consumer.loop.is_running():
+            offer = consumer.offer
+            if offer is not None and offer(delivery):
+                return None
+            return _settle_on_failure(consumer.sink(delivery), delivery)
+        return _settle_on_failure(_deliver_across_loops(consumer, delivery), delivery)
+
+    def handed_back(self, consumer: Consumer) -> None:
+        """``consumer`` has no unsettled delivery left: end its hand-over, if it was leaving."""
+        if self._handing_over is consumer:
+            self._handing_over = None
+            self._kick_drain()
 
     @property
     def draining(self) -> bool:
@@ -233,13 +306,23 @@ class MemoryQueue:
 
     def remove_consumer(self, consumer: Consumer) -> None:
         """Stop handing messages to ``consumer``."""
+        was_active = bool(self.consumers) and self.consumers[0] is consumer
         self.consumers = [c for c in self.consumers if c is not consumer]
         if not self.consumers:
             self.idle_since = time.monotonic()
+        if self.single_active and was_active and consumer.unsettled:
+            # Hold the queue until the leaving consumer has given its messages back, so
+            # the next one starts with them, in order.
+            self._handing_over = consumer
 
     def _kick_drain(self) -> None:
         with self._lock:
-            if self._draining or not self.backlog or not self.consumers:
+            if (
+                self._draining
+                or not self.backlog
+                or not self.consumers
+                or self._handing_over is not None
+            ):
                 return
             self._draining = True
             loop = self.consumers[0].loop
@@ -249,18 +332,23 @@ class MemoryQueue:
         try:
             while True:
                 with self._lock:
-                    if not self.backlog or not self.consumers:
+                    if not self.backlog or not self.consumers or self._handing_over is not None:
                         return
                     envelope = self.backlog.popleft()
-                consumer = self.consumers[next(self._turn) % len(self.consumers)]
-                delivery = _MemoryDelivery(envelope, self)
+                delivery: _MemoryDelivery
+                if self.single_active:
+                    consumer = self.consumers[0]
+                    delivery = _ActiveDelivery(envelope, self, consumer)
+                else:
+                    consumer = self.consumers[next(self._turn) % len(self.consumers)]
+                    delivery = _MemoryDelivery(envelope, self)
                 try:
                     if consumer.loop is asyncio.get_running_loop():
                         await consumer.sink(delivery)
                     else:
                         await _deliver_across_loops(consumer, delivery)
                 except BaseException:
-                    self.requeue(envelope)
+                    delivery.requeue()
                     raise
         finally:
             with self._lock:

@@ -70,6 +70,10 @@ class QueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     consumer *process* died with the message; the in-memory broker lives in the
     consumer's process, so no message outlives such a death there.
     """
+    single_active: bool = False
+    """One consumer at a time gets the queue's messages; the others stand by, and the
+    next (in the order they subscribed) takes over when it goes, unsettled messages
+    first, in order (RabbitMQ's ``x-single-active-consumer``)."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,6 +147,13 @@ class DeadLetterFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 class ConsumerHandle(Protocol):
     """A running consumer; cancelling it gives unsettled deliveries back to the queue."""
+
+    @property
+    def active(self) -> bool:
+        """Whether this consumer gets the queue's messages (``False``: it stands by).
+
+        Always ``True`` on a queue without ``single_active``.
+        """
 
     async def pause(self) -> None:
         """Stop new deliveries; those already handed on can still be settled (until cancel)."""

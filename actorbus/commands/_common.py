@@ -142,15 +142,18 @@ async def open_inspector(args: argparse.Namespace) -> AsyncRabbitMQBroker | None
 
 
 def actor_table(actors: dict[str, dict[str, Any]]) -> list[str]:
-    """Lines of a table of actors' counters, as ``stats()`` gives them, one row per actor."""
+    """Lines of a table of actors' counters, as ``stats()`` gives them, one row per actor.
+
+    ``role`` is ``active`` or ``standby`` for ``single_active`` actors, ``-`` for others.
+    """
     lines = [
         f"  {'actor':<12} {'state':<9} {'processed':>10} {'failed':>7} {'retried':>8} "
-        f"{'dead':>5} {'restarts':>8} {'mailbox':>8} {'conflated':>10}"
+        f"{'dead':>5} {'restarts':>8} {'mailbox':>8} {'conflated':>10} role"
     ]
     for name, a in actors.items():
         lines.append(
             f"  {name:<12} {a['state']:<9} {a['processed']:>10,} {a['failed']:>7,} "
             f"{a['retried']:>8,} {a['dead_lettered']:>5,} {a['restarts']:>8,} "
-            f"{a['mailbox']:>8,} {a['conflated']:>10,}"
+            f"{a['mailbox']:>8,} {a['conflated']:>10,} {a.get('role', '-')}"
         )
     return lines

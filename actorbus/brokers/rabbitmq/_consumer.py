@@ -139,6 +139,7 @@ class RabbitConsumer:
         ack_flush_count: int = 64,
         ack_flush_interval: float = 0.05,
         bounded: bool = False,
+        single_active: bool = False,
     ) -> None:
         self.queue = queue
         """The queue consumed."""
@@ -168,6 +169,22 @@ class RabbitConsumer:
         """The queue has a delivery limit: keep a redelivery window (see ``_window``)."""
         self.window: RedeliveryWindow | None = None
         """The redelivery window of the current incarnation (``None``: not bounded)."""
+        self.single_active = single_active
+        """The queue has ``x-single-active-consumer``: this consumer may be standing by."""
+        self._active = not single_active
+
+    @property
+    def active(self) -> bool:
+        """Whether RabbitMQ gives this consumer the queue's messages (see below).
+
+        AMQP 0-9-1 does not tell a consumer that it became a queue's single active
+        consumer, so this is what the client can know for sure: a consumer is
+        active once it was the only consumer right after registering (a passive
+        declare then counts 1), or once a message reached it on its current
+        channel; RabbitMQ keeps an active consumer active until it goes. A
+        standby that was promoted reads ``False`` until its first message.
+        """
+        return self._active
 
     @property
     def healthy(self) -> bool:
@@ -208,7 +225,13 @@ class RabbitConsumer:
 
             prefetch = 1 if window is not None else self.prefetch
             await channel.basic_qos(prefetch_count=prefetch, timeout=self._timeout)
+            self._active = not self.single_active
             ok = await channel.basic_consume(self.queue, on_message, timeout=self._timeout)
+            if self.single_active and not self._active:
+                declared = await channel.queue_declare(
+                    self.queue, passive=True, timeout=self._timeout
+                )
+                self._active = self._active or declared.consumer_count == 1
         except BaseException:
             await _close_quietly(channel)
             raise
@@ -235,6 +258,7 @@ class RabbitConsumer:
     async def _on_message(
         self, acker: Acker, message: DeliveredMessage, window: RedeliveryWindow | None = None
     ) -> None:
+        self._active = True
         tag: int = message.delivery.delivery_tag or 0  # type: ignore[union-attr]
         acker.delivered(tag)
         settle: Settle = partial(acker.settle, tag)

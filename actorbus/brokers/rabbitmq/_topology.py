@@ -102,6 +102,8 @@ class Topology:
         if spec.max_length is not None:
             arguments["x-max-length"] = spec.max_length
             arguments["x-overflow"] = spec.overflow
+        if spec.single_active:
+            arguments["x-single-active-consumer"] = True
         if spec.expires is not None:
             arguments["x-expires"] = int(spec.expires * 1000)
         elif not spec.durable:

@@ -99,6 +99,7 @@ from ...errors import (
     PublishError,
     PublishTimeout,
     QueueFull,
+    QueueMismatch,
     Unroutable,
 )
 from ...messages import Envelope, subsystem_of
@@ -115,6 +116,7 @@ from ._batch import Batcher
 from ._consumer import RabbitConsumer, _consumers_of
 from ._dead_letters import BrokerDeadLetters, DeadLetterStore
 from ._link import Link
+from ._mismatch import find_differences, mismatch_error, parse_refusal
 from ._params import ConnectionSettings, NodeUrls, node_settings
 from ._publisher import Pipeline
 from ._queue_options import QueueOptions
@@ -395,8 +397,12 @@ class AsyncRabbitMQBroker:
                 f"RabbitMQ at {self.settings} not reachable for {self.publish_timeout}s"
             ) from None
 
-    async def _topology_op(self, operation: Any) -> None:
-        """Run ``operation(channel)`` on the topology channel, retrying across outages."""
+    async def _topology_op(self, operation: Any, spec: QueueSpec | None = None) -> None:
+        """Run ``operation(channel)`` on the topology channel, retrying across outages.
+
+        A queue declaration (``spec``) that RabbitMQ refuses because the queue exists
+        with other arguments raises ``QueueMismatch`` listing every difference.
+        """
         deadline = time.monotonic() + self.publish_timeout
         while True:
             channel = await self._topology_channel()
@@ -406,6 +412,8 @@ class AsyncRabbitMQBroker:
             except ActorbusError:  # TopologyMissing in passive mode: not an outage to wait out
                 raise
             except ChannelPreconditionFailed as exc:
+                if spec is not None and parse_refusal(str(exc)) is not None:
+                    raise await self._mismatch(spec, str(exc)) from None
                 raise ConfigurationError(f"RabbitMQ refused a declaration: {exc}") from None
             except ChannelAccessRefused as exc:
                 raise refused_declaration(exc, self.settings) from None
@@ -415,6 +423,20 @@ class AsyncRabbitMQBroker:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.01)
+
+    async def _mismatch(self, spec: QueueSpec, refusal: str) -> QueueMismatch:
+        async def fresh_channel() -> AbstractChannel:
+            self._topology = None
+            return await self._topology_channel()
+
+        differences = await find_differences(
+            fresh_channel,
+            spec.name,
+            durable=spec.durable or spec.quorum,
+            arguments=self._topo.arguments(spec),
+            first=refusal,
+        )
+        return mismatch_error(spec.name, differences, refusal)
 
     def declared_names(self) -> tuple[list[str], list[str]]:
         """The queues and exchanges this broker declared (to tear a test prefix down)."""
@@ -433,7 +455,7 @@ class AsyncRabbitMQBroker:
             if not leading_wildcard(pattern):
                 await self._ensure_subsystem(subsystem_of(pattern))
         spec = self._topo.merged(spec)
-        await self._topology_op(lambda channel: self._topo.apply_queue(channel, spec))
+        await self._topology_op(lambda channel: self._topo.apply_queue(channel, spec), spec)
         self._topo.queues[spec.name] = spec
 
     async def delete_queue(self, name: str) -> None:
@@ -605,6 +627,7 @@ class AsyncRabbitMQBroker:
 
     async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> ConsumerHandle:
         """Consume ``queue`` on a channel of its own, with ``prefetch`` unsettled at most."""
+        spec = self._topo.queues.get(queue)
         consumer = RabbitConsumer(
             queue,
             sink,
@@ -618,6 +641,7 @@ class AsyncRabbitMQBroker:
             ack_flush_count=self._ack_flush[0],
             ack_flush_interval=self._ack_flush[1],
             bounded=self._bounded(queue),
+            single_active=spec is not None and spec.single_active,
         )
         deadline = time.monotonic() + self.publish_timeout
         while True:

@@ -9,6 +9,7 @@ Commands::
     actorbus asyncapi  the AsyncAPI 3.0 document of the wire (JSON or YAML)
     actorbus top     live view of running systems (over RabbitMQ), or of a demo here
     actorbus bench   benchmark your own actors (see ``actorbus.commands.bench``)
+    actorbus queue   migrate a deployed queue to new arguments, keeping its messages
 
 Exit codes, so scripts can act on them:
 
@@ -40,6 +41,7 @@ from typing import Any, Protocol, cast
 from . import __version__
 from .commands import asyncapi as asyncapi_command
 from .commands import bench, dlq, stats, topology
+from .commands import queue as queue_command
 from .commands import top as top_command
 from .commands._common import (
     EXIT_FAILED,
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     asyncapi_command.add_parser(commands)
     top_command.add_parser(commands)
     bench.add_parser(commands)
+    queue_command.add_parser(commands)
     return parser
 
 
@@ -145,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "topology": topology.topology,
         "top": top_command.top,
         "bench": bench.command,
+        "queue": queue_command.run_queue,
     }[args.command]
     try:
         code: int = _runner()(command(args))

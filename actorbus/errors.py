@@ -4,6 +4,7 @@ The tree::
 
     ActorbusError
     ├── ConfigurationError      bad mode, URL or option
+    │   └── QueueMismatch       a queue exists on RabbitMQ with other arguments than declared
     ├── MessageError
     │   ├── UnknownMessageType  a type string that is neither a MessageTypes value nor registered
     │   ├── SchemaError         data does not match the schema registered for its type
@@ -35,6 +36,23 @@ class ActorbusError(Exception):
 
 class ConfigurationError(ActorbusError, ValueError):
     """Raised for an unknown mode, a malformed URL or an invalid option."""
+
+
+class QueueMismatch(ConfigurationError):
+    """Raised when RabbitMQ refuses a queue declaration: the queue exists with other arguments.
+
+    ``differences`` maps each argument that differs to ``(declared, existing)``
+    (``None``: not set on that side); the message says what to do about it.
+    """
+
+    def __init__(
+        self, message: str, *, queue: str, differences: dict[str, tuple[object, object]]
+    ) -> None:
+        super().__init__(message)
+        self.queue = queue
+        """The queue refused."""
+        self.differences = differences
+        """Argument -> (declared here, existing on the broker)."""
 
 
 class MessageError(ActorbusError, ValueError):

@@ -39,7 +39,8 @@ def counter_class(records: int, *, single_active: bool, delay: float) -> type[Ac
             start = time.time()
             if delay:
                 await asyncio.sleep(delay)
-            os.write(records, f"{msg.data['seq']} {os.getpid()} {start:.6f} {time.time():.6f}\n".encode())
+            line = f"{msg.data['seq']} {os.getpid()} {start:.6f} {time.time():.6f}\n"
+            os.write(records, line.encode())
 
     Counter.single_active = single_active
     return Counter

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiormq
 import pytest
 from support.checker import record_row
 from trading_helpers import ROOT, actorbus_command, cli_env, delete_prefix
@@ -70,6 +71,20 @@ def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
     return report
 
 
+async def messages_left(url: str, prefix: str) -> dict[str, int]:
+    """Messages still waiting in the book side's queues."""
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel()
+        left = {}
+        for actor in BOOK.split(","):
+            ok = await channel.queue_declare(f"{prefix}.actor.{actor}", passive=True)
+            left[actor] = int(ok.message_count or 0)
+        return left
+    finally:
+        await connection.close()
+
+
 def test_book_side_killed_and_restarted_while_the_feed_runs(rabbitmq_url: str, prefix: str) -> None:
     book = start_run(rabbitmq_url, prefix, "--only", BOOK, "--duration", "60", "--rate", "500")
     wait_started(book)
@@ -88,18 +103,21 @@ def test_book_side_killed_and_restarted_while_the_feed_runs(rabbitmq_url: str, p
     restarted.send_signal(signal.SIGINT)
     book_report = finish(restarted)
     problems = audit([market_report, book_report])
+    left = asyncio.run(messages_left(rabbitmq_url, prefix))
     record_row(
         "16. split demo, the book's process killed and restarted while the feed runs",
         messages=market_report["counts"]["ticks"],
-        lost=0,
+        lost=sum(left.values()),
         duplicates=0,
         recovery=back_after,
         note=(
-            f"recovery = kill to the new book process ready; audit: {len(problems)} problem(s), "
-            "all about orders and fills the killed process held in memory"
+            "lost = messages left unhandled in the book's queues at the end; recovery = kill "
+            f"to the new book process ready; audit: {len(problems)} problem(s), each a count "
+            "the killed process took with it"
         ),
-        extra={"problems": problems[:30], "book_counts": book_report["counts"]},
+        extra={"problems": problems[:30], "book_counts": book_report["counts"], "left": left},
     )
+    assert sum(left.values()) == 0, left
     assert market_report["problems"] == []
     assert book_report["counts"]["fills"] > 0, "the new book process traded"
     # The new process's own book is consistent: every order it holds, every fill it

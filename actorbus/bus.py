@@ -40,7 +40,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from threading import get_ident
 from typing import Any, Literal
 
@@ -55,6 +55,7 @@ from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
 from .config import Mode, check_prefix, resolve_mode, resolve_url
+from .control import STOP_TYPE, ControlListener
 from .errors import (
     ActorStartError,
     BrokerRefused,
@@ -156,6 +157,10 @@ class AsyncMessageBus:
         self._subscribing: dict[_SubscriptionKey, asyncio.Future[None]] = {}
         self._hooks: list[Hooks] = []
         self._report: ShutdownReport | None = None
+        self.stop_requested = asyncio.Event()
+        """Set when a ``system.stop`` for this prefix arrived (see :mod:`actorbus.control`)."""
+        self._stop_listeners: list[Callable[[str], Any]] = []
+        self._control: ControlListener | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -220,6 +225,8 @@ class AsyncMessageBus:
         router = Router(broker, prefix=self.prefix, source=self.source)
         router.install_hooks(chain(self._hooks))
         await router.open()
+        self._control = ControlListener(broker, self.prefix, self.source, self._on_stop_request)
+        await self._control.open()
         ready = asyncio.get_running_loop().create_future()
         self._host = asyncio.get_running_loop().create_task(self._host_main(ready))
         await ready
@@ -382,6 +389,8 @@ class AsyncMessageBus:
         # No reply can come any more: askers get a clear error now, not a timeout later.
         router.fail_pending(BusClosed("the message bus was shut down before the reply came"))
         with anyio.move_on_after(max(GRACE, until - time.monotonic())) as closing:
+            if self._control is not None:
+                await _quietly(self._control.close())
             await _quietly(router.broker.close())
         if closing.cancelled_caught:
             logger.error("shutdown: the broker did not close in time; abandoned")
@@ -400,6 +409,27 @@ class AsyncMessageBus:
     def broker(self) -> MessageBroker | None:
         """The broker in use, once started (telemetry reads its connection state)."""
         return self._router.broker if self._router is not None else None
+
+    # -- one stop for the whole system --------------------------------------------------------
+
+    def add_stop_listener(self, listener: Callable[[str], Any]) -> None:
+        """Call ``listener(reason)`` (on the bus's loop) when a ``system.stop`` arrives."""
+        self._stop_listeners.append(listener)
+
+    async def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask every process on this prefix (every other bus) to wind down; see ``control``."""
+        await self._ready()
+        asker = self._control.id if self._control is not None else ""
+        await self.publish(STOP_TYPE, {"reason": reason, "from": asker})
+
+    def _on_stop_request(self, envelope: Envelope) -> None:
+        reason = envelope.data.get("reason", "") if isinstance(envelope.data, dict) else ""
+        self.stop_requested.set()
+        for listener in list(self._stop_listeners):
+            try:
+                listener(str(reason))
+            except Exception:
+                logger.exception("a stop listener failed")
 
     # -- publishing --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ Commands::
     actorbus top     live view of running systems (over RabbitMQ), or of a demo here
     actorbus bench   benchmark your own actors (see ``actorbus.commands.bench``)
     actorbus queue   migrate a deployed queue to new arguments, keeping its messages
+    actorbus stop    make every process of a system (one prefix) wind down gracefully
 
 Exit codes, so scripts can act on them:
 
@@ -42,6 +43,7 @@ from . import __version__
 from .commands import asyncapi as asyncapi_command
 from .commands import bench, dlq, stats, topology
 from .commands import queue as queue_command
+from .commands import stop as stop_command
 from .commands import top as top_command
 from .commands._common import (
     EXIT_FAILED,
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     top_command.add_parser(commands)
     bench.add_parser(commands)
     queue_command.add_parser(commands)
+    stop_command.add_parser(commands)
     return parser
 
 
@@ -149,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "top": top_command.top,
         "bench": bench.command,
         "queue": queue_command.run_queue,
+        "stop": stop_command.run_stop,
     }[args.command]
     try:
         code: int = _runner()(command(args))

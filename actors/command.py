@@ -306,6 +306,14 @@ async def run_command(args: argparse.Namespace) -> int:
             await bus.start()
         except BrokerUnavailable as exc:
             return unreachable(args.url, exc)
+        stopped_by: list[str] = []
+
+        def on_stop_request(reason: str) -> None:  # `actorbus stop`: wind down as on Ctrl-C
+            print(f"\nactorbus: stop requested ({reason}); stopping...", file=sys.stderr)
+            stopped_by.append(reason)
+            stop.set()
+
+        bus.add_stop_listener(on_stop_request)
         if only is not None and bus.mode == "in_memory":
             print(
                 "actorbus: --only in memory runs just these actors, alone: the others can only "
@@ -330,6 +338,8 @@ async def run_command(args: argparse.Namespace) -> int:
         undo()
         if view is not None:
             view.close()
+    if stopped_by and report["ended_by"] == "interrupted":
+        report["ended_by"] = "stopped"
     report["only"] = only
     report["seed"] = args.seed
     report["symbols"] = list(config.symbols)

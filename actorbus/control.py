@@ -1,0 +1,74 @@
+"""System control messages: one stop for a system spread over processes.
+
+Every bus listens for ``system.stop`` on a queue of its own (``<prefix>.control.<source>.<id>``,
+not durable, deleted at shutdown; over RabbitMQ it also expires by itself once
+its process is gone), bound on its prefix's ``system`` exchange. So one
+message published there reaches every running bus of the prefix, in every
+process, once each. :func:`request_stop` (and ``actorbus stop``) publishes it.
+
+On receipt a bus sets :attr:`AsyncMessageBus.stop_requested` and calls its
+stop listeners (``bus.add_stop_listener``); it does not shut itself down: the
+program owns its life, and winds down its own way (``actorbus run`` stops its
+feed, drains, prints its summary). A program with nothing to finish can simply
+``await bus.stop_requested.wait()`` and then ``await bus.shutdown()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .brokers.base import ConsumerHandle, MessageBroker, QueueSpec
+from .messages import Delivery, Envelope, register_message_type
+
+__all__ = ["STOP_TYPE", "ControlListener"]
+
+logger = logging.getLogger("actorbus.control")
+
+STOP_TYPE = register_message_type("system.stop")
+"""The message type asking every process of a prefix to wind down.
+
+Data: ``reason`` (told to every process) and ``from`` (the asking bus's control id)."""
+
+
+class ControlListener:
+    """A bus's own control queue and consumer; calls ``on_stop`` for each stop request."""
+
+    def __init__(
+        self, broker: MessageBroker, prefix: str, source: str, on_stop: Callable[[Envelope], Any]
+    ) -> None:
+        self._broker = broker
+        self._on_stop = on_stop
+        self.id = uuid.uuid4().hex[:12]
+        """This bus's identity in control messages (``from``): its own requests are ignored."""
+        self.queue = f"{prefix}.control.{source}.{self.id}"
+        """The control queue of this bus."""
+        self._consumer: ConsumerHandle | None = None
+
+    async def open(self) -> None:
+        """Declare the control queue, bound to ``system.stop``, and consume it."""
+        await self._broker.declare_queue(
+            QueueSpec(name=self.queue, patterns=(STOP_TYPE,), durable=False)
+        )
+        self._consumer = await self._broker.consume(self.queue, self._deliver, prefetch=10)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        delivery.ack()
+        envelope = delivery.envelope
+        data = envelope.data if isinstance(envelope.data, dict) else {}
+        if data.get("from") == self.id:
+            return  # our own request: the asking bus is not asked
+        logger.warning("stop requested by %s: %s", envelope.source, data.get("reason", ""))
+        self._on_stop(envelope)
+
+    async def close(self) -> None:
+        """Stop consuming and delete the control queue."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.cancel()
+        try:
+            await self._broker.delete_queue(self.queue)
+        except Exception:
+            logger.debug("could not delete control queue %s", self.queue, exc_info=True)

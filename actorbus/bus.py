@@ -8,7 +8,10 @@ Start-up picks the broker by mode (constructor ``mode=`` > the
 ``TRADING_SYSTEM_MESSAGE_BUS_MODE`` variable > ``"in_memory"``). In RabbitMQ
 mode an unreachable broker is not fatal by default: the bus logs a warning and
 runs in memory (``bus.mode`` then says ``"in_memory"``); ``fallback=False``
-makes it raise ``BrokerUnavailable`` instead. A broker that answers but refuses
+makes it raise ``BrokerUnavailable`` instead. A bus that fell back keeps trying
+RabbitMQ in the background and moves there by itself once it answers
+(``heal=False`` keeps it in memory; see :mod:`actorbus.healing`). A broker that
+answers but refuses
 (login, virtual host, a TLS certificate that does not verify, permissions that
 refuse the bus's declarations) raises ``BrokerRefused`` either way: that is a
 configuration or security mistake, and running in memory would hide it. A
@@ -65,6 +68,7 @@ from .errors import (
     SupervisorGaveUp,
     UnknownMessageType,
 )
+from .healing import MODE_CHANGE_TYPE, reconnect, switch_to
 from .hooks import Hooks, chain
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
 from .router import Router
@@ -113,6 +117,7 @@ class AsyncMessageBus:
         server: InMemoryServer | None = None,
         codec: Codec | None = None,
         fallback: bool = True,
+        heal: bool = True,
         connect_timeout: float = 5.0,
         unroutable: UnroutablePolicy = "drop",
         declare: Literal["create", "passive"] = "create",
@@ -135,6 +140,9 @@ class AsyncMessageBus:
         self._server = server
         self._codec = codec or Codec()
         self._fallback = fallback
+        self._heal_enabled = heal
+        self._healing: asyncio.Task[None] | None = None
+        self._switching = False
         self._connect_timeout = connect_timeout
         if unroutable not in ("drop", "keep"):
             raise ConfigurationError(f"unroutable must be 'drop' or 'keep', not {unroutable!r}")
@@ -212,6 +220,7 @@ class AsyncMessageBus:
 
     async def _start(self) -> None:
         broker = self._broker or self._make_broker(self._requested)
+        offline: MessageBroker | None = None
         try:
             await broker.connect()
         except BrokerRefused:
@@ -219,8 +228,12 @@ class AsyncMessageBus:
         except BrokerUnavailable as exc:
             if not self._fallback or broker.name == "in_memory":
                 raise
-            logger.warning("RabbitMQ is unreachable (%s): running in memory instead", exc)
-            broker = self._memory_broker()
+            logger.warning(
+                "RabbitMQ is unreachable (%s): running in memory instead%s",
+                exc,
+                "; trying it again in the background" if self._heal_enabled else "",
+            )
+            offline, broker = broker, self._memory_broker()
             await broker.connect()
         router = Router(broker, prefix=self.prefix, source=self.source)
         router.install_hooks(chain(self._hooks))
@@ -233,6 +246,37 @@ class AsyncMessageBus:
         self._router = router
         logger.info("message bus started in %s mode", broker.name)
         self._announce(MessageTypes.SYSTEM_STARTUP, {"mode": broker.name})
+        if offline is not None and self._heal_enabled:
+            self._healing = asyncio.get_running_loop().create_task(self._heal(offline))
+
+    async def _heal(self, broker: MessageBroker) -> None:
+        """Reconnect ``broker`` in the background, then move this bus onto it (see healing)."""
+        fell_back = time.monotonic()
+        try:
+            connected = await reconnect(broker)
+        except asyncio.CancelledError:
+            await _quietly(broker.close())
+            raise
+        if not connected or self.closed or self._router is None:
+            await _quietly(broker.close())
+            return
+        self._switching = True
+        try:
+            if self._control is not None:
+                await self._control.close()
+            moved = await switch_to(self._router, broker)
+            self._control = ControlListener(broker, self.prefix, self.source, self._on_stop_request)
+            await self._control.open()
+        finally:
+            self._switching = False
+        seconds = time.monotonic() - fell_back
+        logger.warning(
+            "RabbitMQ answers again: this bus moved to it after %.1fs in memory", seconds
+        )
+        self._announce(
+            MODE_CHANGE_TYPE,
+            {"from": "in_memory", "to": broker.name, "seconds": round(seconds, 3), "moved": moved},
+        )
 
     def _memory_broker(self) -> InMemoryBroker:
         return InMemoryBroker(
@@ -313,6 +357,11 @@ class AsyncMessageBus:
     async def _shutdown(self, timeout: float, drain: float) -> ShutdownReport:
         begun = time.monotonic()
         deadline = begun + max(0.0, timeout)
+        healing = self._healing
+        if healing is not None and not healing.done():
+            if not self._switching:  # still waiting for RabbitMQ: give up on it
+                healing.cancel()
+            await asyncio.wait([healing])  # a switch under way finishes first
         if self._router is None:
             starting = self._starting
             if starting is not None:  # a start under way (bounded by the connect timeout)
@@ -521,7 +570,7 @@ class AsyncMessageBus:
         if not task.cancelled() and task.exception() is not None:
             logger.error("background publish failed", exc_info=task.exception())
 
-    def _announce(self, message_type: MessageTypes, data: dict[str, Any]) -> None:
+    def _announce(self, message_type: str, data: dict[str, Any]) -> None:
         """Publish a system message (startup, shutdown) in the background.
 
         Not awaited: a subscriber may live on an event loop that is blocked waiting
@@ -537,7 +586,7 @@ class AsyncMessageBus:
         if not task.cancelled() and task.exception() is not None:
             logger.error("could not announce a system message", exc_info=task.exception())
 
-    async def _publish_system(self, message_type: MessageTypes, data: dict[str, Any]) -> None:
+    async def _publish_system(self, message_type: str, data: dict[str, Any]) -> None:
         assert self._router is not None
         await self._router.publish(
             make_envelope(message_type, {"source": self.source, **data}, source=self.source)

@@ -269,6 +269,30 @@ class Router:
         """Declare the cell's queue, bound to every type its actor handles now."""
         await self.broker.declare_queue(actor_queue_spec(cell.actor_class, cell.queue))
 
+    async def move_to(self, broker: MessageBroker) -> MessageBroker:
+        """Carry on over ``broker`` (connected); return the one used until now.
+
+        Every cell's queue is declared on the new broker first, then publishes and
+        replies go to it, then each cell consumes from its new queue and its old
+        consumer is cancelled (what the old one already put in the mailbox is
+        handled there). The old broker stays open for the caller to empty and close.
+        """
+        for cell in list(self.cells):
+            await broker.declare_queue(actor_queue_spec(cell.actor_class, cell.queue))
+        old = self.broker
+        self.reply_address = await broker.open_reply_address(self._on_reply)
+        self.broker = broker
+        self.publish_nowait = getattr(broker, "publish_nowait", None) or self._publish_started
+        self._send_reply_nowait = getattr(broker, "send_reply_nowait", None)
+        for cell in list(self.cells):
+            previous = cell.consumer
+            cell.consumer = await broker.consume(
+                cell.queue, cell.mailbox, prefetch=cell.mailbox.capacity
+            )
+            if previous is not None:
+                await previous.cancel()
+        return old
+
     async def attach(self, cell: ActorCell) -> None:
         """Declare the cell's queue and bindings, and start feeding its mailbox."""
         await self.attach_bindings(cell)

@@ -228,6 +228,8 @@ class AsyncRabbitMQBroker:
             reconnect_interval=reconnect_interval,
             max_reconnect_interval=max_reconnect_interval,
         )
+        self.reconnect_backoff = (reconnect_interval, max_reconnect_interval)
+        """First wait between connection attempts, and the longest (it doubles in between)."""
         self._exchange_of: dict[str, str] = {}
         self._consumers: list[RabbitConsumer] = []
         self._reply_handler: ReplyHandler | None = None

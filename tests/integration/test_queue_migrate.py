@@ -4,6 +4,9 @@ On the real broker: a classic queue holds messages; the same actor declared
 with another option is refused with ``QueueMismatch`` naming each argument
 that differs; ``actorbus queue migrate`` moves the queue to the new
 declaration; the messages are then counted by id: none lost, none twice.
+
+RabbitMQ only: an in-memory queue lives as long as its process, so a changed
+option takes effect on the next start and there is no deployed queue to move.
 """
 
 from __future__ import annotations

@@ -267,6 +267,9 @@ class AsyncMessageBus:
             moved = await switch_to(self._router, broker)
             self._control = ControlListener(broker, self.prefix, self.source, self._on_stop_request)
             await self._control.open()
+        except Exception:
+            logger.exception("moving to RabbitMQ failed part way; mode is now %s", self.mode)
+            return
         finally:
             self._switching = False
         seconds = time.monotonic() - fell_back

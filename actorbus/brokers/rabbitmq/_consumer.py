@@ -82,7 +82,7 @@ Settle = Callable[[bool], None]
 class RabbitDelivery(Delivery):
     """A delivery from RabbitMQ: ``ack``/``requeue`` settle it on its own channel."""
 
-    __slots__ = ("_copies", "_dedup", "_key", "_settle", "_settled")
+    __slots__ = ("_copies", "_dedup", "_key", "_settle", "_settled", "acker")
 
     def __init__(self, envelope: Envelope, settle: Settle, dedup: Dedup | None, key: str) -> None:
         self.envelope = envelope
@@ -91,6 +91,8 @@ class RabbitDelivery(Delivery):
         self._dedup = dedup
         self._key = key
         self._copies: list[Settle] | None = None
+        self.acker: Acker | None = None
+        """The acker of the channel it came on, when known (to tell a dead channel's)."""
 
     def add_copy(self, settle: Settle) -> None:
         """Settle a redelivered copy together with this delivery."""
@@ -206,6 +208,8 @@ class RabbitConsumer:
         old = self.channel
         if old is not None and not old.is_closed:
             await _close_quietly(old)
+        if self.single_active and old is not None:
+            self._drop_stale()
         channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
         window: RedeliveryWindow | None = None
         try:
@@ -236,6 +240,8 @@ class RabbitConsumer:
             await _close_quietly(channel)
             raise
         self.channel, self.tag, self._acker, self.window = channel, ok.consumer_tag, acker, window
+        if self.single_active:  # its unacked messages go to the next consumer at once
+            channel.closing.add_done_callback(lambda _: self._drop_stale())
 
     async def _resize(
         self,
@@ -266,12 +272,12 @@ class RabbitConsumer:
             first = first_delivery(message)
             if not window.passes(first):
                 async with window.alone(first):
-                    await self._take(message, window.track(settle, first))
+                    await self._take(message, window.track(settle, first), acker)
                 return
             settle = window.track(settle, first)
-        await self._take(message, settle)
+        await self._take(message, settle, acker)
 
-    async def _take(self, message: DeliveredMessage, settle: Settle) -> None:
+    async def _take(self, message: DeliveredMessage, settle: Settle, acker: Acker) -> None:
         if message.header.properties.content_type == BATCH_CONTENT_TYPE:
             await self._on_batch(message, settle)
             return
@@ -280,7 +286,31 @@ class RabbitConsumer:
         except DecodeError as exc:
             await self._reject(raw_envelope(message), exc.reason, settle)
             return
-        await self._hand_on(envelope, settle)
+        await self._hand_on(envelope, settle, acker)
+        if self.single_active and acker.channel.is_closed:
+            self._drop_stale()  # it waited for room while its channel died: not ours any more
+
+    def _drop_stale(self) -> None:
+        """Take the deliveries of a dead channel out of the mailbox (single active only).
+
+        Once the channel is gone RabbitMQ gives its unacknowledged messages to the
+        consumer that is active now; handling them here too would have two
+        instances handle them at once, and out of order. Only the message being
+        handled at that moment cannot be called back.
+        """
+        take_all = getattr(self._sink, "take_all", None)
+        push_front = getattr(self._sink, "push_front", None)
+        if take_all is None or push_front is None:
+            return
+        kept = []
+        for delivery in take_all():
+            acker = delivery.acker if isinstance(delivery, RabbitDelivery) else None
+            if acker is not None and acker.channel.is_closed:
+                delivery.requeue()  # a settle on a dead channel sends nothing: bookkeeping only
+            else:
+                kept.append(delivery)
+        for delivery in reversed(kept):
+            push_front(delivery)
 
     async def _on_batch(self, message: DeliveredMessage, settle: Settle) -> None:
         envelopes = decode_whole(message.body)
@@ -330,11 +360,15 @@ class RabbitConsumer:
             return
         settle(True)
 
-    async def _hand_on(self, envelope: Envelope, settle: Settle) -> None:
+    async def _hand_on(
+        self, envelope: Envelope, settle: Settle, acker: Acker | None = None
+    ) -> None:
         """Give ``envelope`` to the sink, unless it is a copy of one this consumer has."""
         dedup = self.dedup
         if dedup is None:
-            await self._sink(RabbitDelivery(envelope, settle, None, ""))
+            plain = RabbitDelivery(envelope, settle, None, "")
+            plain.acker = acker
+            await self._sink(plain)
             return
         replays = envelope.headers.get(REPLAYS_HEADER)
         key = envelope.id if replays is None else f"{envelope.id}/{replays}"
@@ -346,6 +380,7 @@ class RabbitConsumer:
             original.add_copy(settle)
             return
         delivery = RabbitDelivery(envelope, settle, dedup, key)
+        delivery.acker = acker
         dedup.inflight[key] = delivery
         try:
             await self._sink(delivery)

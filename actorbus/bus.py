@@ -11,12 +11,12 @@ runs in memory (``bus.mode`` then says ``"in_memory"``); ``fallback=False``
 makes it raise ``BrokerUnavailable`` instead. A bus that fell back keeps trying
 RabbitMQ in the background and moves there by itself once it answers
 (``heal=False`` keeps it in memory; see :mod:`actorbus.healing`). A broker that
-answers but refuses
-(login, virtual host, a TLS certificate that does not verify, permissions that
-refuse the bus's declarations) raises ``BrokerRefused`` either way: that is a
-configuration or security mistake, and running in memory would hide it. A
-prefix that cannot make AMQP names is a ``ConfigurationError`` at construction.
-``declare="passive"`` checks the RabbitMQ topology instead of declaring it.
+answers but refuses (login, virtual host, a TLS certificate that does not verify,
+permissions that refuse the bus's declarations) raises ``BrokerRefused`` either
+way: that is a configuration or security mistake, and running in memory would
+hide it. A prefix that cannot make AMQP names is a ``ConfigurationError`` at
+construction. ``declare="passive"`` checks the RabbitMQ topology instead of
+declaring it.
 
 In RabbitMQ mode ``url`` may list several nodes of a cluster (a list, or URLs
 separated by commas); ``queue_type`` (``classic`` | ``quorum``, else

@@ -22,7 +22,8 @@ sending it again would hand the local subscribers every message twice). A
 message published to a type nobody in this process handled is gone, as in
 any in-memory run. Messages published while the switch runs may reach a
 local actor slightly out of order (the in-memory ones still in flight, and
-the first ones over RabbitMQ).
+the first ones over RabbitMQ), and an ``ask`` waiting for its reply over the
+in-memory reply address then times out.
 
 ``heal=False`` keeps the bus in memory for good; ``fallback=False`` raises
 ``BrokerUnavailable`` at start instead of running in memory at all.

@@ -64,6 +64,26 @@ def test_actorbus_stop_winds_down_a_split_system(rabbitmq_url: str, prefix: str)
     market = start_run(
         rabbitmq_url, prefix, "--only", "market_data,strategy", "--duration", "120", "--rate", "500"
     )
+    # The book process's order-sensitive actors say what they are (`actorbus stats`).
+    heard = run_cli(
+        "stats",
+        "--mode",
+        "rabbitmq",
+        "--url",
+        rabbitmq_url,
+        "--prefix",
+        prefix,
+        "--json",
+        timeout=60,
+    )
+    assert heard.returncode == 0, heard.stderr
+    roles = {
+        name: actor.get("role")
+        for system in json.loads(heard.stdout)["systems"].values()
+        for name, actor in system["actors"].items()
+    }
+    assert roles["execution"] == roles["position"] == "active"
+    assert roles["risk"] is None  # not single_active
     stopped = run_cli(
         "stop",
         "--mode",

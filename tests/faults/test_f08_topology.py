@@ -33,11 +33,14 @@ CHECK_INTERVAL = 5.0
 
 
 def ours(prefix: str, rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """This test's bindings, comparable: (source, destination, routing key), sorted."""
+    """This test's actors' bindings, comparable: (source, destination, routing key), sorted.
+
+    The bus's own control queue (``<prefix>.control.*``, bound to ``system.stop``) is left out.
+    """
     return sorted(
         (row["source_name"], row["destination_name"], row["routing_key"])
         for row in rows
-        if row["destination_name"].startswith(prefix) and row["source_name"]
+        if row["destination_name"].startswith(f"{prefix}.actor.") and row["source_name"]
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .brokers.base import ConsumerHandle, MessageBroker, QueueSpec
+from .errors import ActorbusError
 from .messages import Delivery, Envelope, register_message_type
 
 __all__ = ["STOP_TYPE", "ControlListener"]
@@ -48,11 +49,25 @@ class ControlListener:
         self._consumer: ConsumerHandle | None = None
 
     async def open(self) -> None:
-        """Declare the control queue, bound to ``system.stop``, and consume it."""
-        await self._broker.declare_queue(
-            QueueSpec(name=self.queue, patterns=(STOP_TYPE,), durable=False)
-        )
-        self._consumer = await self._broker.consume(self.queue, self._deliver, prefetch=10)
+        """Declare the control queue, bound to ``system.stop``, and consume it.
+
+        A bus that may not declare queues (``declare="passive"``, or a user whose
+        permissions refuse it) runs without one: it does not hear ``system.stop``,
+        and says so in a warning; nothing else depends on it.
+        """
+        if getattr(self._broker, "declare", "create") == "passive":
+            logger.warning(
+                "passive mode: this bus declares no control queue and will not hear "
+                "`actorbus stop`; stop its process the usual way"
+            )
+            return
+        try:
+            await self._broker.declare_queue(
+                QueueSpec(name=self.queue, patterns=(STOP_TYPE,), durable=False)
+            )
+            self._consumer = await self._broker.consume(self.queue, self._deliver, prefetch=10)
+        except ActorbusError as exc:
+            logger.warning("no control queue (%s): this bus will not hear `actorbus stop`", exc)
 
     async def _deliver(self, delivery: Delivery) -> None:
         delivery.ack()
@@ -66,8 +81,9 @@ class ControlListener:
     async def close(self) -> None:
         """Stop consuming and delete the control queue."""
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.cancel()
+        if consumer is None:
+            return  # never opened: nothing was declared
+        await consumer.cancel()
         try:
             await self._broker.delete_queue(self.queue)
         except Exception:

@@ -27,7 +27,7 @@ import pytest
 from support.checker import record_row
 from trading_helpers import ROOT, actorbus_command, cli_env, delete_prefix
 
-from actors import audit
+from actorbus_trading import audit
 
 pytestmark = pytest.mark.rabbitmq
 

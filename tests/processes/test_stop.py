@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from trading_helpers import ROOT, actorbus_command, cli_env, delete_prefix, run_cli
 
-from actors import audit
+from actorbus_trading import audit
 
 pytestmark = pytest.mark.rabbitmq
 

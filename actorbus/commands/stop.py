@@ -14,12 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sys
 from typing import Any
 
 from ..bus import AsyncMessageBus
-from ..config import MODE_VARIABLE, URL_VARIABLE
 from ..messages import MessageTypes
+from ._common import EXIT_OK, add_bus_options, inspected_mode, open_inspector
 
 __all__ = ["add_parser", "run_stop", "stop_system"]
 
@@ -35,18 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "that announced their shutdown within --wait seconds."
         ),
     )
-    parser.add_argument(
-        "--mode",
-        choices=["in_memory", "rabbitmq"],
-        default=None,
-        help=f"message bus mode (default: ${MODE_VARIABLE}, else in_memory)",
-    )
-    parser.add_argument(
-        "--url", default=None, help=f"AMQP URL (default: ${URL_VARIABLE}, else localhost)"
-    )
-    parser.add_argument(
-        "--prefix", default="trading", help="the system's prefix (default: trading)"
-    )
+    add_bus_options(parser, inspecting=True)
     parser.add_argument(
         "--wait", type=float, default=5.0, help="seconds to listen for shutdowns (default: 5)"
     )
@@ -58,8 +46,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="return as soon as N processes shut down (default: listen the whole --wait)",
     )
     parser.add_argument("--reason", default="actorbus stop", help="told to every process")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more")
     return parser
 
 
@@ -95,18 +81,15 @@ async def stop_system(
 
 async def run_stop(args: argparse.Namespace) -> int:
     """Run ``actorbus stop``; return the exit code (errors are raised for the CLI to report)."""
+    inspected_mode(args, "stop")
+    inspector = await open_inspector(args)  # a prefix where no system ran: nothing created
+    if inspector is None:
+        return EXIT_OK  # as `actorbus stats`: said on stderr, nothing to stop
+    await inspector.close()
     bus = AsyncMessageBus(args.mode, url=args.url, prefix=args.prefix, fallback=False)
     await bus.start()
     try:
-        if bus.mode == "in_memory":
-            print(
-                "actorbus: in memory, no other process shares this bus: nothing to stop. "
-                "Use --mode rabbitmq for a system running over RabbitMQ.",
-                file=sys.stderr,
-            )
-            gone: list[str] = []
-        else:
-            gone = await stop_system(bus, reason=args.reason, wait=args.wait, expect=args.expect)
+        gone = await stop_system(bus, reason=args.reason, wait=args.wait, expect=args.expect)
     finally:
         await bus.shutdown()
     if args.json:
@@ -116,4 +99,4 @@ async def run_stop(args: argparse.Namespace) -> int:
             f"stop sent on prefix {args.prefix!r}; {len(gone)} process(es) shut down "
             f"within {args.wait:g}s" + "".join(f"\n  {source}" for source in gone)
         )
-    return 0
+    return EXIT_OK

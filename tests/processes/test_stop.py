@@ -109,3 +109,16 @@ def test_actorbus_stop_winds_down_a_split_system(rabbitmq_url: str, prefix: str)
     assert market_report["counts"]["ticks"] > 0
     assert book_report["counts"]["fills"] > 0
     assert audit([market_report, book_report]) == []
+
+
+def test_stop_in_memory_or_on_an_idle_prefix(rabbitmq_url: str, unique_prefix: str) -> None:
+    in_memory = run_cli("stop", "--mode", "in_memory", timeout=30)
+    assert in_memory.returncode == 2, in_memory.stderr
+    assert "nothing outlives a process" in in_memory.stderr
+    idle = run_cli("stop", "--url", rabbitmq_url, "--prefix", unique_prefix, timeout=30)
+    assert idle.returncode == 0, idle.stderr
+    assert "no actorbus system has run there" in idle.stderr
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True, check=True
+    )
+    assert unique_prefix not in listing.stdout, "stop created something on an idle prefix"

@@ -282,7 +282,7 @@ class Router:
         old = self.broker
         self.reply_address = await broker.open_reply_address(self._on_reply)
         self.broker = broker
-        self.publish_nowait = getattr(broker, "publish_nowait", None) or self._publish_started
+        self.install_hooks(self.hooks)  # publish_nowait: the new broker's, hooks kept
         self._send_reply_nowait = getattr(broker, "send_reply_nowait", None)
         for cell in list(self.cells):
             previous = cell.consumer

@@ -39,6 +39,21 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class CountingHooks:
+    """Counts the publishes it sees: hooks must survive the move to RabbitMQ."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    def on_publish(self, envelope: Envelope) -> Envelope:
+        if envelope.type == ORDER:
+            self.published.append(int(envelope.data["seq"]))
+        return envelope
+
+    def on_handle(self, actor: str, envelope: Envelope) -> Any:
+        return lambda error: None
+
+
 class Local(Actor):
     """The healing bus's own actor: records each message with the bus's mode at the time."""
 
@@ -84,6 +99,8 @@ async def test_a_bus_that_fell_back_moves_to_rabbitmq_by_itself(
                 prefix=unique_prefix,
                 connect_timeout=2.0,
             )
+            hooks = CountingHooks()
+            bus.add_hooks(hooks)
             async with bus:
                 assert bus.mode == "in_memory"
                 await bus.spawn(Local)
@@ -146,6 +163,7 @@ async def test_a_bus_that_fell_back_moves_to_rabbitmq_by_itself(
     assert not in_memory & set(remote_seen), "a message published in memory was sent again"
     assert over_rabbitmq <= set(remote_seen)
     assert len(over_rabbitmq) >= AFTER_SWITCH
+    assert hooks.published == list(range(seq)), "publish hooks lost in the move"
     assert announcements[0]["from"] == "in_memory"
     assert announcements[0]["to"] == "rabbitmq"
     assert announcements[0]["source"] == bus.source

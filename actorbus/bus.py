@@ -364,7 +364,8 @@ class AsyncMessageBus:
         if healing is not None and not healing.done():
             if not self._switching:  # still waiting for RabbitMQ: give up on it
                 healing.cancel()
-            await asyncio.wait([healing])  # a switch under way finishes first
+            # A switch under way finishes first (within the shutdown's time).
+            await asyncio.wait([healing], timeout=max(0.0, deadline - time.monotonic()))
         if self._router is None:
             starting = self._starting
             if starting is not None:  # a start under way (bounded by the connect timeout)

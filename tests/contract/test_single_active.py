@@ -138,3 +138,31 @@ async def test_two_instances_on_one_bus(make_bus: BusFactory) -> None:
         await bus.publish(ORDER, {"i": i})
     await wait_until(lambda: len(tally.by_instance.get("second", [])) == 10)
     assert tally.by_instance == {"first": list(range(10)), "second": list(range(10, 20))}
+
+
+async def test_shutdown_of_the_active_bus_hands_over_in_order(make_bus: BusFactory) -> None:
+    """A graceful shutdown (drain, pause, finish) of the active instance's bus, mid-stream."""
+    tally = Tally()
+    first, second, publisher = make_bus(), make_bus(), make_bus()
+    await first.spawn(standby_actor(tally, "first", 0.002))
+    await second.spawn(standby_actor(tally, "second", 0.0))
+
+    async def publish_all() -> None:
+        for i in range(COUNT):
+            await publisher.publish(ORDER, {"i": i})
+            await asyncio.sleep(0.001)
+
+    publishing = asyncio.create_task(publish_all())
+    await wait_until(lambda: len(tally.by_instance.get("first", [])) >= COUNT // 4)
+    await first.shutdown(timeout=2.0)
+    await publishing
+    await wait_until(
+        lambda: (
+            len(tally.by_instance.get("first", [])) + len(tally.by_instance.get("second", []))
+            >= COUNT
+        )
+    )
+    await asyncio.sleep(0.2)
+    handled = tally.by_instance["first"] + tally.by_instance.get("second", [])
+    assert handled == list(range(COUNT)), "lost, doubled or reordered across the hand-over"
+    assert tally.most_at_once == 1

@@ -265,6 +265,8 @@ class RabbitConsumer:
         self, acker: Acker, message: DeliveredMessage, window: RedeliveryWindow | None = None
     ) -> None:
         self._active = True
+        if self.paused:
+            return  # single active, pausing: left unacknowledged for the next (see pause)
         tag: int = message.delivery.delivery_tag or 0  # type: ignore[union-attr]
         acker.delivered(tag)
         settle: Settle = partial(acker.settle, tag)
@@ -390,10 +392,19 @@ class RabbitConsumer:
             raise
 
     async def pause(self) -> None:
-        """Stop new deliveries, keeping the channel open so those handed on can be acked."""
+        """Stop new deliveries, keeping the channel open so those handed on can be acked.
+
+        On a single-active queue the consumer stays registered: a ``basic.cancel``
+        would make the next consumer active while this one still finishes its
+        handlers (two at once, and the messages given back later than newer ones).
+        What arrives meanwhile is not handed on; closing the channel (``cancel``)
+        gives it back and hands the queue over in one step, in order.
+        """
         if self.cancelled or self.paused:
             return
         self.paused = True
+        if self.single_active:
+            return
         channel, tag = self.channel, self.tag
         if channel is None or channel.is_closed or tag is None:
             return
@@ -412,7 +423,8 @@ class RabbitConsumer:
         if channel is None or channel.is_closed:
             return
         try:
-            if self.tag is not None and not self.paused:
+            if self.tag is not None and not self.paused and not self.single_active:
+                # (single active: the close below cancels and hands over in one step)
                 await channel.basic_cancel(self.tag, timeout=self._timeout)
             if acker is not None:
                 await acker.flush()

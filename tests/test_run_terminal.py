@@ -29,7 +29,8 @@ def test_run_shows_the_tree_actors_and_positions_live_then_the_summary() -> None
         for supervisor in ("trading", "book", "market"):
             assert re.search(rf"{supervisor} \(one_for_one\)\s+running", screen), screen
         for actor in ("market_data", "strategy", "risk", "execution", "exchange", "position"):
-            assert re.search(rf"{actor}\s+running\s+-\s+[\d,]+\s+[\d,]+", screen), screen
+            role = "active" if actor in ("execution", "position") else "-"  # single_active
+            assert re.search(rf"{actor}\s+running\s+{role}\s+[\d,]+\s+[\d,]+", screen), screen
         assert "Ctrl-C stops and winds down cleanly" in screen
         terminal.press("C-c")
         # The first Ctrl-C winds down as before: the last frame stays, the summary follows.

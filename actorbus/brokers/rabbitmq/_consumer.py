@@ -266,7 +266,7 @@ class RabbitConsumer:
     ) -> None:
         self._active = True
         if self.paused:
-            return  # single active, pausing: left unacknowledged for the next (see pause)
+            return  # left unacknowledged: the channel's close gives it back (see pause)
         tag: int = message.delivery.delivery_tag or 0  # type: ignore[union-attr]
         acker.delivered(tag)
         settle: Settle = partial(acker.settle, tag)

@@ -630,6 +630,7 @@ class AsyncRabbitMQBroker:
     async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> ConsumerHandle:
         """Consume ``queue`` on a channel of its own, with ``prefetch`` unsettled at most."""
         spec = self._topo.queues.get(queue)
+        single_active = spec is not None and spec.single_active
         consumer = RabbitConsumer(
             queue,
             sink,
@@ -642,8 +643,10 @@ class AsyncRabbitMQBroker:
             dedup_window=self._dedup_window,
             ack_flush_count=self._ack_flush[0],
             ack_flush_interval=self._ack_flush[1],
-            bounded=self._bounded(queue),
-            single_active=spec is not None and spec.single_active,
+            # No redelivery window on a single-active queue: widening it subscribes
+            # again, which would put the active consumer at the back of the line.
+            bounded=self._bounded(queue) and not single_active,
+            single_active=single_active,
         )
         deadline = time.monotonic() + self.publish_timeout
         while True:

@@ -55,14 +55,13 @@ from . import shutdown as shutdown_phases
 from .actor import Actor
 from .brokers._unroutable import UnroutablePolicy
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
+from .brokers.factory import BrokerFactory
 from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
-from .config import Mode, check_prefix, resolve_mode, resolve_url
+from .config import Mode, check_prefix, resolve_mode
 from .control import STOP_TYPE, ControlListener
 from .errors import (
     ActorStartError,
-    BrokerRefused,
-    BrokerUnavailable,
     BusClosed,
     ConfigurationError,
     SupervisorGaveUp,
@@ -126,19 +125,11 @@ class AsyncMessageBus:
         shuffle_nodes: bool = False,
     ) -> None:
         self._requested: Mode = resolve_mode(mode) if broker is None else broker.name  # type: ignore[assignment]
-        self._url = url
-        self._queue_options: dict[str, Any] = {
-            "queue_type": queue_type,
-            "delivery_limit": delivery_limit,
-            "shuffle_nodes": shuffle_nodes,
-        }
         self.prefix = check_prefix(prefix)
         """Prefix of exchange and queue names (``<prefix>.<subsystem>``)."""
         self.source = source or f"{socket.gethostname()}.{os.getpid()}"
         """Source name of messages published by the bus itself."""
         self._broker = broker
-        self._server = server
-        self._codec = codec or Codec()
         self._fallback = fallback
         self._heal_enabled = heal
         self._healing: asyncio.Task[None] | None = None
@@ -146,8 +137,20 @@ class AsyncMessageBus:
         self._connect_timeout = connect_timeout
         if unroutable not in ("drop", "keep"):
             raise ConfigurationError(f"unroutable must be 'drop' or 'keep', not {unroutable!r}")
-        self._unroutable: UnroutablePolicy = unroutable
-        self._declare: Literal["create", "passive"] = declare
+        self._brokers = BrokerFactory(
+            prefix=self.prefix,
+            codec=codec or Codec(),
+            url=url,
+            server=server,
+            connect_timeout=connect_timeout,
+            unroutable=unroutable,
+            declare=declare,
+            queue_options={
+                "queue_type": queue_type,
+                "delivery_limit": delivery_limit,
+                "shuffle_nodes": shuffle_nodes,
+            },
+        )
         self._router: Router | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
@@ -219,22 +222,11 @@ class AsyncMessageBus:
         self._starting.set_result(None)
 
     async def _start(self) -> None:
-        broker = self._broker or self._make_broker(self._requested)
-        offline: MessageBroker | None = None
-        try:
-            await broker.connect()
-        except BrokerRefused:
-            raise  # wrong credentials or vhost: a mistake to fix, not an outage to ride out
-        except BrokerUnavailable as exc:
-            if not self._fallback or broker.name == "in_memory":
-                raise
-            logger.warning(
-                "RabbitMQ is unreachable (%s): running in memory instead%s",
-                exc,
-                "; trying it again in the background" if self._heal_enabled else "",
-            )
-            offline, broker = broker, self._memory_broker()
-            await broker.connect()
+        broker, offline = await self._brokers.connect(
+            self._broker or self._brokers.make(self._requested),
+            fallback=self._fallback,
+            heal=self._heal_enabled,
+        )
         router = Router(broker, prefix=self.prefix, source=self.source)
         router.install_hooks(chain(self._hooks))
         await router.open()
@@ -279,26 +271,6 @@ class AsyncMessageBus:
         self._announce(
             MODE_CHANGE_TYPE,
             {"from": "in_memory", "to": broker.name, "seconds": round(seconds, 3), "moved": moved},
-        )
-
-    def _memory_broker(self) -> InMemoryBroker:
-        return InMemoryBroker(
-            self._server, prefix=self.prefix, codec=self._codec, unroutable=self._unroutable
-        )
-
-    def _make_broker(self, mode: Mode) -> MessageBroker:
-        if mode == "in_memory":
-            return self._memory_broker()
-        from .brokers.rabbitmq import AsyncRabbitMQBroker  # imported only when asked for
-
-        return AsyncRabbitMQBroker(
-            url=self._url if self._url is not None else resolve_url(None),
-            prefix=self.prefix,
-            codec=self._codec,
-            connect_timeout=self._connect_timeout,
-            unroutable=self._unroutable,
-            declare=self._declare,
-            **self._queue_options,
         )
 
     async def _host_main(self, ready: asyncio.Future[None]) -> None:

@@ -49,7 +49,6 @@ from typing import Any, Literal
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup, TaskStatus
 
 from . import shutdown as shutdown_phases
 from .actor import Actor
@@ -61,14 +60,13 @@ from .codec import Codec
 from .config import Mode, check_prefix, resolve_mode
 from .control import STOP_TYPE, ControlListener
 from .errors import (
-    ActorStartError,
     BusClosed,
     ConfigurationError,
-    SupervisorGaveUp,
     UnknownMessageType,
 )
 from .healing import MODE_CHANGE_TYPE, reconnect, switch_to
 from .hooks import Hooks, chain
+from .hosting import TreeHost, name_of
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
 from .router import Router
 from .shutdown import GRACE, Accounting, ShutdownReport
@@ -158,10 +156,7 @@ class AsyncMessageBus:
         self._closed = False
         self._closing = False
         self._shut_down: asyncio.Event | None = None
-        self._task_group: TaskGroup | None = None
-        self._host: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self._trees: dict[Supervisor, tuple[anyio.CancelScope, anyio.Event]] = {}
+        self._hosting: TreeHost | None = None
         self._subscriptions: dict[_SubscriptionKey, tuple[type[FunctionActor], Supervisor]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._announcements: set[asyncio.Task[None]] = set()
@@ -232,9 +227,8 @@ class AsyncMessageBus:
         await router.open()
         self._control = ControlListener(broker, self.prefix, self.source, self._on_stop_request)
         await self._control.open()
-        ready = asyncio.get_running_loop().create_future()
-        self._host = asyncio.get_running_loop().create_task(self._host_main(ready))
-        await ready
+        self._hosting = TreeHost(router, source=self.source, closing=lambda: self._closing)
+        await self._hosting.open()
         self._router = router
         logger.info("message bus started in %s mode", broker.name)
         self._announce(MessageTypes.SYSTEM_STARTUP, {"mode": broker.name})
@@ -272,13 +266,6 @@ class AsyncMessageBus:
             MODE_CHANGE_TYPE,
             {"from": "in_memory", "to": broker.name, "seconds": round(seconds, 3), "moved": moved},
         )
-
-    async def _host_main(self, ready: asyncio.Future[None]) -> None:
-        async with anyio.create_task_group() as task_group:
-            self._task_group = task_group
-            ready.set_result(None)
-            await self._stop.wait()
-            task_group.cancel_scope.cancel()
 
     def _check_loop(self) -> None:
         if self._loop is not asyncio.get_running_loop():
@@ -357,7 +344,8 @@ class AsyncMessageBus:
         for cell in cells:
             cell.stop_deadline = deadline + GRACE
             await _quietly(router.pause(cell))
-        trees = list(self._trees.items())
+        assert self._hosting is not None
+        trees = list(self._hosting.trees.items())
         await shutdown_phases.stop([tree for tree, _ in trees], cells, deadline)
         self._closed = True
         # 3. Cut what still runs (and spawns still starting), then wait a moment for it.
@@ -382,10 +370,8 @@ class AsyncMessageBus:
         with anyio.move_on_after(max(0.0, until - time.monotonic())):
             for event in ended:
                 await event.wait()
-        self._stop.set()
-        waiting = [task for task in (self._host,) if task is not None]
-        if waiting:
-            await asyncio.wait(waiting, timeout=max(0.0, until - time.monotonic()))
+        assert self._hosting is not None
+        await self._hosting.close(until - time.monotonic())
         abandoned: list[str] = []
         for cell in list(router.cells):  # trees that did not end: their cells are still attached
             abandoned.append(cell.name)
@@ -683,55 +669,17 @@ class AsyncMessageBus:
         if self._closing:
             raise BusClosed("the message bus is shutting down")
         supervisor = (
-            target
-            if isinstance(target, Supervisor)
-            else Supervisor([target], name=_name_of(target))
+            target if isinstance(target, Supervisor) else Supervisor([target], name=name_of(target))
         )
         supervisor.place(frozenset(actors) if actors is not None else None)
-        assert self._task_group is not None
-        await self._task_group.start(self._run_tree, supervisor)
+        assert self._hosting is not None
+        await self._hosting.spawn(supervisor)
         return supervisor
-
-    async def _run_tree(self, supervisor: Supervisor, *, task_status: TaskStatus[Any]) -> None:
-        """Run a tree in its own cancel scope, kept in ``_trees`` for stop and shutdown.
-
-        A tree still starting is not yet in the host task group's scope (anyio moves
-        it there once started), so stop and shutdown cancel this scope, not the group.
-        """
-        assert self._router is not None
-        ended = anyio.Event()
-        readiness = _Readiness(task_status)
-        with anyio.CancelScope() as scope:
-            self._trees[supervisor] = (scope, ended)
-            try:
-                await supervisor.run(self._router, task_status=readiness)
-            except SupervisorGaveUp as exc:
-                await self._report_tree_failure(supervisor, exc)
-            finally:
-                self._trees.pop(supervisor, None)
-                ended.set()
-        if not readiness.done:  # stopped while starting: the spawn says so
-            if self._closing:
-                raise BusClosed(f"the message bus was shut down while {supervisor.name} started")
-            raise ActorStartError(f"{supervisor.name} was stopped before it had started")
-
-    async def _report_tree_failure(self, supervisor: Supervisor, error: BaseException) -> None:
-        logger.error("actor tree %s stopped: %s", supervisor.name, error)
-        try:
-            await self._publish_system(
-                MessageTypes.SYSTEM_ERROR,
-                {"supervisor": supervisor.name, "error": f"{type(error).__name__}: {error}"},
-            )
-        except Exception:
-            logger.exception("could not publish SYSTEM_ERROR")
 
     async def stop(self, supervisor: Supervisor) -> None:
         """Stop a tree started with :meth:`spawn`; its unread messages go back to its queues."""
-        running = self._trees.get(supervisor)
-        if running is not None:
-            scope, ended = running
-            scope.cancel()
-            await ended.wait()
+        if self._hosting is not None:
+            await self._hosting.stop(supervisor)
 
     # -- dead letters and stats --------------------------------------------------------------
 
@@ -822,26 +770,6 @@ class AsyncMessageBus:
             stats["dropped"] = broker.server.dropped
             stats["dead_letters_dropped"] = broker.server.dead_letters_dropped
         return stats
-
-
-class _Readiness:
-    """A tree's ``task_status``, remembering whether the tree reported readiness."""
-
-    __slots__ = ("_status", "done")
-
-    def __init__(self, status: TaskStatus[Any]) -> None:
-        self._status = status
-        self.done = False
-        """Whether readiness was reported."""
-
-    def started(self, value: Any = None) -> None:
-        """The tree has started: its spawn returns."""
-        self.done = True
-        self._status.started(value)
-
-
-def _name_of(target: type[Actor] | ChildSpec) -> str:
-    return target.actor_name if isinstance(target, ChildSpec) else target.default_name()
 
 
 async def _quietly(operation: Any) -> None:

@@ -64,7 +64,7 @@ from .errors import (
     ConfigurationError,
     UnknownMessageType,
 )
-from .healing import MODE_CHANGE_TYPE, reconnect, switch_to
+from .healing import Healer
 from .hooks import Hooks, chain
 from .hosting import TreeHost, name_of
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
@@ -130,8 +130,7 @@ class AsyncMessageBus:
         self._broker = broker
         self._fallback = fallback
         self._heal_enabled = heal
-        self._healing: asyncio.Task[None] | None = None
-        self._switching = False
+        self._healing: Healer | None = None
         self._connect_timeout = connect_timeout
         if unroutable not in ("drop", "keep"):
             raise ConfigurationError(f"unroutable must be 'drop' or 'keep', not {unroutable!r}")
@@ -233,39 +232,21 @@ class AsyncMessageBus:
         logger.info("message bus started in %s mode", broker.name)
         self._announce(MessageTypes.SYSTEM_STARTUP, {"mode": broker.name})
         if offline is not None and self._heal_enabled:
-            self._healing = asyncio.get_running_loop().create_task(self._heal(offline))
+            self._healing = Healer(
+                offline,
+                router,
+                closed=lambda: self.closed,
+                reopen_control=self._reopen_control,
+                announce=self._announce,
+            )
 
-    async def _heal(self, broker: MessageBroker) -> None:
-        """Reconnect ``broker`` in the background, then move this bus onto it (see healing)."""
-        fell_back = time.monotonic()
-        try:
-            connected = await reconnect(broker)
-        except asyncio.CancelledError:
-            await _quietly(broker.close())
-            raise
-        if not connected or self.closed or self._router is None:
-            await _quietly(broker.close())
-            return
-        self._switching = True
-        try:
-            if self._control is not None:
-                await self._control.close()
-            moved = await switch_to(self._router, broker)
+    async def _reopen_control(self, broker: MessageBroker | None) -> None:
+        """Close the stop listener; with ``broker``, open a new one there (healing)."""
+        if self._control is not None:
+            await self._control.close()
+        if broker is not None:
             self._control = ControlListener(broker, self.prefix, self.source, self._on_stop_request)
             await self._control.open()
-        except Exception:
-            logger.exception("moving to RabbitMQ failed part way; mode is now %s", self.mode)
-            return
-        finally:
-            self._switching = False
-        seconds = time.monotonic() - fell_back
-        logger.warning(
-            "RabbitMQ answers again: this bus moved to it after %.1fs in memory", seconds
-        )
-        self._announce(
-            MODE_CHANGE_TYPE,
-            {"from": "in_memory", "to": broker.name, "seconds": round(seconds, 3), "moved": moved},
-        )
 
     def _check_loop(self) -> None:
         if self._loop is not asyncio.get_running_loop():
@@ -319,12 +300,8 @@ class AsyncMessageBus:
     async def _shutdown(self, timeout: float, drain: float) -> ShutdownReport:
         begun = time.monotonic()
         deadline = begun + max(0.0, timeout)
-        healing = self._healing
-        if healing is not None and not healing.done():
-            if not self._switching:  # still waiting for RabbitMQ: give up on it
-                healing.cancel()
-            # A switch under way finishes first (within the shutdown's time).
-            await asyncio.wait([healing], timeout=max(0.0, deadline - time.monotonic()))
+        if self._healing is not None:  # a switch under way finishes first (within the timeout)
+            await self._healing.stop(deadline - time.monotonic())
         if self._router is None:
             starting = self._starting
             if starting is not None:  # a start under way (bounded by the connect timeout)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .brokers.base import DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker
@@ -41,7 +43,7 @@ from .errors import BrokerRefused, BrokerUnavailable
 from .messages import register_message_type
 from .router import Router
 
-__all__ = ["MODE_CHANGE_TYPE", "reconnect", "switch_to"]
+__all__ = ["MODE_CHANGE_TYPE", "Healer", "reconnect", "switch_to"]
 
 logger = logging.getLogger("actorbus.bus")
 
@@ -97,3 +99,76 @@ async def switch_to(router: Router, broker: MessageBroker) -> int:
         moved,
     )
     return moved
+
+
+class Healer:
+    """The background task that moves a bus from memory back onto ``broker``.
+
+    ``reopen_control`` is awaited with ``None`` before the switch (to close what
+    listens on the in-memory broker) and with ``broker`` after it; ``announce``
+    publishes the ``system.mode_change``; ``closed`` says the bus is shutting down.
+    """
+
+    def __init__(
+        self,
+        broker: MessageBroker,
+        router: Router,
+        *,
+        closed: Callable[[], bool],
+        reopen_control: Callable[[MessageBroker | None], Awaitable[None]],
+        announce: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self._broker = broker
+        self._router = router
+        self._closed = closed
+        self._reopen_control = reopen_control
+        self._announce = announce
+        self._switching = False
+        self._task = asyncio.get_running_loop().create_task(self._heal())
+
+    async def _heal(self) -> None:
+        broker = self._broker
+        fell_back = time.monotonic()
+        try:
+            connected = await reconnect(broker)
+        except asyncio.CancelledError:
+            await _quietly(broker.close())
+            raise
+        if not connected or self._closed():
+            await _quietly(broker.close())
+            return
+        self._switching = True
+        try:
+            await self._reopen_control(None)
+            moved = await switch_to(self._router, broker)
+            await self._reopen_control(broker)
+        except Exception:
+            logger.exception(
+                "moving to RabbitMQ failed part way; mode is now %s", self._router.broker.name
+            )
+            return
+        finally:
+            self._switching = False
+        seconds = time.monotonic() - fell_back
+        logger.warning(
+            "RabbitMQ answers again: this bus moved to it after %.1fs in memory", seconds
+        )
+        self._announce(
+            MODE_CHANGE_TYPE,
+            {"from": "in_memory", "to": broker.name, "seconds": round(seconds, 3), "moved": moved},
+        )
+
+    async def stop(self, timeout: float) -> None:
+        """At shutdown: give up waiting for RabbitMQ, or let a switch under way finish."""
+        if self._task.done():
+            return
+        if not self._switching:  # still waiting for RabbitMQ: give up on it
+            self._task.cancel()
+        await asyncio.wait([self._task], timeout=max(0.0, timeout))
+
+
+async def _quietly(operation: Awaitable[Any]) -> None:
+    try:
+        await operation
+    except Exception:
+        logger.debug("cleanup step failed", exc_info=True)

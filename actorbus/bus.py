@@ -59,45 +59,20 @@ from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
 from .config import Mode, check_prefix, resolve_mode
 from .control import STOP_TYPE, ControlListener
-from .errors import (
-    BusClosed,
-    ConfigurationError,
-    UnknownMessageType,
-)
+from .errors import BusClosed, ConfigurationError
 from .healing import Healer
 from .hooks import Hooks, chain
 from .hosting import TreeHost, name_of
 from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
 from .router import Router
 from .shutdown import GRACE, Accounting, ShutdownReport
-from .subscription import FunctionActor, MessageHandler, check_handler, subscription_class
+from .subscribing import Subscriptions, validate_pattern
+from .subscription import MessageHandler
 from .supervisor import ChildSpec, Supervisor
-from .topic import is_pattern
 
 __all__ = ["AsyncMessageBus", "validate_pattern"]
 
 logger = logging.getLogger("actorbus.bus")
-
-_SubscriptionKey = tuple[Any, tuple[str, ...] | None, str | None]
-"""A subscription: its handler, its sorted patterns (default queue) and its ``queue=``."""
-
-
-def _patterns_of(message_type: str | Sequence[str]) -> tuple[str, ...]:
-    """The sorted, distinct, validated patterns of one type or several."""
-    given = [message_type] if isinstance(message_type, str) else list(message_type)
-    if not given:
-        raise UnknownMessageType("subscribe needs at least one message type or pattern")
-    return tuple(sorted({validate_pattern(p) for p in given}))
-
-
-def validate_pattern(pattern: str) -> str:
-    """Return a subscription pattern as a plain string: a known type, or a topic with wildcards."""
-    pattern = str(pattern)
-    if is_pattern(pattern):
-        if not all(pattern.split(".")):
-            raise UnknownMessageType(f"malformed topic pattern {pattern!r}: empty word")
-        return pattern
-    return validate_type(pattern)
 
 
 class AsyncMessageBus:
@@ -156,10 +131,11 @@ class AsyncMessageBus:
         self._closing = False
         self._shut_down: asyncio.Event | None = None
         self._hosting: TreeHost | None = None
-        self._subscriptions: dict[_SubscriptionKey, tuple[type[FunctionActor], Supervisor]] = {}
+        self._subscriptions = Subscriptions(
+            self.prefix, ready=self._ready, spawn=self.spawn, stop=self.stop
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._announcements: set[asyncio.Task[None]] = set()
-        self._subscribing: dict[_SubscriptionKey, asyncio.Future[None]] = {}
         self._hooks: list[Hooks] = []
         self._report: ShutdownReport | None = None
         self.stop_requested = asyncio.Event()
@@ -361,7 +337,7 @@ class AsyncMessageBus:
     async def _close(self, router: Router, accounting: Accounting, until: float) -> None:
         """Delete the non-durable queues (counting what they held), then close the broker."""
         with anyio.move_on_after(max(GRACE, until - time.monotonic())):
-            for subscription_class_, _ in self._subscriptions.values():
+            for subscription_class_ in self._subscriptions.classes():
                 if not subscription_class_.durable:
                     queue = subscription_class_.queue_name or ""
                     try:
@@ -556,41 +532,7 @@ class AsyncMessageBus:
         types go to that queue: subscribing the handler again adds them to it.
         Raises ``InvalidHandler`` for a handler not callable as ``handler(type, data)``.
         """
-        patterns = _patterns_of(message_type)
-        check_handler(handler)
-        await self._ready()
-        key: _SubscriptionKey = (handler, None if queue is not None else patterns, queue)
-        existing = self._subscriptions.get(key)
-        if existing is not None:
-            cls, supervisor = existing
-            added = [p for p in patterns if p not in cls._handlers]
-            for pattern in added:
-                cls._handlers[pattern] = "function"
-            starting = self._subscribing.get(key)
-            if starting is not None:  # the first subscribe is still starting: share its outcome
-                await asyncio.shield(starting)
-            if added:
-                await self._rebind(cls, supervisor)
-            return
-        cls = subscription_class(handler, self.prefix, queue, patterns)
-        cls._handlers = dict.fromkeys(patterns, "function")
-        supervisor = Supervisor([cls], max_restarts=10, within=1.0, name=cls.name)
-        self._subscriptions[key] = (cls, supervisor)
-        starting = self._subscribing[key] = asyncio.get_running_loop().create_future()
-        try:
-            await self.spawn(supervisor)
-        except BaseException as exc:
-            del self._subscriptions[key]
-            if isinstance(exc, Exception):
-                starting.set_exception(exc)
-                starting.exception()  # retrieved: whoever waits on it gets it too
-            else:
-                starting.cancel()
-            raise
-        else:
-            starting.set_result(None)
-        finally:
-            del self._subscribing[key]
+        await self._subscriptions.subscribe(message_type, handler, queue)
 
     async def unsubscribe(
         self,
@@ -604,29 +546,7 @@ class AsyncMessageBus:
         With ``queue=``, removes those types from that queue's subscription instead; its
         last type ends it.
         """
-        patterns = _patterns_of(message_type)
-        router = await self._ready()
-        key: _SubscriptionKey = (handler, None if queue is not None else patterns, queue)
-        existing = self._subscriptions.get(key)
-        if existing is None:
-            return
-        cls, supervisor = existing
-        removed = patterns if queue is not None else tuple(cls._handlers)
-        for pattern in removed:
-            if pattern in cls._handlers:
-                del cls._handlers[pattern]
-                if queue is not None or not cls.durable:
-                    await router.broker.unbind_queue(cls.queue_name or "", pattern)
-        if not cls._handlers:
-            del self._subscriptions[key]
-            await self.stop(supervisor)
-            if not cls.durable:
-                await router.broker.delete_queue(cls.queue_name or "")
-
-    async def _rebind(self, cls: type[Actor], supervisor: Supervisor) -> None:
-        router = await self._ready()
-        for cell in supervisor.cells:
-            await router.attach_bindings(cell)
+        await self._subscriptions.unsubscribe(message_type, handler, queue)
 
     async def spawn(
         self,

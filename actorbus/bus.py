@@ -58,7 +58,7 @@ from .brokers.factory import BrokerFactory
 from .brokers.memory import InMemoryBroker, InMemoryServer
 from .codec import Codec
 from .config import Mode, check_prefix, resolve_mode
-from .control import STOP_TYPE, ControlListener
+from .control import STOP_TYPE, StopControl
 from .errors import BusClosed, ConfigurationError
 from .healing import Healer
 from .hooks import Hooks, chain
@@ -138,10 +138,9 @@ class AsyncMessageBus:
         self._announcements: set[asyncio.Task[None]] = set()
         self._hooks: list[Hooks] = []
         self._report: ShutdownReport | None = None
-        self.stop_requested = asyncio.Event()
+        self._stops = StopControl(self.prefix, self.source)
+        self.stop_requested = self._stops.requested
         """Set when a ``system.stop`` for this prefix arrived (see :mod:`actorbus.control`)."""
-        self._stop_listeners: list[Callable[[str], Any]] = []
-        self._control: ControlListener | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -200,8 +199,7 @@ class AsyncMessageBus:
         router = Router(broker, prefix=self.prefix, source=self.source)
         router.install_hooks(chain(self._hooks))
         await router.open()
-        self._control = ControlListener(broker, self.prefix, self.source, self._on_stop_request)
-        await self._control.open()
+        await self._stops.reopen(broker)
         self._hosting = TreeHost(router, source=self.source, closing=lambda: self._closing)
         await self._hosting.open()
         self._router = router
@@ -212,17 +210,9 @@ class AsyncMessageBus:
                 offline,
                 router,
                 closed=lambda: self.closed,
-                reopen_control=self._reopen_control,
+                reopen_control=self._stops.reopen,
                 announce=self._announce,
             )
-
-    async def _reopen_control(self, broker: MessageBroker | None) -> None:
-        """Close the stop listener; with ``broker``, open a new one there (healing)."""
-        if self._control is not None:
-            await self._control.close()
-        if broker is not None:
-            self._control = ControlListener(broker, self.prefix, self.source, self._on_stop_request)
-            await self._control.open()
 
     def _check_loop(self) -> None:
         if self._loop is not asyncio.get_running_loop():
@@ -353,8 +343,7 @@ class AsyncMessageBus:
         # No reply can come any more: askers get a clear error now, not a timeout later.
         router.fail_pending(BusClosed("the message bus was shut down before the reply came"))
         with anyio.move_on_after(max(GRACE, until - time.monotonic())) as closing:
-            if self._control is not None:
-                await _quietly(self._control.close())
+            await _quietly(self._stops.close())
             await _quietly(router.broker.close())
         if closing.cancelled_caught:
             logger.error("shutdown: the broker did not close in time; abandoned")
@@ -378,22 +367,12 @@ class AsyncMessageBus:
 
     def add_stop_listener(self, listener: Callable[[str], Any]) -> None:
         """Call ``listener(reason)`` (on the bus's loop) when a ``system.stop`` arrives."""
-        self._stop_listeners.append(listener)
+        self._stops.add_listener(listener)
 
     async def request_stop(self, reason: str = "stop requested") -> None:
         """Ask every process on this prefix (every other bus) to wind down; see ``control``."""
         await self._ready()
-        asker = self._control.id if self._control is not None else ""
-        await self.publish(STOP_TYPE, {"reason": reason, "from": asker})
-
-    def _on_stop_request(self, envelope: Envelope) -> None:
-        reason = envelope.data.get("reason", "") if isinstance(envelope.data, dict) else ""
-        self.stop_requested.set()
-        for listener in list(self._stop_listeners):
-            try:
-                listener(str(reason))
-            except Exception:
-                logger.exception("a stop listener failed")
+        await self.publish(STOP_TYPE, {"reason": reason, "from": self._stops.asker})
 
     # -- publishing --------------------------------------------------------------------------
 

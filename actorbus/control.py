@@ -15,6 +15,7 @@ feed, drains, prints its summary). A program with nothing to finish can simply
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from .brokers.base import ConsumerHandle, MessageBroker, QueueSpec
 from .errors import ActorbusError
 from .messages import Delivery, Envelope, register_message_type
 
-__all__ = ["STOP_TYPE", "ControlListener"]
+__all__ = ["STOP_TYPE", "ControlListener", "StopControl"]
 
 logger = logging.getLogger("actorbus.control")
 
@@ -88,3 +89,46 @@ class ControlListener:
             await self._broker.delete_queue(self.queue)
         except Exception:
             logger.debug("could not delete control queue %s", self.queue, exc_info=True)
+
+
+class StopControl:
+    """One bus's part in the one stop: its control listener, stop listeners and event."""
+
+    def __init__(self, prefix: str, source: str) -> None:
+        self._prefix = prefix
+        self._source = source
+        self.requested = asyncio.Event()
+        """Set when a ``system.stop`` for this prefix arrived."""
+        self._listeners: list[Callable[[str], Any]] = []
+        self._control: ControlListener | None = None
+
+    @property
+    def asker(self) -> str:
+        """This bus's control id (``from`` of its own stop requests); empty before start."""
+        return self._control.id if self._control is not None else ""
+
+    def add_listener(self, listener: Callable[[str], Any]) -> None:
+        """Call ``listener(reason)`` when a ``system.stop`` arrives."""
+        self._listeners.append(listener)
+
+    async def reopen(self, broker: MessageBroker | None) -> None:
+        """Close the control listener, if any; with ``broker``, open a new one there."""
+        if self._control is not None:
+            await self._control.close()
+        if broker is not None:
+            self._control = ControlListener(broker, self._prefix, self._source, self._on_stop)
+            await self._control.open()
+
+    async def close(self) -> None:
+        """Close the control listener (at shutdown)."""
+        if self._control is not None:
+            await self._control.close()
+
+    def _on_stop(self, envelope: Envelope) -> None:
+        reason = envelope.data.get("reason", "") if isinstance(envelope.data, dict) else ""
+        self.requested.set()
+        for listener in list(self._listeners):
+            try:
+                listener(str(reason))
+            except Exception:
+                logger.exception("a stop listener failed")

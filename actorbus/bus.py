@@ -55,7 +55,8 @@ from .actor import Actor
 from .brokers._unroutable import UnroutablePolicy
 from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
 from .brokers.factory import BrokerFactory
-from .brokers.memory import InMemoryBroker, InMemoryServer
+from .brokers.memory import InMemoryServer
+from .bus_stats import bus_stats
 from .codec import Codec
 from .config import Mode, check_prefix, resolve_mode
 from .control import STOP_TYPE, StopControl
@@ -612,40 +613,7 @@ class AsyncMessageBus:
         ``RabbitConsumer.active`` for what a RabbitMQ consumer can know of it). A
         second instance of an actor in this bus is listed as ``name#2``, and so on.
         """
-        actors: dict[str, dict[str, Any]] = {}
-        for cell in self._router.cells if self._router is not None else []:
-            counters = cell.stats
-            key, number = cell.name, 1
-            while key in actors:
-                number += 1
-                key = f"{cell.name}#{number}"
-            entry = actors[key] = {
-                "state": str(cell.state),
-                "processed": counters.processed,
-                "failed": counters.failed,
-                "retried": counters.retried,
-                "dead_lettered": counters.dead_lettered,
-                "restarts": counters.restarts,
-                "mailbox": len(cell.mailbox),
-                "conflated": getattr(cell.mailbox, "conflated", 0),
-                "busy": cell.busy,
-            }
-            if cell.actor_class.single_active:
-                consumer = cell.consumer
-                entry["role"] = "active" if consumer is not None and consumer.active else "standby"
-        broker = self._router.broker if self._router is not None else None
-        describe = getattr(broker, "describe", None)
-        stats: dict[str, Any] = {
-            "mode": self.mode,
-            "closed": self.closed,
-            "unroutable": broker.unroutable if broker is not None else 0,
-            "broker": describe() if describe is not None else {},
-            "actors": actors,
-        }
-        if isinstance(broker, InMemoryBroker):  # what the in-memory bounds dropped
-            stats["dropped"] = broker.server.dropped
-            stats["dead_letters_dropped"] = broker.server.dead_letters_dropped
-        return stats
+        return bus_stats(self._router, self.mode, self.closed)
 
 
 async def _quietly(operation: Any) -> None:

@@ -47,7 +47,6 @@ from collections.abc import Callable, Sequence
 from threading import get_ident
 from typing import Any, Literal
 
-import anyio
 import msgspec
 
 from . import shutdown as shutdown_phases
@@ -296,58 +295,22 @@ class AsyncMessageBus:
         for _, (scope, _ended) in trees:
             scope.cancel()
         ends = [ended for _, (_, ended) in trees]
-        abandoned = await self._end_trees(router, ends, deadline + GRACE)
-        await self._close(router, accounting, deadline + 2 * GRACE)
+        assert self._hosting is not None
+        abandoned = await shutdown_phases.end_trees(router, self._hosting, ends, deadline + GRACE)
+        await shutdown_phases.close(
+            router,
+            accounting,
+            subscriptions=self._subscriptions,
+            announcements=self._announcements,
+            stops=self._stops,
+            until=deadline + 2 * GRACE,
+        )
         report = accounting.report(self.mode, timeout, abandoned)
         if report.unhandled or report.cut or report.abandoned:
             logger.warning("message bus %s", report.summary())
         else:
             logger.info("message bus %s", report.summary())
         return report
-
-    async def _end_trees(self, router: Router, ended: list[anyio.Event], until: float) -> list[str]:
-        """Wait until every cancelled tree has ended; give back what the stuck ones hold.
-
-        The trees end first (a spawn still starting gets its ``BusClosed``), then the host:
-        cancelling the host's task group earlier would cancel such a spawn's caller too.
-        """
-        with anyio.move_on_after(max(0.0, until - time.monotonic())):
-            for event in ended:
-                await event.wait()
-        assert self._hosting is not None
-        await self._hosting.close(until - time.monotonic())
-        abandoned: list[str] = []
-        for cell in list(router.cells):  # trees that did not end: their cells are still attached
-            abandoned.append(cell.name)
-            cell.abandon()
-            await _quietly(router.detach(cell))
-        if abandoned:
-            logger.error("shutdown: %s would not stop; left running", ", ".join(abandoned))
-        return abandoned
-
-    async def _close(self, router: Router, accounting: Accounting, until: float) -> None:
-        """Delete the non-durable queues (counting what they held), then close the broker."""
-        with anyio.move_on_after(max(GRACE, until - time.monotonic())):
-            for subscription_class_ in self._subscriptions.classes():
-                if not subscription_class_.durable:
-                    queue = subscription_class_.queue_name or ""
-                    try:
-                        accounting.dropped(queue, await router.broker.queue_length(queue))
-                    except Exception:
-                        logger.debug("could not count the messages of %s", queue, exc_info=True)
-                    await _quietly(router.broker.delete_queue(queue))
-            if self._announcements:  # a moment for them to arrive, then they are given up
-                await asyncio.wait(set(self._announcements), timeout=GRACE)
-        for task in self._announcements:
-            task.cancel()
-        self._subscriptions.clear()
-        # No reply can come any more: askers get a clear error now, not a timeout later.
-        router.fail_pending(BusClosed("the message bus was shut down before the reply came"))
-        with anyio.move_on_after(max(GRACE, until - time.monotonic())) as closing:
-            await _quietly(self._stops.close())
-            await _quietly(router.broker.close())
-        if closing.cancelled_caught:
-            logger.error("shutdown: the broker did not close in time; abandoned")
 
     def add_hooks(self, hooks: Hooks) -> None:
         """Call ``hooks`` at every publish and every handled message (see ``actorbus.hooks``).

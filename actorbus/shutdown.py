@@ -37,17 +37,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
 from .cell import ActorCell
+from .errors import BusClosed
 from .supervisor import Supervisor
 
-__all__ = ["GRACE", "QUIET", "ActorShutdown", "ShutdownReport"]
+if TYPE_CHECKING:
+    from .control import StopControl
+    from .hosting import TreeHost
+    from .router import Router
+    from .subscribing import Subscriptions
+
+__all__ = [
+    "GRACE",
+    "QUIET",
+    "ActorShutdown",
+    "ShutdownReport",
+    "close",
+    "end_trees",
+]
 
 logger = logging.getLogger("actorbus.bus")
 
@@ -252,3 +266,66 @@ async def stop(supervisors: Iterable[Supervisor], cells: list[ActorCell], until:
         await ended()
         return True
     return False
+
+
+async def end_trees(
+    router: Router, host: TreeHost, ended: list[anyio.Event], until: float
+) -> list[str]:
+    """Wait until every cancelled tree has ended; give back what the stuck ones hold.
+
+    The trees end first (a spawn still starting gets its ``BusClosed``), then the host:
+    cancelling the host's task group earlier would cancel such a spawn's caller too.
+    Returns the names of the actors that would not stop (left running, detached).
+    """
+    with anyio.move_on_after(max(0.0, until - time.monotonic())):
+        for event in ended:
+            await event.wait()
+    await host.close(until - time.monotonic())
+    abandoned: list[str] = []
+    for cell in list(router.cells):  # trees that did not end: their cells are still attached
+        abandoned.append(cell.name)
+        cell.abandon()
+        await _quietly(router.detach(cell))
+    if abandoned:
+        logger.error("shutdown: %s would not stop; left running", ", ".join(abandoned))
+    return abandoned
+
+
+async def close(
+    router: Router,
+    accounting: Accounting,
+    *,
+    subscriptions: Subscriptions,
+    announcements: set[asyncio.Task[None]],
+    stops: StopControl,
+    until: float,
+) -> None:
+    """Delete the non-durable queues (counting what they held), then close the broker."""
+    with anyio.move_on_after(max(GRACE, until - time.monotonic())):
+        for subscription_class_ in subscriptions.classes():
+            if not subscription_class_.durable:
+                queue = subscription_class_.queue_name or ""
+                try:
+                    accounting.dropped(queue, await router.broker.queue_length(queue))
+                except Exception:
+                    logger.debug("could not count the messages of %s", queue, exc_info=True)
+                await _quietly(router.broker.delete_queue(queue))
+        if announcements:  # a moment for them to arrive, then they are given up
+            await asyncio.wait(set(announcements), timeout=GRACE)
+    for task in announcements:
+        task.cancel()
+    subscriptions.clear()
+    # No reply can come any more: askers get a clear error now, not a timeout later.
+    router.fail_pending(BusClosed("the message bus was shut down before the reply came"))
+    with anyio.move_on_after(max(GRACE, until - time.monotonic())) as closing:
+        await _quietly(stops.close())
+        await _quietly(router.broker.close())
+    if closing.cancelled_caught:
+        logger.error("shutdown: the broker did not close in time; abandoned")
+
+
+async def _quietly(operation: Awaitable[Any]) -> None:
+    try:
+        await operation
+    except Exception:
+        logger.debug("cleanup step failed", exc_info=True)

@@ -79,7 +79,7 @@ async def test_c5_every_node_down_then_back_loses_nothing(
         killed_at = now()
         await asyncio.gather(*(node.akill() for node in cluster.nodes))
         await asyncio.sleep(1.0)
-        waiting = broker._waiting  # publishes held while no node answers
+        waiting = broker.outbox  # publishes held while no node answers
         await asyncio.to_thread(cluster.start_nodes, range(len(cluster.nodes)))
         ready_at = checker.mark_recovery_point()
         await probe(bus, [checker])

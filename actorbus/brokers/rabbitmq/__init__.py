@@ -25,7 +25,7 @@ from ._definitions import topology_definitions as topology_definitions
 from ._params import DEFAULT_CONNECTION_PARAMS as DEFAULT_CONNECTION_PARAMS
 from ._params import ConnectionSettings as ConnectionSettings
 from ._params import redact as redact
-from .broker import DIRECT_REPLY_TO as DIRECT_REPLY_TO
+from ._replies import DIRECT_REPLY_TO as DIRECT_REPLY_TO
 from .broker import AsyncRabbitMQBroker as AsyncRabbitMQBroker
 
 __all__ = [

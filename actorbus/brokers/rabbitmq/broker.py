@@ -78,16 +78,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import (
     AMQPError,
     ChannelAccessRefused,
-    ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
-    DeliveryError,
 )
-from aiormq.exceptions import PublishError as AmqpReturned
 from pamqp.commands import Basic
 
 from ...codec import Codec
@@ -95,10 +92,8 @@ from ...config import check_prefix
 from ...errors import (
     ActorbusError,
     ConfigurationError,
-    DecodeError,
     PublishError,
     PublishTimeout,
-    QueueFull,
     QueueMismatch,
     Unroutable,
 )
@@ -113,30 +108,22 @@ from ..base import (
     ReplyHandler,
 )
 from ._batch import Batcher
-from ._consumer import RabbitConsumer, _consumers_of
+from ._consumer import RabbitConsumer
 from ._dead_letters import BrokerDeadLetters, DeadLetterStore
 from ._link import Link
 from ._mismatch import find_differences, mismatch_error, parse_refusal
 from ._params import ConnectionSettings, NodeUrls, node_settings
-from ._publisher import Pipeline
 from ._queue_options import QueueOptions
 from ._refusals import refused_declaration
+from ._registry import ConsumerRegistry
+from ._replies import DIRECT_REPLY_TO, Replies
+from ._sender import LINK_ERRORS, Sender
 from ._topology import Topology, expected_subsystems, leading_wildcard, missing_error
-from ._wire import decode_message, encode_envelope
+from ._wire import encode_envelope
 
 __all__ = ["AsyncRabbitMQBroker"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-NACK_RETRIES = 7
-"""Nacks of one publish sent again (after 0.05 s, doubling: 6.35 s in all) before ``QueueFull``.
-
-A queue at its max length refuses for good, but a quorum queue whose leader is being
-elected again (its node died) refuses for a few seconds, longer on a loaded machine.
-"""
-NACK_BACKOFF = 0.05
-_LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError)
 
 
 class AsyncRabbitMQBroker:
@@ -198,10 +185,6 @@ class AsyncRabbitMQBroker:
             stores=(unroutable_spec(prefix).name,),
         )
         """The bus-wide queue type and delivery limit of quorum queues."""
-        self.publish_timeout = publish_timeout
-        """Seconds a publish may wait for the connection and the confirm."""
-        self.outbox_limit = outbox_limit
-        """Most publishes waiting for the connection at once; past it ``QueueFull``."""
         self._codec = codec or Codec()
         self._timeout = operation_timeout
         self.declare = declare
@@ -213,12 +196,10 @@ class AsyncRabbitMQBroker:
             passive=declare == "passive",
             options=self.queue_options,
         )
-        self.publish_nacks = 0
-        """Publishes the broker refused (nacked), each counted once per refusal."""
-        self.confirm_observer: Callable[[float], None] | None = None
-        """Called with the seconds each confirmed publish took, from the publish call to
-        the broker's confirm (outages included); set by telemetry, ``None``: not timed."""
-        self.unavailable: dict[str, str] = {}
+        self._registry = ConsumerRegistry(
+            self._topo, topology_channel=self._topology_channel, node=lambda: self.node
+        )
+        self.unavailable: dict[str, str] = self._registry.unavailable
         """Queues the node in use cannot serve now (a classic queue on a lost node), and why."""
         self._link = Link(
             self.nodes,
@@ -228,13 +209,18 @@ class AsyncRabbitMQBroker:
             reconnect_interval=reconnect_interval,
             max_reconnect_interval=max_reconnect_interval,
         )
+        self._sender = Sender(
+            self._link,
+            publish_timeout=publish_timeout,
+            outbox_limit=outbox_limit,
+            coalesce=coalesce_writes,
+            closed=lambda: self._closed,
+        )
         self.reconnect_backoff = (reconnect_interval, max_reconnect_interval)
         """First wait between connection attempts, and the longest (it doubles in between)."""
         self._exchange_of: dict[str, str] = {}
-        self._consumers: list[RabbitConsumer] = []
-        self._reply_handler: ReplyHandler | None = None
+        self._replies = Replies(self._codec, timeout=operation_timeout)
         self._topology: AbstractChannel | None = None
-        self._waiting = 0
         self._dead = DeadLetterStore(
             self.dead_letter_queue,
             send=self._store_dead,
@@ -245,14 +231,12 @@ class AsyncRabbitMQBroker:
         )
         self._closed = False
         self._connected = False
-        self._coalesce = coalesce_writes
         self._dedup_window = dedup_window
         self._ack_flush = (ack_flush_count, ack_flush_interval)
         self._subsystems = None if subsystems is None else frozenset(subsystems)
         self.batch_types = frozenset(str(t) for t in batch_types)
         """Message types sent many to an AMQP message (see ``_batch``); others one each."""
         self._batcher = Batcher(self._send_batch, size=batch_size, linger=batch_linger)
-        self._pipeline: Pipeline | None = None
         self.unroutable = 0
         """Messages published that no queue was bound to (returned by the broker)."""
         self.unroutable_policy: UnroutablePolicy = unroutable
@@ -310,8 +294,7 @@ class AsyncRabbitMQBroker:
         except Exception:
             logger.exception("could not send the last batches")
         self._closed = True
-        for consumer in list(self._consumers):
-            await consumer.cancel()
+        await self._registry.cancel_all()
         await self._link.close()
 
     async def _restore(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
@@ -331,53 +314,14 @@ class AsyncRabbitMQBroker:
                 logger.error("cannot declare %s again as recorded: %s", spec.name, exc)
                 self._topology = await connection.channel(publisher_confirms=False)
             except ChannelNotFoundEntity as exc:  # a classic queue whose node is down
-                self._queue_unavailable(spec.name, exc)
+                self._registry.queue_unavailable(spec.name, exc)
                 self._topology = await connection.channel(publisher_confirms=False)
-        if self._reply_handler is not None:
-            await self._consume_replies(channel)
-        for consumer in list(self._consumers):
-            if consumer.cancelled or consumer.paused or consumer.queue in self.unavailable:
-                continue
-            try:
-                await consumer.start(connection)
-            except ChannelNotFoundEntity as exc:
-                self._queue_unavailable(consumer.queue, exc)
-        broken = [c for c in self._consumers if not c.healthy and c.queue not in self.unavailable]
-        if broken:
-            raise ConnectionError(f"{len(broken)} consumer(s) did not come back")
-
-    def _queue_unavailable(self, queue: str, exc: Exception) -> None:
-        """Note (and say loudly) that the node in use cannot serve ``queue`` now."""
-        reason = str(exc)
-        self.unavailable[queue] = reason
-        logger.error(
-            "queue %s is unavailable on %s: %s; its consumer stops until the queue is back "
-            "(a classic queue lives on one node only: use quorum queues on a cluster)",
-            queue,
-            self.node,
-            reason,
-        )
+        if self._replies.handler is not None:
+            await self._replies.consume(channel)
+        await self._registry.restore(connection)
 
     async def _check_consumers(self) -> None:
-        """Restart any consumer whose channel or registration was lost."""
-        connection = self._link.connection
-        if connection is None:
-            return
-        for consumer in list(self._consumers):
-            if not consumer.healthy:
-                queue = consumer.queue
-                if queue not in self.unavailable:
-                    logger.warning("consumer of %s was lost; restarting it", queue)
-                spec = self._topo.queues.get(queue)
-                try:
-                    if spec is not None:
-                        await self._topo.apply_queue(await self._topology_channel(), spec)
-                    await consumer.start(connection)
-                except ChannelNotFoundEntity as exc:
-                    self._queue_unavailable(queue, exc)
-                    continue
-                if self.unavailable.pop(queue, None) is not None:
-                    logger.warning("queue %s is available again; consuming", queue)
+        await self._registry.check(self._link.connection)
 
     async def _topology_channel(self) -> AbstractChannel:
         connection, _ = await self._wait_link()
@@ -421,7 +365,7 @@ class AsyncRabbitMQBroker:
                 raise refused_declaration(exc, self.settings) from None
             except ValueError as exc:  # the AMQP client refuses the name
                 raise ConfigurationError(f"not a valid AMQP name: {exc}") from None
-            except _LINK_ERRORS:
+            except LINK_ERRORS:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.01)
@@ -462,8 +406,7 @@ class AsyncRabbitMQBroker:
 
     async def delete_queue(self, name: str) -> None:
         """Cancel this broker's consumers of the queue, then delete it."""
-        for consumer in [c for c in self._consumers if c.queue == name]:
-            await consumer.cancel()
+        await self._registry.cancel_queue(name)
         self._topo.queues.pop(name, None)
         await self._topology_op(lambda channel: channel.queue_delete(name, timeout=self._timeout))
 
@@ -519,102 +462,53 @@ class AsyncRabbitMQBroker:
         *,
         mandatory: bool,
     ) -> None:
-        """Publish and wait for the confirm, across outages, within ``publish_timeout``."""
-        link = self._link
-        nacks = 0
-        observer = self.confirm_observer
-        started = time.perf_counter() if observer is not None else 0.0
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                while True:
-                    channel = link.channel
-                    if not link.ready.is_set() or channel is None or channel.is_closed:
-                        channel = await self._wait_for_link()
-                    try:
-                        pipeline = self._pipeline
-                        if pipeline is None or pipeline.channel is not channel:
-                            pipeline = self._pipeline_for(channel)
-                        if pipeline is not None:
-                            await pipeline.publish(
-                                exchange, routing_key, body, properties, mandatory
-                            )
-                        else:
-                            await channel.basic_publish(
-                                body,
-                                exchange=exchange,
-                                routing_key=routing_key,
-                                properties=properties,
-                                mandatory=mandatory,
-                            )
-                        if observer is not None:
-                            observer(time.perf_counter() - started)
-                        return
-                    except AmqpReturned:
-                        raise Unroutable(
-                            f"no queue is bound to {routing_key!r}"
-                            + (f" on {exchange!r}" if exchange else "")
-                        ) from None
-                    except DeliveryError:
-                        # A nack: a queue at its max length refuses, and so, for a moment,
-                        # may a replicated queue whose leader is moving (a node going
-                        # away). Sent again a few times before it counts as full.
-                        nacks += 1
-                        self.publish_nacks += 1
-                        if nacks > NACK_RETRIES:
-                            raise QueueFull(
-                                f"RabbitMQ refused {routing_key!r} {nacks} times "
-                                "(a queue at its max length?)"
-                            ) from None
-                        await asyncio.sleep(NACK_BACKOFF * 2 ** (nacks - 1))
-                        continue
-                    except asyncio.CancelledError:
-                        if _being_cancelled():
-                            raise
-                        logger.debug("publish cut by a closing channel; sending again")
-                    except Exception as exc:
-                        if self._closed:
-                            raise PublishError(f"broker closed while publishing: {exc}") from None
-                        if not isinstance(exc, _LINK_ERRORS) and not channel.is_closed:
-                            raise
-                        logger.debug("publish failed (%r); sending again once reconnected", exc)
-                    await asyncio.sleep(0)
-                    if channel is link.channel and not channel.is_closed:
-                        await asyncio.sleep(0.01)
-        except TimeoutError:
-            raise PublishTimeout(
-                f"no confirm for {routing_key!r} within {self.publish_timeout}s"
-            ) from None
-
-    def _pipeline_for(self, channel: AbstractChannel) -> Pipeline | None:
-        if not self._coalesce or not Pipeline.supported(channel):
-            return None
-        self._pipeline = Pipeline(channel)
-        return self._pipeline
+        await self._sender.send(exchange, routing_key, body, properties, mandatory=mandatory)
 
     @property
     def outbox(self) -> int:
         """Publishes waiting for the connection to come back (at most ``outbox_limit``)."""
-        return self._waiting
+        return self._sender.waiting
 
     @property
     def unconfirmed(self) -> int:
         """Publishes sent on the current channel and waiting for the broker's confirm."""
-        channel = self._link.channel
-        return len(getattr(channel, "confirmations", ())) if channel is not None else 0
+        return self._sender.unconfirmed
 
-    async def _wait_for_link(self) -> AbstractChannel:
-        if self._closed:
-            raise PublishError("the RabbitMQ broker was closed")
-        if self._waiting >= self.outbox_limit:
-            raise QueueFull(
-                f"{self._waiting} publishes already wait for RabbitMQ to come back, the limit"
-            )
-        self._waiting += 1
-        try:
-            _, channel = await self._link.wait_ready()
-        finally:
-            self._waiting -= 1
-        return channel
+    @property
+    def publish_nacks(self) -> int:
+        """Publishes the broker refused (nacked), each counted once per refusal."""
+        return self._sender.publish_nacks
+
+    @property
+    def confirm_observer(self) -> Callable[[float], None] | None:
+        """Called with the seconds each confirmed publish took (``None``: not timed).
+
+        Timed from the publish call to the broker's confirm, outages included; set by
+        telemetry.
+        """
+        return self._sender.confirm_observer
+
+    @confirm_observer.setter
+    def confirm_observer(self, observer: Callable[[float], None] | None) -> None:
+        self._sender.confirm_observer = observer
+
+    @property
+    def publish_timeout(self) -> float:
+        """Seconds a publish may wait for the connection and the confirm."""
+        return self._sender.publish_timeout
+
+    @publish_timeout.setter
+    def publish_timeout(self, seconds: float) -> None:
+        self._sender.publish_timeout = seconds
+
+    @property
+    def outbox_limit(self) -> int:
+        """Most publishes waiting for the connection at once; past it ``QueueFull``."""
+        return self._sender.outbox_limit
+
+    @outbox_limit.setter
+    def outbox_limit(self, limit: int) -> None:
+        self._sender.outbox_limit = limit
 
     async def queue_length(self, name: str) -> int:
         """Messages ready in the queue, not yet delivered to a consumer (0 for no queue)."""
@@ -639,7 +533,7 @@ class AsyncRabbitMQBroker:
             actor=self._actor_of(queue),
             dead_letter=self.dead_letter,
             timeout=self._timeout,
-            on_remove=self._forget_consumer,
+            on_remove=self._registry.forget,
             dedup_window=self._dedup_window,
             ack_flush_count=self._ack_flush[0],
             ack_flush_interval=self._ack_flush[1],
@@ -659,11 +553,11 @@ class AsyncRabbitMQBroker:
             except AMQPError as exc:
                 if not connection.is_closed or time.monotonic() > deadline:
                     raise Unroutable(f"cannot consume {queue!r}: {exc}") from None
-            except _LINK_ERRORS:
+            except LINK_ERRORS:
                 if time.monotonic() > deadline:
                     raise
             await asyncio.sleep(0.01)
-        self._consumers.append(consumer)
+        self._registry.add(consumer)
         return consumer
 
     def _limit_of(self, queue: str) -> int | None:
@@ -680,10 +574,6 @@ class AsyncRabbitMQBroker:
         spec = self._topo.queues.get(queue)
         return spec is not None and self.queue_options.bounded(spec)
 
-    def _forget_consumer(self, consumer: RabbitConsumer) -> None:
-        if consumer in self._consumers:
-            self._consumers.remove(consumer)
-
     def _actor_of(self, queue: str) -> str:
         """The actor (or subscription) name behind a queue named the router's way."""
         name = queue.removeprefix(f"{self.prefix}.")
@@ -693,32 +583,10 @@ class AsyncRabbitMQBroker:
 
     async def open_reply_address(self, on_reply: ReplyHandler) -> str:
         """Consume RabbitMQ's direct reply-to on the publishing channel."""
-        self._reply_handler = on_reply
+        self._replies.handler = on_reply
         _, channel = await self._wait_link()
-        await self._consume_replies(channel)
+        await self._replies.consume(channel)
         return DIRECT_REPLY_TO
-
-    async def _consume_replies(self, channel: AbstractChannel) -> None:
-        if DIRECT_REPLY_TO in _consumers_of(channel):
-            return
-
-        async def on_reply(message: DeliveredMessage) -> None:
-            try:
-                envelope = decode_message(self._codec, message, schema_type="")
-            except DecodeError as exc:
-                logger.warning("undecodable reply dropped: %s", exc.reason)
-                return
-            handler = self._reply_handler
-            if handler is not None:
-                handler(envelope)
-
-        await channel.basic_consume(
-            DIRECT_REPLY_TO,
-            on_reply,
-            no_ack=True,
-            consumer_tag=DIRECT_REPLY_TO,
-            timeout=self._timeout,
-        )
 
     async def send_reply(self, address: str, envelope: Envelope) -> None:
         """Send a reply (transient, confirmed) to a requester's reply address."""
@@ -747,8 +615,3 @@ class AsyncRabbitMQBroker:
     async def purge_dead_letters(self, selection: DeadLetterFilter) -> int:
         """Delete the selected entries; return how many."""
         return await self._dead.purge(selection)
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

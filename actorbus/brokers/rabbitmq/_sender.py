@@ -1,0 +1,174 @@
+"""``Sender``: one confirmed publish, across outages, nacks and ``publish_timeout``.
+
+A publish waits for the link while it is down (at most ``outbox_limit`` of them at
+once, then ``QueueFull``), is sent on the write pipeline (``_publisher``) when writes
+are coalesced, else through aiormq's ``basic_publish``, and returns once the broker
+confirmed it. A publish the broker returns raises ``Unroutable``; one it nacks is
+sent again a few times (a replicated queue may refuse for a moment while its leader
+moves) before it raises ``QueueFull``; one cut by a lost connection is sent again
+once the link is back (at-least-once). Past ``publish_timeout`` s: ``PublishTimeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiormq.abc import AbstractChannel
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+from aiormq.exceptions import PublishError as AmqpReturned
+from pamqp.commands import Basic
+
+from ...errors import PublishError, PublishTimeout, QueueFull, Unroutable
+from ._link import Link
+from ._publisher import Pipeline
+
+__all__ = ["LINK_ERRORS", "NACK_BACKOFF", "NACK_RETRIES", "Sender"]
+
+logger = logging.getLogger("actorbus.brokers.rabbitmq")
+
+NACK_RETRIES = 7
+"""Nacks of one publish sent again (after 0.05 s, doubling: 6.35 s in all) before ``QueueFull``.
+
+A queue at its max length refuses for good, but a quorum queue whose leader is being
+elected again (its node died) refuses for a few seconds, longer on a loaded machine.
+"""
+NACK_BACKOFF = 0.05
+LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError)
+"""Failures that mean the link (not the request) is broken: wait for it and try again."""
+
+
+class Sender:
+    """Publishes on the link's channel and waits for each confirm."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        publish_timeout: float,
+        outbox_limit: int,
+        coalesce: bool,
+        closed: Callable[[], bool],
+    ) -> None:
+        self._link = link
+        self.publish_timeout = publish_timeout
+        """Seconds a publish may wait for the connection and the confirm."""
+        self.outbox_limit = outbox_limit
+        """Most publishes waiting for the connection at once; past it ``QueueFull``."""
+        self._coalesce = coalesce
+        self._closed = closed
+        self.publish_nacks = 0
+        """Publishes the broker refused (nacked), each counted once per refusal."""
+        self.confirm_observer: Callable[[float], None] | None = None
+        """Called with the seconds each confirmed publish took (``None``: not timed)."""
+        self.waiting = 0
+        """Publishes waiting for the connection to come back."""
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def unconfirmed(self) -> int:
+        """Publishes sent on the current channel and waiting for the broker's confirm."""
+        channel = self._link.channel
+        return len(getattr(channel, "confirmations", ())) if channel is not None else 0
+
+    async def send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Basic.Properties,
+        *,
+        mandatory: bool,
+    ) -> None:
+        """Publish and wait for the confirm, across outages, within ``publish_timeout``."""
+        link = self._link
+        nacks = 0
+        observer = self.confirm_observer
+        started = time.perf_counter() if observer is not None else 0.0
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                while True:
+                    channel = link.channel
+                    if not link.ready.is_set() or channel is None or channel.is_closed:
+                        channel = await self._wait_for_link()
+                    try:
+                        pipeline = self._pipeline
+                        if pipeline is None or pipeline.channel is not channel:
+                            pipeline = self._pipeline_for(channel)
+                        if pipeline is not None:
+                            await pipeline.publish(
+                                exchange, routing_key, body, properties, mandatory
+                            )
+                        else:
+                            await channel.basic_publish(
+                                body,
+                                exchange=exchange,
+                                routing_key=routing_key,
+                                properties=properties,
+                                mandatory=mandatory,
+                            )
+                        if observer is not None:
+                            observer(time.perf_counter() - started)
+                        return
+                    except AmqpReturned:
+                        raise Unroutable(
+                            f"no queue is bound to {routing_key!r}"
+                            + (f" on {exchange!r}" if exchange else "")
+                        ) from None
+                    except DeliveryError:
+                        # A nack: a queue at its max length refuses, and so, for a moment,
+                        # may a replicated queue whose leader is moving (a node going
+                        # away). Sent again a few times before it counts as full.
+                        nacks += 1
+                        self.publish_nacks += 1
+                        if nacks > NACK_RETRIES:
+                            raise QueueFull(
+                                f"RabbitMQ refused {routing_key!r} {nacks} times "
+                                "(a queue at its max length?)"
+                            ) from None
+                        await asyncio.sleep(NACK_BACKOFF * 2 ** (nacks - 1))
+                        continue
+                    except asyncio.CancelledError:
+                        if _being_cancelled():
+                            raise
+                        logger.debug("publish cut by a closing channel; sending again")
+                    except Exception as exc:
+                        if self._closed():
+                            raise PublishError(f"broker closed while publishing: {exc}") from None
+                        if not isinstance(exc, LINK_ERRORS) and not channel.is_closed:
+                            raise
+                        logger.debug("publish failed (%r); sending again once reconnected", exc)
+                    await asyncio.sleep(0)
+                    if channel is link.channel and not channel.is_closed:
+                        await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise PublishTimeout(
+                f"no confirm for {routing_key!r} within {self.publish_timeout}s"
+            ) from None
+
+    def _pipeline_for(self, channel: AbstractChannel) -> Pipeline | None:
+        if not self._coalesce or not Pipeline.supported(channel):
+            return None
+        self._pipeline = Pipeline(channel)
+        return self._pipeline
+
+    async def _wait_for_link(self) -> AbstractChannel:
+        if self._closed():
+            raise PublishError("the RabbitMQ broker was closed")
+        if self.waiting >= self.outbox_limit:
+            raise QueueFull(
+                f"{self.waiting} publishes already wait for RabbitMQ to come back, the limit"
+            )
+        self.waiting += 1
+        try:
+            _, channel = await self._link.wait_ready()
+        finally:
+            self.waiting -= 1
+        return channel
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -8,13 +8,17 @@ lost node) is noted in ``unavailable`` and its consumer waits until it is back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiormq.abc import AbstractChannel, AbstractConnection
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity, ChannelPreconditionFailed
 
+from ...errors import ConfigurationError, Unroutable
 from ._consumer import RabbitConsumer
+from ._sender import LINK_ERRORS
 from ._topology import Topology
 
 __all__ = ["ConsumerRegistry"]
@@ -40,8 +44,29 @@ class ConsumerRegistry:
         self.unavailable: dict[str, str] = {}
         """Queues the node in use cannot serve now, and why."""
 
-    def add(self, consumer: RabbitConsumer) -> None:
-        """Record a started consumer."""
+    async def start(
+        self,
+        consumer: RabbitConsumer,
+        wait_link: Callable[[], Awaitable[tuple[AbstractConnection, AbstractChannel]]],
+        *,
+        deadline: float,
+    ) -> None:
+        """Start ``consumer`` (retrying across outages until ``deadline``) and record it."""
+        queue = consumer.queue
+        while True:
+            connection, _ = await wait_link()
+            try:
+                await consumer.start(connection)
+                break
+            except ChannelPreconditionFailed as exc:
+                raise ConfigurationError(f"cannot consume {queue!r}: {exc}") from None
+            except AMQPError as exc:
+                if not connection.is_closed or time.monotonic() > deadline:
+                    raise Unroutable(f"cannot consume {queue!r}: {exc}") from None
+            except LINK_ERRORS:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.01)
         self.consumers.append(consumer)
 
     def forget(self, consumer: RabbitConsumer) -> None:

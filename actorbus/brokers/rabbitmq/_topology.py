@@ -96,6 +96,21 @@ class Topology:
                 known, patterns=tuple(p for p in known.patterns if p != pattern)
             )
 
+    def delivery_limit(self, queue: str) -> int | None:
+        """The delivery limit of ``queue``: as declared here, else the bus-wide one."""
+        spec = self.queues.get(queue)
+        if spec is None:  # declared by another process: assume the same bus-wide options
+            return self.options.delivery_limit
+        if not self.options.bounded(spec):
+            return None
+        limit: int = self.options.arguments(spec)["x-delivery-limit"]
+        return limit
+
+    def bounded(self, queue: str) -> bool:
+        """Whether ``queue`` was declared here with a delivery limit."""
+        spec = self.queues.get(queue)
+        return spec is not None and self.options.bounded(spec)
+
     def arguments(self, spec: QueueSpec) -> dict[str, Any]:
         """The ``queue.declare`` arguments of a spec."""
         arguments: dict[str, Any] = self.options.arguments(spec)

@@ -71,7 +71,6 @@ same moment each see only what the other is not holding.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -79,22 +78,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from aiormq.abc import AbstractChannel, AbstractConnection
-from aiormq.exceptions import (
-    AMQPError,
-    ChannelAccessRefused,
-    ChannelNotFoundEntity,
-    ChannelPreconditionFailed,
-)
 from pamqp.commands import Basic
 
 from ...codec import Codec
 from ...config import check_prefix
 from ...errors import (
-    ActorbusError,
     ConfigurationError,
-    PublishError,
-    PublishTimeout,
-    QueueMismatch,
     Unroutable,
 )
 from ...messages import Envelope, subsystem_of
@@ -110,15 +99,14 @@ from ..base import (
 from ._batch import Batcher
 from ._consumer import RabbitConsumer
 from ._dead_letters import BrokerDeadLetters, DeadLetterStore
+from ._declarer import Declarer
 from ._link import Link
-from ._mismatch import find_differences, mismatch_error, parse_refusal
 from ._params import ConnectionSettings, NodeUrls, node_settings
 from ._queue_options import QueueOptions
-from ._refusals import refused_declaration
 from ._registry import ConsumerRegistry
 from ._replies import DIRECT_REPLY_TO, Replies
-from ._sender import LINK_ERRORS, Sender
-from ._topology import Topology, expected_subsystems, leading_wildcard, missing_error
+from ._sender import Sender
+from ._topology import Topology, expected_subsystems, leading_wildcard
 from ._wire import encode_envelope
 
 __all__ = ["AsyncRabbitMQBroker"]
@@ -197,7 +185,7 @@ class AsyncRabbitMQBroker:
             options=self.queue_options,
         )
         self._registry = ConsumerRegistry(
-            self._topo, topology_channel=self._topology_channel, node=lambda: self.node
+            self._topo, topology_channel=lambda: self._declarer.channel(), node=lambda: self.node
         )
         self.unavailable: dict[str, str] = self._registry.unavailable
         """Queues the node in use cannot serve now (a classic queue on a lost node), and why."""
@@ -216,18 +204,24 @@ class AsyncRabbitMQBroker:
             coalesce=coalesce_writes,
             closed=lambda: self._closed,
         )
+        self._declarer = Declarer(
+            self._topo,
+            self._link,
+            timeout=operation_timeout,
+            publish_timeout=lambda: self.publish_timeout,
+            closed=lambda: self._closed,
+        )
         self.reconnect_backoff = (reconnect_interval, max_reconnect_interval)
         """First wait between connection attempts, and the longest (it doubles in between)."""
         self._exchange_of: dict[str, str] = {}
         self._replies = Replies(self._codec, timeout=operation_timeout)
-        self._topology: AbstractChannel | None = None
         self._dead = DeadLetterStore(
             self.dead_letter_queue,
             send=self._store_dead,
             send_to_queue=self.send_to_queue,
-            wait_link=self._wait_link,
+            wait_link=self._declarer.wait_link,
             timeout=operation_timeout,
-            broker_dead=BrokerDeadLetters(self._codec, self._actor_of, self._limit_of),
+            broker_dead=BrokerDeadLetters(self._codec, self._actor_of, self._topo.delivery_limit),
         )
         self._closed = False
         self._connected = False
@@ -299,90 +293,13 @@ class AsyncRabbitMQBroker:
 
     async def _restore(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
         """Replay the recorded topology and consumers on a fresh connection."""
-        if self._topo.passive:
-            missing = await self._topo.missing(connection)
-            if missing:
-                raise missing_error(missing, str(self.settings))
-        self._topology = await connection.channel(publisher_confirms=False)
-        for subsystem in sorted(self._topo.subsystems):
-            await self._topo.declare_exchange(self._topology, subsystem)
-        self.unavailable.clear()
-        for spec in list(self._topo.queues.values()):
-            try:
-                await self._topo.apply_queue(self._topology, spec)
-            except ChannelPreconditionFailed as exc:  # declared elsewhere with other options
-                logger.error("cannot declare %s again as recorded: %s", spec.name, exc)
-                self._topology = await connection.channel(publisher_confirms=False)
-            except ChannelNotFoundEntity as exc:  # a classic queue whose node is down
-                self._registry.queue_unavailable(spec.name, exc)
-                self._topology = await connection.channel(publisher_confirms=False)
+        await self._declarer.replay(connection, self._registry)
         if self._replies.handler is not None:
             await self._replies.consume(channel)
         await self._registry.restore(connection)
 
     async def _check_consumers(self) -> None:
         await self._registry.check(self._link.connection)
-
-    async def _topology_channel(self) -> AbstractChannel:
-        connection, _ = await self._wait_link()
-        channel = self._topology
-        if channel is None or channel.is_closed:
-            channel = self._topology = await connection.channel(
-                publisher_confirms=False, timeout=self._timeout
-            )
-        return channel
-
-    async def _wait_link(self) -> tuple[AbstractConnection, AbstractChannel]:
-        if self._closed:
-            raise PublishError("the RabbitMQ broker was closed")
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                return await self._link.wait_ready()
-        except TimeoutError:
-            raise PublishTimeout(
-                f"RabbitMQ at {self.settings} not reachable for {self.publish_timeout}s"
-            ) from None
-
-    async def _topology_op(self, operation: Any, spec: QueueSpec | None = None) -> None:
-        """Run ``operation(channel)`` on the topology channel, retrying across outages.
-
-        A queue declaration (``spec``) that RabbitMQ refuses because the queue exists
-        with other arguments raises ``QueueMismatch`` listing every difference.
-        """
-        deadline = time.monotonic() + self.publish_timeout
-        while True:
-            channel = await self._topology_channel()
-            try:
-                await operation(channel)
-                return
-            except ActorbusError:  # TopologyMissing in passive mode: not an outage to wait out
-                raise
-            except ChannelPreconditionFailed as exc:
-                if spec is not None and parse_refusal(str(exc)) is not None:
-                    raise await self._mismatch(spec, str(exc)) from None
-                raise ConfigurationError(f"RabbitMQ refused a declaration: {exc}") from None
-            except ChannelAccessRefused as exc:
-                raise refused_declaration(exc, self.settings) from None
-            except ValueError as exc:  # the AMQP client refuses the name
-                raise ConfigurationError(f"not a valid AMQP name: {exc}") from None
-            except LINK_ERRORS:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.01)
-
-    async def _mismatch(self, spec: QueueSpec, refusal: str) -> QueueMismatch:
-        async def fresh_channel() -> AbstractChannel:
-            self._topology = None
-            return await self._topology_channel()
-
-        differences = await find_differences(
-            fresh_channel,
-            spec.name,
-            durable=spec.durable or spec.quorum,
-            arguments=self._topo.arguments(spec),
-            first=refusal,
-        )
-        return mismatch_error(spec.name, differences, refusal)
 
     def declared_names(self) -> tuple[list[str], list[str]]:
         """The queues and exchanges this broker declared (to tear a test prefix down)."""
@@ -393,7 +310,7 @@ class AsyncRabbitMQBroker:
     async def _ensure_subsystem(self, subsystem: str) -> None:
         """Declare a new subsystem's exchange, and bind leading-wildcard patterns on it."""
         if subsystem not in self._topo.subsystems:
-            await self._topology_op(lambda channel: self._topo.add_subsystem(channel, subsystem))
+            await self._declarer.run(lambda channel: self._topo.add_subsystem(channel, subsystem))
 
     async def declare_queue(self, spec: QueueSpec) -> None:
         """Create the queue if missing and bind it to every pattern of ``spec``."""
@@ -401,19 +318,19 @@ class AsyncRabbitMQBroker:
             if not leading_wildcard(pattern):
                 await self._ensure_subsystem(subsystem_of(pattern))
         spec = self._topo.merged(spec)
-        await self._topology_op(lambda channel: self._topo.apply_queue(channel, spec), spec)
+        await self._declarer.run(lambda channel: self._topo.apply_queue(channel, spec), spec)
         self._topo.queues[spec.name] = spec
 
     async def delete_queue(self, name: str) -> None:
         """Cancel this broker's consumers of the queue, then delete it."""
         await self._registry.cancel_queue(name)
         self._topo.queues.pop(name, None)
-        await self._topology_op(lambda channel: channel.queue_delete(name, timeout=self._timeout))
+        await self._declarer.run(lambda channel: channel.queue_delete(name, timeout=self._timeout))
 
     async def unbind_queue(self, name: str, pattern: str) -> None:
         """Remove one binding of a queue."""
         self._topo.without(name, pattern)
-        await self._topology_op(lambda channel: self._topo.unbind(channel, name, pattern))
+        await self._declarer.run(lambda channel: self._topo.unbind(channel, name, pattern))
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -512,12 +429,7 @@ class AsyncRabbitMQBroker:
 
     async def queue_length(self, name: str) -> int:
         """Messages ready in the queue, not yet delivered to a consumer (0 for no queue)."""
-        channel = await self._topology_channel()
-        try:
-            ok = await channel.queue_declare(name, passive=True, timeout=self._timeout)
-        except ChannelNotFoundEntity:  # closes the channel; the next operation opens another
-            return 0
-        return int(ok.message_count or 0)
+        return await self._declarer.queue_length(name)
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -539,40 +451,13 @@ class AsyncRabbitMQBroker:
             ack_flush_interval=self._ack_flush[1],
             # No redelivery window on a single-active queue: widening it subscribes
             # again, which would put the active consumer at the back of the line.
-            bounded=self._bounded(queue) and not single_active,
+            bounded=self._topo.bounded(queue) and not single_active,
             single_active=single_active,
         )
-        deadline = time.monotonic() + self.publish_timeout
-        while True:
-            connection, _ = await self._wait_link()
-            try:
-                await consumer.start(connection)
-                break
-            except ChannelPreconditionFailed as exc:
-                raise ConfigurationError(f"cannot consume {queue!r}: {exc}") from None
-            except AMQPError as exc:
-                if not connection.is_closed or time.monotonic() > deadline:
-                    raise Unroutable(f"cannot consume {queue!r}: {exc}") from None
-            except LINK_ERRORS:
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.01)
-        self._registry.add(consumer)
+        await self._registry.start(
+            consumer, self._declarer.wait_link, deadline=time.monotonic() + self.publish_timeout
+        )
         return consumer
-
-    def _limit_of(self, queue: str) -> int | None:
-        """The delivery limit of ``queue``: as declared here, else the bus-wide one."""
-        spec = self._topo.queues.get(queue)
-        if spec is None:  # declared by another process: assume the same bus-wide options
-            return self.queue_options.delivery_limit
-        if not self.queue_options.bounded(spec):
-            return None
-        limit: int = self.queue_options.arguments(spec)["x-delivery-limit"]
-        return limit
-
-    def _bounded(self, queue: str) -> bool:
-        spec = self._topo.queues.get(queue)
-        return spec is not None and self.queue_options.bounded(spec)
 
     def _actor_of(self, queue: str) -> str:
         """The actor (or subscription) name behind a queue named the router's way."""
@@ -584,7 +469,7 @@ class AsyncRabbitMQBroker:
     async def open_reply_address(self, on_reply: ReplyHandler) -> str:
         """Consume RabbitMQ's direct reply-to on the publishing channel."""
         self._replies.handler = on_reply
-        _, channel = await self._wait_link()
+        _, channel = await self._declarer.wait_link()
         await self._replies.consume(channel)
         return DIRECT_REPLY_TO
 

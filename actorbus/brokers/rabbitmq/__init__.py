@@ -10,14 +10,17 @@ and its per-message overhead put the remote path under the 1.5x target.
 Modules, one concern each: ``_params`` (settings, URL, TLS, redaction),
 ``_wire`` (an envelope as an AMQP message), ``_link`` (the self-healing
 connection), ``_refusals`` (a refusal told from an outage, by exception type),
-``_transport`` (the socket writer, for acks written at once), ``_topology``
-(what was declared, the binding rules, passive checks), ``_definitions`` (the
-topology of a system as RabbitMQ definitions),
-``_publisher`` (confirmed publishes, many per socket write), ``_consumer``
-(consumers, copies recognised by id), ``_acker`` (batched acks, written at once
-past a count or an age), ``_batch`` (opt-in many
-envelopes per AMQP message), ``_dead_letters`` (the dead-letter store) and
-``broker`` (the ``MessageBroker`` itself). The sync face is
+``_aiormq`` (the only use of aiormq internals, version-checked at import),
+``_topology`` (what was declared, the binding rules, passive checks),
+``_declarer`` (topology operations across outages), ``_definitions`` (the
+topology of a system as RabbitMQ definitions), ``_sender`` (one confirmed
+publish across outages, nacks and timeouts), ``_publisher`` (many publishes per
+socket write), ``_consumer`` (consumers, copies recognised by id),
+``_registry`` (the consumers of a broker, their recovery and health check),
+``_replies`` (direct reply-to), ``_acker`` (batched acks, written at once past a
+count or an age), ``_batch`` (opt-in many envelopes per AMQP message),
+``_dead_letters`` (the dead-letter store) and ``broker`` (the ``MessageBroker``
+itself). The sync face is
 :class:`actorbus.brokers.rabbitmq_sync.RabbitMQBroker`.
 """
 

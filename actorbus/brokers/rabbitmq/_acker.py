@@ -18,6 +18,8 @@ from collections import deque
 from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp.commands import Basic
 
+from ._aiormq import connection_idle
+
 __all__ = ["Acker"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
@@ -123,7 +125,7 @@ class Acker:
         if (
             (self._flushing is not None and not self._flushing.done())
             or connection is None
-            or not connection.write_queue.empty()
+            or not connection_idle(connection)
             or writer.is_closing()
         ):
             self._due = time.monotonic() + self._interval  # try again later

@@ -27,8 +27,9 @@ from ...errors import DecodeError
 from ...messages import Delivery, Envelope, log_fields, new_message_id
 from ..base import REPLAYS_HEADER, DeadLetter, DeliverySink
 from ._acker import Acker
+from ._aiormq import consumer_tags, writer_of
 from ._batch import BATCH_CONTENT_TYPE, SettleGroup, decode_batch, decode_whole
-from ._transport import writer_of
+from ._closing import close_quietly
 from ._window import RedeliveryWindow, first_delivery
 from ._wire import decode_message, raw_envelope
 
@@ -199,7 +200,7 @@ class RabbitConsumer:
             or (
                 channel is not None
                 and not channel.is_closed
-                and (self.tag in _consumers_of(channel) or (window is not None and window.resizing))
+                and (self.tag in consumer_tags(channel) or (window is not None and window.resizing))
             )
         )
 
@@ -207,7 +208,7 @@ class RabbitConsumer:
         """Open a channel on ``connection`` and consume (again) from the queue."""
         old = self.channel
         if old is not None and not old.is_closed:
-            await _close_quietly(old)
+            await close_quietly(old, "a channel")
         if self.single_active and old is not None:
             self._drop_stale()
         channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
@@ -237,7 +238,7 @@ class RabbitConsumer:
                 )
                 self._active = self._active or declared.consumer_count == 1
         except BaseException:
-            await _close_quietly(channel)
+            await close_quietly(channel, "a channel")
             raise
         self.channel, self.tag, self._acker, self.window = channel, ok.consumer_tag, acker, window
         if self.single_active:  # its unacked messages go to the next consumer at once
@@ -430,25 +431,4 @@ class RabbitConsumer:
                 await acker.flush()
         except Exception as exc:
             logger.debug("cancelling consumer of %s: %r", self.queue, exc)
-        await _close_quietly(channel)
-
-
-async def _close_quietly(channel: AbstractChannel) -> None:
-    try:
-        async with asyncio.timeout(2.0):
-            await channel.close()
-    except BaseException as exc:
-        if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-            raise
-        logger.debug("closing a channel: %r", exc)
-
-
-def _consumers_of(channel: AbstractChannel) -> dict[str, object]:
-    """The consumer tags registered on an aiormq channel."""
-    consumers: dict[str, object] = getattr(channel, "consumers", {})
-    return consumers
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+        await close_quietly(channel, "a channel")

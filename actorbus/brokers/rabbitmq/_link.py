@@ -31,9 +31,10 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
 from ...errors import ActorbusError, BrokerRefused, BrokerUnavailable
+from ._aiormq import RecordingTransport, remember
+from ._closing import being_cancelled, close_quietly
 from ._params import ConnectionSettings
 from ._refusals import classify
-from ._transport import RecordingTransport, remember
 
 __all__ = ["Link"]
 
@@ -162,7 +163,7 @@ class Link:
                 await self._restore(connection, channel)
         except BaseException:
             if connection is not None:
-                await _close_quietly(connection)
+                await close_quietly(connection, "the connection")
             raise
         self.connection, self.channel = connection, channel
         self.connected_at = time.time()
@@ -213,7 +214,7 @@ class Link:
             self._where(),
             _reason(reason) if isinstance(reason, BaseException) else reason,
         )
-        await _close_quietly(connection)
+        await close_quietly(connection, "the connection")
         count = len(self.nodes)
         # The other nodes first, at once; the lost one last (it may be back at once too).
         order = [(lost + step) % count for step in range(1, count + 1)]
@@ -252,11 +253,11 @@ class Link:
             try:
                 await watcher
             except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError) or _being_cancelled():
+                if not isinstance(exc, asyncio.CancelledError) or being_cancelled():
                     raise
         connection, self.connection, self.channel = self.connection, None, None
         if connection is not None:
-            await _close_quietly(connection)
+            await close_quietly(connection, "the connection")
 
 
 def _reason(exc: BaseException) -> str:
@@ -265,18 +266,3 @@ def _reason(exc: BaseException) -> str:
     if "://" in text:  # the client's messages may quote the URL, credentials and all
         text = text.split("://", 1)[0].rsplit(" ", 1)[0] + " <url>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-async def _close_quietly(connection: AbstractConnection) -> None:
-    try:
-        async with asyncio.timeout(2.0):
-            await connection.close()
-    except BaseException as exc:
-        if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-            raise
-        logger.debug("closing the connection: %r", exc)
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -12,8 +12,8 @@ caller sends again on the next channel.
 The pipeline works with the client's channel bookkeeping (delivery tags,
 confirm futures, message-id map for returns) the way the client's own
 ``basic_publish`` does, and is the only publisher on its channel, so tags
-follow the order frames are queued for the socket. A channel without that
-bookkeeping is published to one message at a time through ``basic_publish``.
+follow the order frames are queued for the socket. Those internals are reached
+through ``_aiormq`` only, which refuses any aiormq but the tested minor.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any
 from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
+
+from ._aiormq import confirmations, message_id_tags, next_delivery_tag, split_body, write_queue
 
 __all__ = ["Pipeline"]
 
@@ -44,20 +46,6 @@ class Pipeline:
         self._batch: list[_Item] = []
         self._loop = asyncio.get_running_loop()
         self._writer: asyncio.Task[None] | None = None
-
-    @staticmethod
-    def supported(channel: AbstractChannel) -> bool:
-        """Whether ``channel`` has the bookkeeping the pipeline relies on."""
-        return all(
-            hasattr(channel, name)
-            for name in (
-                "confirmations",
-                "delivery_tag",
-                "message_id_delivery_tag",
-                "write_queue",
-                "_split_body",
-            )
-        )
 
     def publish(
         self,
@@ -86,16 +74,14 @@ class Pipeline:
         payload = self._frames(batch)
         if payload is None:
             return
-        channel: Any = self.channel
         try:
-            channel.write_queue.put_nowait(payload)
+            write_queue(self.channel).put_nowait(payload)
         except asyncio.QueueFull:
             self._writer = self._loop.create_task(self._write(payload, batch))
             return
 
     async def _write(self, payload: ChannelFrame, batch: list[_Item]) -> None:
-        channel: Any = self.channel
-        queue = channel.write_queue
+        queue = write_queue(self.channel)
         try:
             while True:
                 await queue.put(payload)
@@ -117,19 +103,18 @@ class Pipeline:
 
     def _frames(self, batch: list[_Item]) -> ChannelFrame | None:
         """Give each live publish its delivery tag and confirm future; marshal them all."""
-        channel: Any = self.channel
+        channel = self.channel
         if channel.is_closed:
             _fail(batch, ConnectionError("the publishing channel is closed"))
             return None
         frames: list[Any] = []
-        confirmations = channel.confirmations
-        by_message_id = channel.message_id_delivery_tag
+        futures = confirmations(channel)
+        by_message_id = message_id_tags(channel)
         for exchange, routing_key, body, properties, mandatory, future in batch:
             if future.done():  # abandoned by its publisher (timeout, cancel)
                 continue
-            channel.delivery_tag += 1
-            tag = channel.delivery_tag
-            confirmations[tag] = future
+            tag = next_delivery_tag(channel)
+            futures[tag] = future
             if mandatory and properties.message_id:
                 message_id = properties.message_id
                 by_message_id[message_id] = tag
@@ -138,7 +123,7 @@ class Pipeline:
                 Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
             )
             frames.append(ContentHeader(properties=properties, body_size=len(body)))
-            frames.extend(channel._split_body(body))
+            frames.extend(split_body(channel, body))
         if not frames:
             return None
         return ChannelFrame.marshall(channel_number=channel.number, frames=frames)

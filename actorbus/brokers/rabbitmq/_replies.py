@@ -14,7 +14,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from ...codec import Codec
 from ...errors import DecodeError
 from ..base import ReplyHandler
-from ._consumer import _consumers_of
+from ._aiormq import consumer_tags
 from ._wire import decode_message
 
 __all__ = ["DIRECT_REPLY_TO", "Replies"]
@@ -35,7 +35,7 @@ class Replies:
 
     async def consume(self, channel: AbstractChannel) -> None:
         """Consume direct reply-to on ``channel`` (once per channel)."""
-        if DIRECT_REPLY_TO in _consumers_of(channel):
+        if DIRECT_REPLY_TO in consumer_tags(channel):
             return
 
         async def on_reply(message: DeliveredMessage) -> None:

@@ -22,6 +22,8 @@ from aiormq.exceptions import PublishError as AmqpReturned
 from pamqp.commands import Basic
 
 from ...errors import PublishError, PublishTimeout, QueueFull, Unroutable
+from ._aiormq import confirmations
+from ._closing import being_cancelled
 from ._link import Link
 from ._publisher import Pipeline
 
@@ -71,7 +73,7 @@ class Sender:
     def unconfirmed(self) -> int:
         """Publishes sent on the current channel and waiting for the broker's confirm."""
         channel = self._link.channel
-        return len(getattr(channel, "confirmations", ())) if channel is not None else 0
+        return len(confirmations(channel)) if channel is not None else 0
 
     async def send(
         self,
@@ -131,7 +133,7 @@ class Sender:
                         await asyncio.sleep(NACK_BACKOFF * 2 ** (nacks - 1))
                         continue
                     except asyncio.CancelledError:
-                        if _being_cancelled():
+                        if being_cancelled():
                             raise
                         logger.debug("publish cut by a closing channel; sending again")
                     except Exception as exc:
@@ -149,7 +151,7 @@ class Sender:
             ) from None
 
     def _pipeline_for(self, channel: AbstractChannel) -> Pipeline | None:
-        if not self._coalesce or not Pipeline.supported(channel):
+        if not self._coalesce:
             return None
         self._pipeline = Pipeline(channel)
         return self._pipeline
@@ -167,8 +169,3 @@ class Sender:
         finally:
             self.waiting -= 1
         return channel
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

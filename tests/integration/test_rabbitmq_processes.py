@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 import tree_app
 from support.rabbit_cleanup import delete_names
+from support.ready_process import start_ready
 
 from actorbus import AsyncMessageBus
 from actorbus.messages import known_types, subsystem_of
@@ -23,20 +23,7 @@ APP = Path(tree_app.__file__)
 
 def start(url: str, prefix: str, actors: str) -> subprocess.Popen[str]:
     """Start the tree with ``actors`` placed in a new process; return once it is ready."""
-    process = subprocess.Popen(
-        [sys.executable, str(APP), url, prefix, actors],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if line.strip() != "ready":
-        process.kill()
-        process.wait(5)
-        process.stdout.close()
-        raise AssertionError(f"{actors} process did not start: {line!r}")
-    return process
+    return start_ready(APP, url, prefix, actors, what=f"{actors} process")
 
 
 def stop(process: subprocess.Popen[str]) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from support.rabbit_cleanup import delete_names
+from support.ready_process import start_ready
 
 from actorbus import AsyncMessageBus, MessageTypes
 from actorbus.messages import known_types, subsystem_of
@@ -24,20 +24,7 @@ COUNT = 100
 
 def start(url: str, prefix: str, message_type: str) -> subprocess.Popen[str]:
     """Start one subscriber process; return once it is subscribed."""
-    process = subprocess.Popen(
-        [sys.executable, str(APP), url, prefix, message_type],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if line.strip() != "ready":
-        process.kill()
-        process.wait(5)
-        process.stdout.close()
-        raise AssertionError(f"subscriber of {message_type} did not start: {line!r}")
-    return process
+    return start_ready(APP, url, prefix, message_type, what=f"subscriber of {message_type}")
 
 
 def read_until(process: subprocess.Popen[str], message_type: str, count: int) -> None:

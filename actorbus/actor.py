@@ -26,11 +26,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from .clock import REAL_CLOCK, Clock
 from .mailbox import Conflate
 from .messages import Envelope
+from .queues import QueueOptions
 from .topic import is_pattern, topic_matches
 
 __all__ = ["Actor", "ActorContext", "ActorState", "Handler", "RetryPolicy", "handles"]
@@ -133,29 +134,10 @@ class Actor:
     """Set to a :class:`~actorbus.mailbox.Conflate` to keep only the latest per key."""
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     """Retry policy of this actor's handlers."""
-    queue_name: ClassVar[str | None] = None
-    """Queue to consume from; default ``<prefix>.actor.<name>``. The same queue in several
-    processes makes competing consumers."""
-    quorum: ClassVar[bool] = False
-    """Use a quorum queue in RabbitMQ mode."""
-    queue_type: ClassVar[str | None] = None
-    """``"classic"`` or ``"quorum"`` in RabbitMQ mode; ``None``: ``quorum`` decides, else the
-    bus-wide queue type (``TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE``, default classic)."""
-    delivery_limit: ClassVar[int | None] = None
-    """Quorum queues: deliveries before a message that keeps killing its consumer process
-    is dead-lettered; ``None``: the bus-wide default."""
-    single_active: ClassVar[bool] = False
-    """Run as a standby pair (or more): any number of processes may run this actor, one
-    handles its messages and the others stand by; when the active one stops, dies or
-    loses its connection, the next takes over, unsettled messages first, order kept."""
-    durable: ClassVar[bool] = True
-    """Keep the queue (and its messages) when the actor stops and across broker restarts."""
-    queue_max_length: ClassVar[int | None] = None
-    """Most messages the queue keeps while unconsumed (``x-max-length``); ``None``: no limit."""
-    queue_overflow: ClassVar[Literal["reject-publish", "drop-head"]] = "reject-publish"
-    """At ``queue_max_length``: refuse publishes (``QueueFull``) or drop the oldest."""
-    queue_expires: ClassVar[float | None] = None
-    """Seconds without a consumer after which the queue is deleted (``x-expires``)."""
+    queue_options: ClassVar[QueueOptions] = QueueOptions()
+    """How this actor's queue is declared (see :mod:`actorbus.queues`): its name,
+    durability, length limit, expiry, queue type, delivery limit, single active
+    consumer. The defaults: ``<prefix>.actor.<name>``, durable, no limit."""
     clock: Clock = REAL_CLOCK
     """The clock time-based rules read (see :mod:`actorbus.clock`); assign another per
     instance, e.g. a simulated one, to replay the actor's input deterministically."""

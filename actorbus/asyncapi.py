@@ -121,7 +121,7 @@ def _actor_channels(
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for name, actor_class in actors.items():
-        queue = actor_class.queue_name or f"{prefix}.actor.{name}"
+        queue = actor_class.queue_options.name or f"{prefix}.actor.{name}"
         patterns = actor_class.handled_types()
         handled = [t for t in types if any(topic_matches(p, t) for p in patterns)]
         key = f"actor_{channel_id(name)}"
@@ -140,7 +140,7 @@ def _actor_channels(
                     "is": "queue",
                     "queue": {
                         "name": queue,
-                        "durable": actor_class.durable,
+                        "durable": actor_class.queue_options.durable,
                         "exclusive": False,
                         "autoDelete": False,
                         "vhost": "/",

@@ -30,7 +30,7 @@ def bus_stats(router: Router | None, mode: str, closed: bool) -> dict[str, Any]:
             "conflated": getattr(cell.mailbox, "conflated", 0),
             "busy": cell.busy,
         }
-        if cell.actor_class.single_active:
+        if cell.actor_class.queue_options.single_active:
             consumer = cell.consumer
             entry["role"] = "active" if consumer is not None and consumer.active else "standby"
     broker = router.broker if router is not None else None

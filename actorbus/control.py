@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .brokers.base import ConsumerHandle, MessageBroker, QueueSpec
+from .brokers.base import ConsumerHandle, FunctionSink, MessageBroker, QueueSpec
 from .errors import ActorbusError
 from .messages import Delivery, Envelope, register_message_type
 
@@ -56,7 +56,7 @@ class ControlListener:
         permissions refuse it) runs without one: it does not hear ``system.stop``,
         and says so in a warning; nothing else depends on it.
         """
-        if getattr(self._broker, "declare", "create") == "passive":
+        if self._broker.declare == "passive":
             logger.warning(
                 "passive mode: this bus declares no control queue and will not hear "
                 "`actorbus stop`; stop its process the usual way"
@@ -66,7 +66,9 @@ class ControlListener:
             await self._broker.declare_queue(
                 QueueSpec(name=self.queue, patterns=(STOP_TYPE,), durable=False)
             )
-            self._consumer = await self._broker.consume(self.queue, self._deliver, prefetch=10)
+            self._consumer = await self._broker.consume(
+                self.queue, FunctionSink(self._deliver), prefetch=10, owner="control"
+            )
         except ActorbusError as exc:
             logger.warning("no control queue (%s): this bus will not hear `actorbus stop`", exc)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Coroutine, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from ._loops import running_loop
@@ -70,10 +70,6 @@ class Mailbox:
         while len(self._items) >= self.capacity:
             await self._wait_for_room()
         self._append(delivery)
-
-    def __call__(self, delivery: Delivery) -> Coroutine[Any, Any, None]:
-        """Same as :meth:`put`: a mailbox is a delivery sink."""
-        return self.put(delivery)
 
     def offer(self, delivery: Delivery) -> bool:
         """Add a delivery if that needs no wait; return whether it was added.
@@ -185,6 +181,26 @@ class Mailbox:
             self._items = deque()
         self._items.appendleft(delivery)
 
+    def take_back(self, which: Callable[[Delivery], bool]) -> list[Delivery]:
+        """Remove the waiting deliveries ``which`` selects; return them, oldest first."""
+        kept: list[Any] = []
+        taken: list[Delivery] = []
+        for item in self._items:
+            delivery = self._unwrap_peek(item)
+            if which(delivery):
+                taken.append(self._unwrap(item))
+            else:
+                kept.append(item)
+        if taken:
+            self._items.clear()
+            self._items.extend(kept)
+            while self._putters and len(self._items) < self.capacity:
+                self._wake_putter()
+        return taken
+
+    def _unwrap_peek(self, item: Any) -> Delivery:
+        return item  # type: ignore[no-any-return]
+
     def take_all(self) -> list[Delivery]:
         """Empty the mailbox and return what it held, oldest first."""
         items = [self._unwrap(item) for item in self._items]
@@ -259,6 +275,11 @@ class ConflatingMailbox(Mailbox):
     def _unwrap(self, item: Any) -> Delivery:
         if type(item) is _Slot:
             return self._latest.pop(item.key)
+        return item  # type: ignore[no-any-return]
+
+    def _unwrap_peek(self, item: Any) -> Delivery:
+        if type(item) is _Slot:
+            return self._latest[item.key]
         return item  # type: ignore[no-any-return]
 
     def get_nowait(self) -> Delivery | None:

@@ -115,9 +115,9 @@ class Delivery:
     """An envelope handed to a consumer, with the means to settle it.
 
     The consumer calls :meth:`ack` once the message is handled (or safely
-    dead-lettered), and :meth:`requeue` to give it back unhandled. Each broker
-    provides a subclass; this base is the in-process one, where settling is
-    bookkeeping only.
+    dead-lettered), and :meth:`requeue` to give it back unhandled; until then it
+    counts against the consumer's prefetch (see ``brokers.base``). Each broker
+    provides a subclass; this base settles nothing (a message made by hand).
     """
 
     __slots__ = ("envelope",)

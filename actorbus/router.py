@@ -179,23 +179,12 @@ class _Deadlines:
 
 def actor_queue_name(prefix: str, actor_class: type[Actor], name: str) -> str:
     """The queue an actor named ``name`` consumes from under ``prefix``."""
-    return actor_class.queue_name or f"{prefix}.actor.{name}"
+    return actor_class.queue_options.name or f"{prefix}.actor.{name}"
 
 
 def actor_queue_spec(actor_class: type[Actor], queue: str) -> QueueSpec:
-    """The queue of an actor: bound to every type it handles, shaped by its class options."""
-    return QueueSpec(
-        name=queue,
-        patterns=actor_class.handled_types(),
-        durable=actor_class.durable,
-        quorum=actor_class.quorum,
-        max_length=actor_class.queue_max_length,
-        overflow=actor_class.queue_overflow,
-        expires=actor_class.queue_expires,
-        queue_type=actor_class.queue_type,
-        delivery_limit=actor_class.delivery_limit,
-        single_active=actor_class.single_active,
-    )
+    """The queue of an actor: bound to every type it handles, shaped by its queue options."""
+    return QueueSpec.declared(queue, actor_class.handled_types(), actor_class.queue_options)
 
 
 class Router:
@@ -214,16 +203,10 @@ class Router:
         """Where replies to this bus's requests arrive."""
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._deadlines: _Deadlines | None = None
-        # Optional synchronous forms of publish and send_reply (the in-memory broker's),
-        # used when present to save a coroutine per message on the local hot path.
-        self.publish_nowait: Callable[..., Awaitable[None] | None] = (
-            getattr(broker, "publish_nowait", None) or self._publish_started
-        )
+        self.publish_nowait: Callable[..., Awaitable[None] | None] = broker.publish_nowait
         """``publish_nowait(envelope, mandatory=False)``: start publishing; return what is
-        left to await, or ``None`` when it is done. The broker's own when it has one (the
-        in-memory broker delivers without any coroutine while no receiver is full: the
-        local hot path), else a call of its ``publish``."""
-        self._send_reply_nowait: Any = getattr(broker, "send_reply_nowait", None)
+        left to await, or ``None`` when it is done: the broker's own (see
+        ``MessageBroker.publish_nowait``), through the publish hooks when there are some."""
         self.hooks: Hooks | None = None
         """Telemetry called at publish and at handle (see :meth:`install_hooks`)."""
 
@@ -234,9 +217,7 @@ class Router:
         that passes the envelope through ``hooks.on_publish`` first.
         """
         self.hooks = hooks
-        direct: Callable[..., Awaitable[None] | None] = (
-            getattr(self.broker, "publish_nowait", None) or self._publish_started
-        )
+        direct = self.broker.publish_nowait
         if hooks is None:
             self.publish_nowait = direct
             return
@@ -283,11 +264,10 @@ class Router:
         self.reply_address = await broker.open_reply_address(self._on_reply)
         self.broker = broker
         self.install_hooks(self.hooks)  # publish_nowait: the new broker's, hooks kept
-        self._send_reply_nowait = getattr(broker, "send_reply_nowait", None)
         for cell in list(self.cells):
             previous = cell.consumer
             cell.consumer = await broker.consume(
-                cell.queue, cell.mailbox, prefetch=cell.mailbox.capacity
+                cell.queue, cell.mailbox, prefetch=cell.mailbox.capacity, owner=cell.name
             )
             if previous is not None:
                 await previous.cancel()
@@ -297,7 +277,7 @@ class Router:
         """Declare the cell's queue and bindings, and start feeding its mailbox."""
         await self.attach_bindings(cell)
         cell.consumer = await self.broker.consume(
-            cell.queue, cell.mailbox, prefetch=cell.mailbox.capacity
+            cell.queue, cell.mailbox, prefetch=cell.mailbox.capacity, owner=cell.name
         )
         self.cells.append(cell)
 
@@ -340,11 +320,6 @@ class Router:
     def context_for(self, cell: ActorCell) -> _ActorContext:
         """The context an actor of ``cell`` talks through."""
         return _ActorContext(self, cell)
-
-    def _publish_started(
-        self, envelope: Envelope, *, mandatory: bool = False
-    ) -> Awaitable[None] | None:
-        return self.broker.publish(envelope, mandatory=mandatory)
 
     def publish(self, envelope: Envelope, *, mandatory: bool = False) -> Awaitable[None]:
         """Send an envelope to everyone bound to its type (await the result).
@@ -392,11 +367,9 @@ class Router:
             headers={ERROR_HEADER: error} if error is not None else {},
         )
         try:
-            nowait = self._send_reply_nowait
-            if nowait is not None:
-                nowait(request.reply_to, reply)
-            else:
-                await self.broker.send_reply(request.reply_to, reply)
+            pending = self.broker.send_reply_nowait(request.reply_to, reply)
+            if pending is not None:
+                await pending
         except Exception:
             logger.exception(
                 "reply to %s for %s failed",

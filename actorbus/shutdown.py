@@ -303,8 +303,8 @@ async def close(
     """Delete the non-durable queues (counting what they held), then close the broker."""
     with anyio.move_on_after(max(GRACE, until - time.monotonic())):
         for subscription_class_ in subscriptions.classes():
-            if not subscription_class_.durable:
-                queue = subscription_class_.queue_name or ""
+            if not subscription_class_.queue_options.durable:
+                queue = subscription_class_.queue_options.name or ""
                 try:
                     accounting.dropped(queue, await router.broker.queue_length(queue))
                 except Exception:

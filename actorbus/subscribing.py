@@ -125,13 +125,13 @@ class Subscriptions:
         for pattern in removed:
             if pattern in cls._handlers:
                 del cls._handlers[pattern]
-                if queue is not None or not cls.durable:
-                    await router.broker.unbind_queue(cls.queue_name or "", pattern)
+                if queue is not None or not cls.queue_options.durable:
+                    await router.broker.unbind_queue(cls.queue_options.name or "", pattern)
         if not cls._handlers:
             del self._subscriptions[key]
             await self._stop(supervisor)
-            if not cls.durable:
-                await router.broker.delete_queue(cls.queue_name or "")
+            if not cls.queue_options.durable:
+                await router.broker.delete_queue(cls.queue_options.name or "")
 
     async def _rebind(self, supervisor: Supervisor) -> None:
         router = await self._ready()

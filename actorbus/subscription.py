@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 from .actor import Actor, Handler
 from .errors import InvalidHandler
 from .messages import Envelope, MessageTypes
+from .queues import QueueOptions
 
 __all__ = [
     "SUBSCRIPTION_EXPIRY",
@@ -168,12 +169,14 @@ def subscription_class(
         (FunctionActor,),
         {
             "name": name,
-            "queue_name": queue or f"{prefix}.{name}",
             "function": staticmethod(handler),
-            "durable": queue is not None or not anonymous,
-            "queue_max_length": SUBSCRIPTION_MAX_LENGTH if bounded else None,
-            "queue_overflow": "drop-head",
-            "queue_expires": SUBSCRIPTION_EXPIRY if bounded else None,
+            "queue_options": QueueOptions(
+                name=queue or f"{prefix}.{name}",
+                durable=queue is not None or not anonymous,
+                max_length=SUBSCRIPTION_MAX_LENGTH if bounded else None,
+                overflow="drop-head",
+                expires=SUBSCRIPTION_EXPIRY if bounded else None,
+            ),
             "_handlers": {},
         },
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from actorbus import Envelope, MessageTypes, handles
+from actorbus.queues import QueueOptions
 
 from .base import Environment, TradingActor
 from .schemas import ExchangeReport, ExchangeSubmit, Fill, OrderRequest, OrderStatus, as_struct
@@ -157,7 +158,7 @@ class ExecutionActor(TradingActor):
     """Sends approved orders to the exchange and tracks them; see the module documentation."""
 
     name = "execution"
-    single_active = True  # order matters: see actors/system.py
+    queue_options = QueueOptions(single_active=True)  # order matters: see actors/system.py
 
     def __init__(self, env: Environment, book: OrderBook) -> None:
         super().__init__(env)

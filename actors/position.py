@@ -26,6 +26,7 @@ Positions live in a :class:`PositionBook` that outlives a restart of the actor.
 from __future__ import annotations
 
 from actorbus import Conflate, Envelope, MessageTypes, handles
+from actorbus.queues import QueueOptions
 
 from .base import Environment, TradingActor
 from .schemas import (
@@ -128,7 +129,7 @@ class PositionActor(TradingActor):
     """Books fills and marks positions; see the module documentation."""
 
     name = "position"
-    single_active = True  # order matters: see actors/system.py
+    queue_options = QueueOptions(single_active=True)  # order matters: see actors/system.py
     mailbox_policy = Conflate([MessageTypes.MARKET_DATA_UPDATE])
 
     def __init__(self, env: Environment, book: PositionBook) -> None:

@@ -643,16 +643,17 @@ def test_subscription_queue_names() -> None:
 
     named = subscription_class(module_handler, "trading", None, ["a.b", "c.d"])
     assert (
-        named.queue_name == f"trading.sub.{__name__}.module_handler.{patterns_hash(['c.d', 'a.b'])}"
+        named.queue_options.name
+        == f"trading.sub.{__name__}.module_handler.{patterns_hash(['c.d', 'a.b'])}"
     )
-    assert named.durable
+    assert named.queue_options.durable
     # bounded and expiring, so that a queue left behind can neither grow nor block
-    assert named.queue_max_length == SUBSCRIPTION_MAX_LENGTH
-    assert named.queue_overflow == "drop-head"
-    assert named.queue_expires == SUBSCRIPTION_EXPIRY
+    assert named.queue_options.max_length == SUBSCRIPTION_MAX_LENGTH
+    assert named.queue_options.overflow == "drop-head"
+    assert named.queue_options.expires == SUBSCRIPTION_EXPIRY
     other_types = subscription_class(module_handler, "trading", None, ["a.b"])
-    assert other_types.queue_name != named.queue_name
-    assert subscription_class(Service.on_class, "p", None, ["a.b"]).queue_name == (
+    assert other_types.queue_options.name != named.queue_options.name
+    assert subscription_class(Service.on_class, "p", None, ["a.b"]).queue_options.name == (
         f"p.sub.{__name__}.Service.on_class.{patterns_hash(['a.b'])}"
     )
     private = [
@@ -660,20 +661,20 @@ def test_subscription_queue_names() -> None:
         for handler in (nested, lambda t, d: None, Service().on_instance, functools.partial(nested))
     ]
     for cls in private:
-        assert not cls.durable
-        assert "<" not in (cls.queue_name or "")
-    assert len({cls.queue_name for cls in private}) == len(private)
+        assert not cls.queue_options.durable
+        assert "<" not in (cls.queue_options.name or "")
+    assert len({cls.queue_options.name for cls in private}) == len(private)
     # the same anonymous handler subscribed twice gets two queues (two subscriptions)
     assert (
-        subscription_class(nested, "t", None).queue_name
-        != subscription_class(nested, "t", None).queue_name
+        subscription_class(nested, "t", None).queue_options.name
+        != subscription_class(nested, "t", None).queue_options.name
     )
     # an explicit queue is durable and used as given
     explicit = subscription_class(nested, "trading", "my.queue")
-    assert explicit.queue_name == "my.queue"
-    assert explicit.durable
-    assert explicit.queue_max_length is None
-    assert explicit.queue_expires is None
+    assert explicit.queue_options.name == "my.queue"
+    assert explicit.queue_options.durable
+    assert explicit.queue_options.max_length is None
+    assert explicit.queue_options.expires is None
 
 
 async def test_concurrent_shutdowns_all_return_when_it_is_done(server: InMemoryServer) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from actorbus import DeadLetter, MessageTypes
-from actorbus.brokers.base import REPLAYS_HEADER, DeadLetterFilter, QueueSpec
+from actorbus.brokers.base import REPLAYS_HEADER, DeadLetterFilter, FunctionSink, QueueSpec
 from actorbus.brokers.memory import InMemoryBroker, InMemoryServer
 from actorbus.errors import QueueFull, Unroutable
 from actorbus.mailbox import Mailbox
@@ -65,9 +65,9 @@ async def test_topic_routing_to_bound_queues(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q.exact", patterns=("strategy.signal",)))
     await broker.declare_queue(QueueSpec(name="q.wild", patterns=("strategy.#", "*.signal")))
     await broker.declare_queue(QueueSpec(name="q.other", patterns=("risk.*",)))
-    await broker.consume("q.exact", exact, prefetch=10)
-    await broker.consume("q.wild", wild, prefetch=10)
-    await broker.consume("q.other", other, prefetch=10)
+    await broker.consume("q.exact", FunctionSink(exact), prefetch=10, owner="test")
+    await broker.consume("q.wild", FunctionSink(wild), prefetch=10, owner="test")
+    await broker.consume("q.other", FunctionSink(other), prefetch=10, owner="test")
     await broker.publish(signal(1))
     await broker.publish(signal(2, MessageTypes.STRATEGY_STATUS))
     await wait_until(lambda: len(wild.deliveries) == 2)
@@ -87,7 +87,7 @@ async def test_backlog_waits_for_a_consumer_in_order(broker: InMemoryBroker) -> 
     for n in range(10):
         await broker.publish(signal(n))
     sink = Sink()
-    await broker.consume("q", sink, prefetch=10)
+    await broker.consume("q", FunctionSink(sink), prefetch=10, owner="test")
     await wait_until(lambda: len(sink.deliveries) == 10)
     assert sink.data == [{"n": n} for n in range(10)]
 
@@ -103,8 +103,8 @@ async def test_max_length_refuses_publishes(broker: InMemoryBroker) -> None:
 async def test_competing_consumers_round_robin(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q", patterns=("strategy.signal",)))
     first, second = Sink(), Sink()
-    await broker.consume("q", first, prefetch=10)
-    await broker.consume("q", second, prefetch=10)
+    await broker.consume("q", FunctionSink(first), prefetch=10, owner="test")
+    await broker.consume("q", FunctionSink(second), prefetch=10, owner="test")
     for n in range(10):
         await broker.publish(signal(n))
     await wait_until(lambda: len(first.deliveries) + len(second.deliveries) == 10)
@@ -115,7 +115,7 @@ async def test_competing_consumers_round_robin(broker: InMemoryBroker) -> None:
 async def test_cancelled_consumer_gets_nothing_more(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q", patterns=("strategy.signal",)))
     sink = Sink()
-    consumer = await broker.consume("q", sink, prefetch=10)
+    consumer = await broker.consume("q", FunctionSink(sink), prefetch=10, owner="test")
     await broker.publish(signal(1))
     await consumer.cancel()
     await broker.publish(signal(2))
@@ -126,13 +126,13 @@ async def test_cancelled_consumer_gets_nothing_more(broker: InMemoryBroker) -> N
 async def test_requeue_goes_back_to_the_head(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q", patterns=("strategy.signal",)))
     sink = Sink()
-    consumer = await broker.consume("q", sink, prefetch=10)
+    consumer = await broker.consume("q", FunctionSink(sink), prefetch=10, owner="test")
     await broker.publish(signal(1))
     await consumer.cancel()
     await broker.publish(signal(2))
     sink.deliveries[0].requeue()
     later = Sink()
-    await broker.consume("q", later, prefetch=10)
+    await broker.consume("q", FunctionSink(later), prefetch=10, owner="test")
     await wait_until(lambda: len(later.deliveries) == 2)
     assert later.data == [{"n": 1}, {"n": 2}]
 
@@ -140,7 +140,7 @@ async def test_requeue_goes_back_to_the_head(broker: InMemoryBroker) -> None:
 async def test_full_sink_pushes_back_on_the_publisher(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q", patterns=("strategy.signal",)))
     mailbox = Mailbox(2)
-    await broker.consume("q", mailbox.put, prefetch=2)
+    await broker.consume("q", mailbox, prefetch=2, owner="test")
     await broker.publish(signal(1))
     await broker.publish(signal(2))
     blocked = asyncio.ensure_future(broker.publish(signal(3)))
@@ -161,7 +161,7 @@ async def test_unbind_and_delete(broker: InMemoryBroker) -> None:
     assert broker.server.bindings() == []
     assert "q" not in broker.server.queues
     with pytest.raises(Unroutable):
-        await broker.consume("q", Sink(), prefetch=1)
+        await broker.consume("q", FunctionSink(Sink()), prefetch=1, owner="test")
     with pytest.raises(Unroutable):
         await broker.send_to_queue("q", signal(1))
 
@@ -188,7 +188,7 @@ async def test_replies(broker: InMemoryBroker) -> None:
 async def test_publish_from_another_thread_reaches_this_loop(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q", patterns=("strategy.signal",)))
     sink = Sink()
-    await broker.consume("q", sink, prefetch=10)
+    await broker.consume("q", FunctionSink(sink), prefetch=10, owner="test")
     loop_thread: list[int] = []
 
     async def record(delivery: Delivery) -> None:
@@ -196,7 +196,7 @@ async def test_publish_from_another_thread_reaches_this_loop(broker: InMemoryBro
         await sink(delivery)
 
     await broker.declare_queue(QueueSpec(name="q2", patterns=("strategy.signal",)))
-    await broker.consume("q2", record, prefetch=10)
+    await broker.consume("q2", FunctionSink(record), prefetch=10, owner="test")
 
     def publish_elsewhere() -> None:
         other = InMemoryBroker(broker.server)

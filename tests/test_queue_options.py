@@ -33,7 +33,7 @@ def test_a_queues_own_declaration_wins() -> None:
     classic_bus = QueueOptions(dead_letter_queue=DLQ, queue_type="classic")
     assert quorum_bus.type_of(spec()) == "quorum"
     assert quorum_bus.type_of(spec(queue_type="classic")) == "classic"
-    assert classic_bus.type_of(spec(quorum=True)) == "quorum"
+    assert classic_bus.type_of(spec(queue_type="quorum")) == "quorum"
     assert classic_bus.type_of(spec(queue_type="quorum")) == "quorum"
     assert quorum_bus.type_of(spec(durable=False)) == "classic"
     with pytest.raises(ConfigurationError, match="queue type"):

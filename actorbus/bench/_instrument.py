@@ -157,7 +157,7 @@ def _copy(tree: Supervisor, message_type: str, recorder: Recorder, queues: set[s
         if timed is None:
             children.append(child)
             continue
-        queues.add(child.actor.queue_name or child.actor_name)
+        queues.add(child.actor.queue_options.name or child.actor_name)
         factory = _retype(child.factory, timed) if child.factory is not None else None
         children.append(
             ChildSpec(actor=timed, factory=factory, name=child.actor_name, restart=child.restart)

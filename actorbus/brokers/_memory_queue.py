@@ -110,9 +110,9 @@ class Consumer:
         self.loop = loop
         self.thread = get_ident()
         """The thread running ``loop`` (a consumer is made on its own loop)."""
-        # A sink may take a delivery synchronously when it has room (a Mailbox does):
+        # The sink takes a delivery synchronously when it has room (a Mailbox does):
         # the fast path of a publish in the consumer's own loop, with no coroutine.
-        self.offer: Callable[[Delivery], bool] | None = getattr(sink, "offer", None)
+        self.offer: Callable[[Delivery], bool] = sink.offer
         self.unsettled = 0
         """Deliveries of a single-active queue handed to this consumer and not yet settled."""
 
@@ -208,19 +208,17 @@ class MemoryQueue:
         # On the consumer's loop? A thread runs one loop at a time, so "its thread, and
         # its loop running" says so without asking asyncio (see actorbus._loops).
         if consumer.thread == get_ident() and consumer.loop.is_running():
-            offer = consumer.offer
-            if offer is not None and offer(delivery):
+            if consumer.offer(delivery):
                 return None
-            return consumer.sink(delivery)
+            return consumer.sink.put(delivery)
         return _deliver_across_loops(consumer, delivery)
 
     def _hand_to_active(self, envelope: Envelope, consumer: Consumer) -> Awaitable[None] | None:
         delivery = _ActiveDelivery(envelope, self, consumer)
         if consumer.thread == get_ident() and consumer.loop.is_running():
-            offer = consumer.offer
-            if offer is not None and offer(delivery):
+            if consumer.offer(delivery):
                 return None
-            return _settle_on_failure(consumer.sink(delivery), delivery)
+            return _settle_on_failure(consumer.sink.put(delivery), delivery)
         return _settle_on_failure(_deliver_across_loops(consumer, delivery), delivery)
 
     def handed_back(self, consumer: Consumer) -> None:
@@ -344,7 +342,7 @@ class MemoryQueue:
                     delivery = _MemoryDelivery(envelope, self)
                 try:
                     if consumer.loop is asyncio.get_running_loop():
-                        await consumer.sink(delivery)
+                        await consumer.sink.put(delivery)
                     else:
                         await _deliver_across_loops(consumer, delivery)
                 except BaseException:
@@ -364,9 +362,5 @@ def _settle(waiter: asyncio.Future[None]) -> None:
 
 
 async def _deliver_across_loops(consumer: Consumer, delivery: Delivery) -> None:
-    future = asyncio.run_coroutine_threadsafe(_await(consumer.sink(delivery)), consumer.loop)
+    future = asyncio.run_coroutine_threadsafe(consumer.sink.put(delivery), consumer.loop)
     await asyncio.wrap_future(future)
-
-
-async def _await(awaitable: Awaitable[None]) -> None:
-    await awaitable

@@ -6,7 +6,28 @@ and their bindings, consumers with a prefetch limit, replies to ``ask``, and a
 dead-letter store. It knows nothing of actors, supervisors or the bus.
 
 The in-memory broker and the RabbitMQ broker implement the same contract, and
-one set of contract tests runs against both.
+one set of contract tests runs against both (``tests/contract``), driving this
+interface directly as well as through the bus. What a delivery means is the
+same in both:
+
+- **Prefetch.** A consumer has at most ``prefetch`` deliveries unsettled at
+  once; the next message waits in the queue until one of them is settled.
+- **Ack.** :meth:`Delivery.ack` says the message was handled: the broker forgets
+  it, and the consumer's prefetch has room for one more.
+- **Requeue.** :meth:`Delivery.requeue` gives the message back to the head of its
+  queue, to be delivered again (to this consumer or another).
+- **Cancel.** :meth:`ConsumerHandle.cancel` gives every delivery still unsettled
+  back to the queue, in order; settling one of them afterwards does nothing
+  (over RabbitMQ: its channel is closed; in memory: it was requeued at cancel).
+  :meth:`ConsumerHandle.pause` only stops new deliveries.
+- **Settling twice** does nothing.
+
+One difference is deliberate, and stated where it applies: over RabbitMQ a
+publish returns once the broker has the message, however long the queue; in
+memory the queue lives in the publisher's own process, so a publish to a queue
+whose consumers are all at their prefetch waits until one of them settles a
+delivery (flow control, as RabbitMQ's own credit flow holds a publisher that
+outruns a queue). Memory stays bounded under any load either way.
 """
 
 from __future__ import annotations
@@ -18,20 +39,60 @@ from typing import Literal, Protocol
 import msgspec
 
 from ..messages import REPLAYS_HEADER, Delivery, Envelope
+from ..queues import Overflow, QueueOptions, QueueType
 
 __all__ = [
     "REPLAYS_HEADER",
+    "BrokerStats",
     "ConsumerHandle",
     "DeadLetter",
     "DeadLetterFilter",
     "DeliverySink",
+    "FunctionSink",
     "MessageBroker",
     "QueueSpec",
     "ReplyHandler",
 ]
 
-DeliverySink = Callable[[Delivery], Awaitable[None]]
-"""Where a consumer hands each delivery; awaiting it is how backpressure reaches the broker."""
+
+class DeliverySink(Protocol):
+    """Where a consumer hands its deliveries: an actor's mailbox."""
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Take ``delivery`` if that needs no wait; return whether it was taken."""
+
+    async def put(self, delivery: Delivery) -> None:
+        """Take ``delivery``, waiting for room."""
+
+    def take_back(self, which: Callable[[Delivery], bool]) -> list[Delivery]:
+        """Remove and return the deliveries ``which`` selects that are still waiting."""
+
+
+class FunctionSink:
+    """A :class:`DeliverySink` that hands each delivery to an async function, one at a time.
+
+    It holds nothing: the function settles each delivery itself (or leaves it
+    unsettled, counting against the prefetch, until it does).
+    """
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[[Delivery], Awaitable[None]]) -> None:
+        self.function = function
+        """Called with each delivery."""
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Never takes at once: every delivery goes through :meth:`put`."""
+        return False
+
+    async def put(self, delivery: Delivery) -> None:
+        """Call the function with ``delivery``."""
+        await self.function(delivery)
+
+    def take_back(self, which: Callable[[Delivery], bool]) -> list[Delivery]:
+        """Nothing waits here to be taken back."""
+        return []
+
 
 ReplyHandler = Callable[[Envelope], None]
 """Called with each reply that arrives at a bus's reply address."""
@@ -46,22 +107,20 @@ class QueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Binding patterns (message types, or topics with ``*`` and ``#``)."""
     durable: bool = True
     """Survive a broker restart (RabbitMQ) / outlive the bus that declared it (in memory)."""
-    quorum: bool = False
-    """Declare a quorum queue (replicated; for clustered RabbitMQ)."""
     max_length: int | None = None
     """Most messages kept while nobody consumes; past it, ``overflow`` says what happens."""
-    overflow: Literal["reject-publish", "drop-head"] = "reject-publish"
+    overflow: Overflow = "reject-publish"
     """At ``max_length`` (RabbitMQ ``x-overflow``): ``"reject-publish"`` refuses the
     publish (``QueueFull``); ``"drop-head"`` drops the oldest message to make room."""
     expires: float | None = None
     """Seconds without a consumer after which the queue is deleted (RabbitMQ ``x-expires``);
     ``None``: a durable queue never expires (a non-durable one over RabbitMQ does, after
     the broker's ``idle_queue_expiry``)."""
-    queue_type: str | None = None
+    queue_type: QueueType | None = None
     """``"classic"`` or ``"quorum"`` (RabbitMQ only; in memory every queue is one kind).
 
-    ``None``: ``quorum`` decides, else the broker's bus-wide queue type. A
-    non-durable queue is always classic unless ``quorum`` says otherwise.
+    ``None``: the broker's bus-wide queue type for a durable queue; a non-durable
+    queue is classic unless it says ``"quorum"``.
     """
     delivery_limit: int | None = None
     """Quorum queues: deliveries of one message before the broker dead-letters it.
@@ -74,6 +133,21 @@ class QueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One consumer at a time gets the queue's messages; the others stand by, and the
     next (in the order they subscribed) takes over when it goes, unsettled messages
     first, in order (RabbitMQ's ``x-single-active-consumer``)."""
+
+    @classmethod
+    def declared(cls, name: str, patterns: tuple[str, ...], options: QueueOptions) -> QueueSpec:
+        """The queue ``name`` bound to ``patterns``, shaped by an actor's ``options``."""
+        return cls(
+            name=name,
+            patterns=patterns,
+            durable=options.durable,
+            max_length=options.max_length,
+            overflow=options.overflow,
+            expires=options.expires,
+            queue_type=options.queue_type,
+            delivery_limit=options.delivery_limit,
+            single_active=options.single_active,
+        )
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +174,12 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     def replays(self) -> int:
         """How many times this message was already replayed from the dead-letter queue."""
         return int(self.envelope.headers.get(REPLAYS_HEADER, "0"))
+
+    def replay_envelope(self) -> Envelope:
+        """The message as a replay sends it back: first attempt, one more replay counted."""
+        envelope = self.envelope
+        headers = {**envelope.headers, REPLAYS_HEADER: str(self.replays + 1)}
+        return msgspec.structs.replace(envelope, attempt=1, headers=headers)
 
     @classmethod
     def for_failure(
@@ -145,6 +225,15 @@ class DeadLetterFilter(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+class BrokerStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What a broker counts, for ``stats()``; each broker adds its own fields."""
+
+    mode: str
+    """``"in_memory"`` or ``"rabbitmq"``."""
+    unroutable: int = 0
+    """Messages published that no queue was bound to (counted whether kept or dropped)."""
+
+
 class ConsumerHandle(Protocol):
     """A running consumer; cancelling it gives unsettled deliveries back to the queue."""
 
@@ -156,10 +245,14 @@ class ConsumerHandle(Protocol):
         """
 
     async def pause(self) -> None:
-        """Stop new deliveries; those already handed on can still be settled (until cancel)."""
+        """Stop new deliveries; those already handed on can still be settled (until cancel).
+
+        A paused consumer of a ``single_active`` queue stays the active one: the next
+        consumer takes over only at :meth:`cancel`, in one step.
+        """
 
     async def cancel(self) -> None:
-        """Stop consuming."""
+        """Stop consuming; every delivery still unsettled goes back to the queue, in order."""
 
 
 class MessageBroker(Protocol):
@@ -169,6 +262,11 @@ class MessageBroker(Protocol):
     """``"in_memory"`` or ``"rabbitmq"``: the mode this broker gives the bus."""
     unroutable: int
     """Messages published that no queue was bound to (counted whether kept or dropped)."""
+    declare: Literal["create", "passive"]
+    """``"create"`` declares what is missing; ``"passive"`` only checks that it exists."""
+
+    def stats(self) -> BrokerStats:
+        """The broker's counters (and, over RabbitMQ, its connection), read now."""
 
     async def connect(self) -> None:
         """Open the connection; raise ``BrokerUnavailable`` when it cannot be made."""
@@ -191,20 +289,39 @@ class MessageBroker(Protocol):
         With ``mandatory``, raise ``Unroutable`` when no queue is bound to the type.
         """
 
+    def publish_nowait(
+        self, envelope: Envelope, *, mandatory: bool = False
+    ) -> Awaitable[None] | None:
+        """Start :meth:`publish`; return what is left to await, or ``None`` when it is done.
+
+        The hot path of a publish: the in-memory broker hands a message to a consumer
+        with room without any coroutine. A broker with nothing to gain returns its
+        ``publish`` coroutine. Errors found at once (bad data, ``Unroutable``) raise here.
+        """
+
     async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
         """Put ``envelope`` straight into one queue, bypassing routing (used by replay)."""
 
     async def queue_length(self, name: str) -> int:
         """Messages waiting in a queue, not yet delivered to a consumer (0: none, or no queue)."""
 
-    async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> ConsumerHandle:
-        """Hand each message of ``queue`` to ``sink``; at most ``prefetch`` unsettled at once."""
+    async def consume(
+        self, queue: str, sink: DeliverySink, *, prefetch: int, owner: str
+    ) -> ConsumerHandle:
+        """Hand each message of ``queue`` to ``sink``; at most ``prefetch`` unsettled at once.
+
+        ``owner`` names who consumes (an actor or subscription): the broker files the
+        dead letters it makes for this consumer (undecodable messages) under it.
+        """
 
     async def open_reply_address(self, on_reply: ReplyHandler) -> str:
         """Create this bus's reply address; replies sent there call ``on_reply``."""
 
     async def send_reply(self, address: str, envelope: Envelope) -> None:
         """Deliver a reply envelope to a reply address."""
+
+    def send_reply_nowait(self, address: str, envelope: Envelope) -> Awaitable[None] | None:
+        """Start :meth:`send_reply`; return what is left to await, or ``None`` when done."""
 
     async def dead_letter(self, entry: DeadLetter) -> None:
         """Store a dead letter durably; return once it is stored."""

@@ -42,7 +42,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable
 from threading import get_ident
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -56,6 +56,7 @@ from ._memory_queue import Consumer, MemoryQueue
 from ._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from .base import (
     REPLAYS_HEADER,
+    BrokerStats,
     DeadLetter,
     DeadLetterFilter,
     DeliverySink,
@@ -63,7 +64,7 @@ from .base import (
     ReplyHandler,
 )
 
-__all__ = ["DEFAULT_MAX_DEAD_LETTERS", "InMemoryBroker", "InMemoryServer"]
+__all__ = ["DEFAULT_MAX_DEAD_LETTERS", "InMemoryBroker", "InMemoryServer", "MemoryBrokerStats"]
 
 logger = logging.getLogger("actorbus.brokers.memory")
 
@@ -208,10 +209,21 @@ class InMemoryServer:
             self._trim_dead()
 
 
+class MemoryBrokerStats(BrokerStats, frozen=True, kw_only=True):
+    """The in-memory broker's counters (those of its server are shared by its buses)."""
+
+    dropped: int = 0
+    """Messages the server's queues dropped at their length limit."""
+    dead_letters_dropped: int = 0
+    """Dead letters the server dropped at its store's cap."""
+
+
 class InMemoryBroker:
     """A bus's connection to an :class:`InMemoryServer`; implements ``MessageBroker``."""
 
     name = "in_memory"
+    declare: Literal["create", "passive"] = "create"
+    """An in-memory broker always declares what is missing."""
 
     def __init__(
         self,
@@ -232,6 +244,15 @@ class InMemoryBroker:
         self._unroutable_spec = unroutable_spec(prefix) if unroutable == "keep" else None
         self._consumers: list[Consumer] = []
         self._reply_addresses: list[str] = []
+
+    def stats(self) -> MemoryBrokerStats:
+        """This connection's unroutable count and what the server's bounds dropped."""
+        return MemoryBrokerStats(
+            mode=self.name,
+            unroutable=self.unroutable,
+            dropped=self.server.dropped,
+            dead_letters_dropped=self.server.dead_letters_dropped,
+        )
 
     async def connect(self) -> None:
         """Nothing to open (the server is in this process); declare the unroutable queue."""
@@ -357,7 +378,9 @@ class InMemoryBroker:
         # A draining queue holds one more message on its way into a full mailbox.
         return len(target.backlog) + (1 if target.draining else 0)
 
-    async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> Consumer:
+    async def consume(
+        self, queue: str, sink: DeliverySink, *, prefetch: int, owner: str
+    ) -> Consumer:
         """Attach ``sink`` as a consumer of ``queue`` (prefetch is the sink's own bound)."""
         target = self.server.queues.get(queue)
         if target is None:

@@ -23,7 +23,14 @@ import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ..messages import Delivery, Envelope
-from .base import ConsumerHandle, DeadLetter, DeadLetterFilter, QueueSpec, ReplyHandler
+from .base import (
+    ConsumerHandle,
+    DeadLetter,
+    DeadLetterFilter,
+    FunctionSink,
+    QueueSpec,
+    ReplyHandler,
+)
 from .rabbitmq import AsyncRabbitMQBroker
 
 __all__ = ["RabbitMQBroker", "SyncConsumer"]
@@ -127,9 +134,18 @@ class RabbitMQBroker:
         self._call(self.async_broker.send_to_queue, queue, envelope)
 
     def consume(
-        self, queue: str, callback: Callable[[Delivery], None], *, prefetch: int = 100
+        self,
+        queue: str,
+        callback: Callable[[Delivery], None],
+        *,
+        prefetch: int = 100,
+        owner: str | None = None,
     ) -> SyncConsumer:
-        """Call ``callback(delivery)`` in a worker thread per message; ack when it returns."""
+        """Call ``callback(delivery)`` in a worker thread per message; ack when it returns.
+
+        ``owner`` names the consumer in the dead letters the broker makes for it
+        (default: the queue's name).
+        """
 
         async def sink(delivery: Delivery) -> None:
             try:
@@ -140,7 +156,11 @@ class RabbitMQBroker:
             delivery.ack()
 
         handle: ConsumerHandle = self._call(
-            self.async_broker.consume, queue, sink, prefetch=prefetch
+            self.async_broker.consume,
+            queue,
+            FunctionSink(sink),
+            prefetch=prefetch,
+            owner=owner or queue,
         )
         return SyncConsumer(self, handle)
 

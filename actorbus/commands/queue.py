@@ -68,7 +68,7 @@ async def run_queue(args: argparse.Namespace) -> int:
         name=args.queue,
         patterns=tuple(args.bind),
         single_active=args.single_active,
-        quorum=args.quorum,
+        queue_type="quorum" if args.quorum else None,
         max_length=args.max_length,
     )
     result = await migrate_queue(spec, url=args.url, prefix=args.prefix)

@@ -19,6 +19,7 @@ from support.scenario import CountingActor, Publisher, counting_actor, rabbit_bu
 
 from actorbus import AsyncMessageBus
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
+from actorbus.queues import QueueOptions
 
 __all__ = ["Load", "broker_of", "clean", "cluster_actor", "cluster_bus", "record", "settle"]
 
@@ -36,7 +37,7 @@ def cluster_actor(
 ) -> type[CountingActor]:
     """A counting actor (see ``support.scenario``), on its own queue type when given."""
     actor = counting_actor(checker, name, **options)
-    actor.queue_type = queue_type
+    actor.queue_options = QueueOptions(queue_type=queue_type)  # type: ignore[arg-type]
     return actor
 
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
+from actorbus.queues import QueueOptions
 
 BusFactory = Callable[..., AsyncMessageBus]
 
@@ -50,7 +51,7 @@ def standby_actor(tally: Tally, label: str, delay: float) -> type[Actor]:
 
     class Ordered(Actor):
         name = "ordered"
-        single_active = True
+        queue_options = QueueOptions(single_active=True)
         mailbox_size: ClassVar[int] = 10
 
         @handles(ORDER)
@@ -109,7 +110,7 @@ async def test_without_single_active_both_compete(make_bus: BusFactory) -> None:
 
     def competing(label: str) -> type[Actor]:
         cls = standby_actor(tally, label, 0.001)
-        cls.single_active = False
+        cls.queue_options = QueueOptions(single_active=False)
         return cls
 
     await first.spawn(competing("first"))

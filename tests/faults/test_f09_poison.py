@@ -23,6 +23,7 @@ from support.scenario import poll_sync, rabbit_bus
 
 from actorbus import Actor, Envelope, RetryPolicy, handles
 from actorbus.messages import register_message_type
+from actorbus.queues import QueueOptions
 
 pytestmark = [pytest.mark.faults, pytest.mark.anyio]
 
@@ -72,7 +73,7 @@ async def test_poison_and_retry_on_a_quorum_queue(node: RabbitNode, prefix: str)
 
     class Orders(Actor):
         name = "orders"
-        quorum = True
+        queue_options = QueueOptions(queue_type="quorum")
         retry = RetryPolicy(max_attempts=ATTEMPTS, backoff=0.002, max_backoff=0.005)
 
         @handles(ORDER)

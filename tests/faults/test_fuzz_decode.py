@@ -24,6 +24,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from actorbus import Codec, DecodeError, Envelope
+from actorbus.brokers.base import FunctionSink
 from actorbus.errors import MessageTooLarge
 from actorbus.messages import register_message_type
 
@@ -268,7 +269,7 @@ def test_consumer_never_raises_and_always_settles(
     async def consume_one() -> None:
         consumer = RabbitConsumer(
             "q",
-            sink,
+            FunctionSink(sink),
             10,
             codec=codec,
             actor="fuzz",

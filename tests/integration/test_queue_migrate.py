@@ -22,6 +22,7 @@ from actorbus.brokers.base import QueueSpec
 from actorbus.brokers.rabbitmq._migrate import migrate_queue
 from actorbus.cli import main
 from actorbus.errors import ActorStartError, ConfigurationError, QueueMismatch
+from actorbus.queues import QueueOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
@@ -42,7 +43,7 @@ def keeper(single_active: bool, seen: list[str] | None = None) -> type[Actor]:
             if seen is not None:
                 seen.append(msg.id)
 
-    Keeper.single_active = single_active
+    Keeper.queue_options = QueueOptions(single_active=single_active)
     return Keeper
 
 

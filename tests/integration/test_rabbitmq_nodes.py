@@ -25,6 +25,7 @@ from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker, ConnectionSettings
 from actorbus.brokers.rabbitmq._params import node_settings
 from actorbus.errors import BrokerRefused, BrokerUnavailable, ConfigurationError
 from actorbus.messages import register_message_type
+from actorbus.queues import QueueOptions
 
 pytestmark = pytest.mark.anyio
 
@@ -172,7 +173,7 @@ async def test_the_bus_wide_queue_type_and_an_actors_own_choice(
 
     class Local(Replicated):
         name = "local"
-        queue_type = "classic"
+        queue_options = QueueOptions(queue_type="classic")
 
     async with AsyncMessageBus(
         "rabbitmq", url=rabbitmq_url, prefix=unique_prefix, fallback=False, delivery_limit=7

@@ -10,9 +10,10 @@ from typing import Any, ClassVar
 import pytest
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
-from actorbus.brokers.base import QueueSpec
+from actorbus.brokers.base import FunctionSink, QueueSpec
 from actorbus.errors import QueueFull, Unroutable
 from actorbus.messages import make_envelope
+from actorbus.queues import QueueOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
@@ -23,7 +24,7 @@ ORDER = MessageTypes.EXECUTION_ORDER_REQUEST
 class Replicated(Actor):
     """Consumes from a quorum queue."""
 
-    quorum = True
+    queue_options = QueueOptions(queue_type="quorum")
     seen: ClassVar[list[int]] = []
 
     @handles(ORDER)
@@ -143,7 +144,7 @@ async def test_batched_acks_never_cover_an_unsettled_message(
         else:
             held.append(delivery)
 
-    consumer = await broker.consume(queue, sink, prefetch=20)
+    consumer = await broker.consume(queue, FunctionSink(sink), prefetch=20, owner="test")
     for _ in range(200):
         if len(held) == 7:  # 1 5 7 11 13 17 19 (3 9 15 requeued, and come back)
             break
@@ -156,7 +157,7 @@ async def test_batched_acks_never_cover_an_unsettled_message(
         left.append(delivery.envelope.data["i"])
         delivery.ack()
 
-    await broker.consume(queue, drain, prefetch=50)
+    await broker.consume(queue, FunctionSink(drain), prefetch=50, owner="test")
     for _ in range(300):
         if len(left) >= 10:
             break

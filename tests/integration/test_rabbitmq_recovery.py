@@ -21,7 +21,7 @@ from support.rabbit_node import RabbitNode
 from support.tcp_proxy import TcpProxy
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
-from actorbus.brokers.base import QueueSpec
+from actorbus.brokers.base import FunctionSink, QueueSpec
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
 from actorbus.errors import QueueFull
 from actorbus.messages import make_envelope
@@ -253,7 +253,7 @@ async def test_persistent_messages_survive_a_restart(node: RabbitNode, node_pref
             if broker.link.ready.is_set():
                 break
             await asyncio.sleep(0.05)
-        await broker.consume(queue, sink, prefetch=50)
+        await broker.consume(queue, FunctionSink(sink), prefetch=50, owner="test")
         for _ in range(600):
             if len(set(received)) >= len(sent):
                 break

@@ -8,7 +8,7 @@ import aiormq
 import pytest
 from aiormq.abc import AbstractConnection, DeliveredMessage
 
-from actorbus.brokers.base import QueueSpec
+from actorbus.brokers.base import FunctionSink, QueueSpec
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
 from actorbus.messages import Envelope, new_message_id
 from actorbus.topic import topic_matches
@@ -92,7 +92,9 @@ async def test_subsystem_split_keeps_topic_semantics(rabbitmq_url: str, unique_p
                 received[pattern].append(delivery.envelope.type)
                 delivery.ack()
 
-            await broker.consume(f"{unique_prefix}.split{index}", sink, prefetch=10)
+            await broker.consume(
+                f"{unique_prefix}.split{index}", FunctionSink(sink), prefetch=10, owner="test"
+            )
         for key in keys:
             await broker.publish(Envelope(id=new_message_id(), type=key, data={}, timestamp=0.0))
         expected = {p: sorted(k for k in keys if topic_matches(p, k)) for p in patterns}

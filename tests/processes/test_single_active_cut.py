@@ -19,6 +19,7 @@ import pytest
 from support.tcp_proxy import TcpProxy
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
+from actorbus.queues import QueueOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
@@ -29,7 +30,7 @@ COUNT = 300
 def standby(label: str, log: list[tuple[str, int, float, float]]) -> type[Actor]:
     class Ordered(Actor):
         name = "ordered"
-        single_active = True
+        queue_options = QueueOptions(single_active=True)
         mailbox_size: ClassVar[int] = 50
 
         @handles(ORDER)

@@ -23,6 +23,7 @@ import sys
 import time
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
+from actorbus.queues import QueueOptions
 
 ORDER = MessageTypes.EXECUTION_ORDER_REQUEST
 
@@ -42,7 +43,7 @@ def counter_class(records: int, *, single_active: bool, delay: float) -> type[Ac
             line = f"{msg.data['seq']} {os.getpid()} {start:.6f} {time.time():.6f}\n"
             os.write(records, line.encode())
 
-    Counter.single_active = single_active
+    Counter.queue_options = QueueOptions(single_active=single_active)
     return Counter
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from actorbus import Actor, ActorbusError, AsyncMessageBus, Envelope, handles
 from actorbus.messages import register_message_type
+from actorbus.queues import QueueOptions
 
 from .checker import CheckResult, LossChecker
 
@@ -99,7 +100,7 @@ def counting_actor(
         {
             "name": name,
             "checker": checker,
-            "quorum": quorum,
+            "queue_options": QueueOptions(queue_type="quorum" if quorum else None),
             "delay": delay,
             "mailbox_size": mailbox_size,
             "on_tick": on_tick,

@@ -124,6 +124,12 @@ class RabbitDelivery(Delivery):
 DeadLetterStore = Callable[[DeadLetter], Awaitable[None]]
 
 
+def _of_closed_channel(delivery: Delivery) -> bool:
+    """Whether ``delivery`` came on a channel that is closed now (RabbitMQ took it back)."""
+    acker = delivery.acker if isinstance(delivery, RabbitDelivery) else None
+    return acker is not None and acker.channel.is_closed
+
+
 class RabbitConsumer:
     """Feeds one queue's messages to a sink; restartable on a new connection."""
 
@@ -301,19 +307,8 @@ class RabbitConsumer:
         instances handle them at once, and out of order. Only the message being
         handled at that moment cannot be called back.
         """
-        take_all = getattr(self._sink, "take_all", None)
-        push_front = getattr(self._sink, "push_front", None)
-        if take_all is None or push_front is None:
-            return
-        kept = []
-        for delivery in take_all():
-            acker = delivery.acker if isinstance(delivery, RabbitDelivery) else None
-            if acker is not None and acker.channel.is_closed:
-                delivery.requeue()  # a settle on a dead channel sends nothing: bookkeeping only
-            else:
-                kept.append(delivery)
-        for delivery in reversed(kept):
-            push_front(delivery)
+        for delivery in self._sink.take_back(_of_closed_channel):
+            delivery.requeue()  # a settle on a dead channel sends nothing: bookkeeping only
 
     async def _on_batch(self, message: DeliveredMessage, settle: Settle) -> None:
         envelopes = decode_whole(message.body)
@@ -371,7 +366,7 @@ class RabbitConsumer:
         if dedup is None:
             plain = RabbitDelivery(envelope, settle, None, "")
             plain.acker = acker
-            await self._sink(plain)
+            await self._sink.put(plain)
             return
         replays = envelope.headers.get(REPLAYS_HEADER)
         key = envelope.id if replays is None else f"{envelope.id}/{replays}"
@@ -386,7 +381,7 @@ class RabbitConsumer:
         delivery.acker = acker
         dedup.inflight[key] = delivery
         try:
-            await self._sink(delivery)
+            await self._sink.put(delivery)
         except BaseException:
             if dedup.inflight.get(key) is delivery:
                 del dedup.inflight[key]

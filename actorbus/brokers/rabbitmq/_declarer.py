@@ -137,7 +137,7 @@ class Declarer:
         differences = await find_differences(
             fresh_channel,
             spec.name,
-            durable=spec.durable or spec.quorum,
+            durable=spec.durable or self._topo.options.type_of(spec) == "quorum",
             arguments=self._topo.arguments(spec),
             first=refusal,
         )

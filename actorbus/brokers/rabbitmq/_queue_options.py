@@ -109,8 +109,6 @@ class QueueOptions:
 
     def type_of(self, spec: QueueSpec) -> str:
         """The type ``spec`` is declared with."""
-        if spec.quorum:
-            return "quorum"
         if spec.queue_type is not None:
             return resolve_queue_type(spec.queue_type)
         return self.queue_type if spec.durable else "classic"

@@ -74,7 +74,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 from aiormq.abc import AbstractChannel, AbstractConnection
@@ -89,6 +89,7 @@ from ...errors import (
 from ...messages import Envelope, subsystem_of
 from .._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from ..base import (
+    BrokerStats,
     ConsumerHandle,
     DeadLetter,
     DeadLetterFilter,
@@ -109,9 +110,38 @@ from ._sender import Sender
 from ._topology import Topology, expected_subsystems, leading_wildcard
 from ._wire import encode_envelope
 
-__all__ = ["AsyncRabbitMQBroker"]
+__all__ = ["AsyncRabbitMQBroker", "RabbitMQBrokerStats"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
+
+
+class RabbitMQBrokerStats(BrokerStats, frozen=True, kw_only=True):
+    """The RabbitMQ broker's connection and counters."""
+
+    node: str | None = None
+    """The node in use as ``host:port`` (``None`` while reconnecting)."""
+    url: str | None = None
+    """Its URL without credentials (``None`` while reconnecting)."""
+    node_index: int = 1
+    """Position of the node in use (or last tried) in the list, from 1."""
+    nodes: int = 1
+    """How many nodes the list has."""
+    connected_since: float | None = None
+    """Epoch seconds the node in use was connected to (``None`` while reconnecting)."""
+    reconnects: int = 0
+    """Connections made after the first one."""
+    queue_type: str = "classic"
+    """The bus-wide queue type."""
+    delivery_limit: int | None = None
+    """The bus-wide delivery limit of quorum queues."""
+    unavailable_queues: dict[str, str] = {}
+    """Queues the node in use cannot serve now (a classic queue on a lost node), and why."""
+    publish_nacks: int = 0
+    """Publishes the broker refused (nacked), each counted once per refusal."""
+    outbox: int = 0
+    """Publishes waiting for the connection to come back."""
+    unconfirmed: int = 0
+    """Publishes sent and waiting for the broker's confirm."""
 
 
 class AsyncRabbitMQBroker:
@@ -254,6 +284,20 @@ class AsyncRabbitMQBroker:
         """The node in use, without credentials."""
         return self._link.node
 
+    def stats(self) -> RabbitMQBrokerStats:
+        """Where the broker is connected, and its counters."""
+        return RabbitMQBrokerStats(
+            mode=self.name,
+            unroutable=self.unroutable,
+            **self._link.describe(),  # type: ignore[arg-type]
+            queue_type=self.queue_options.queue_type,
+            delivery_limit=self.queue_options.delivery_limit,
+            unavailable_queues=dict(self.unavailable),
+            publish_nacks=self.publish_nacks,
+            outbox=self.outbox,
+            unconfirmed=self.unconfirmed,
+        )
+
     def describe(self) -> dict[str, Any]:
         """Where the broker is connected, for ``stats()``: node (redacted), queue type, gaps."""
         return {
@@ -360,6 +404,12 @@ class AsyncRabbitMQBroker:
             if spec is not None:
                 await self._send("", spec.name, body, properties, mandatory=False)
 
+    def publish_nowait(
+        self, envelope: Envelope, *, mandatory: bool = False
+    ) -> Awaitable[None] | None:
+        """:meth:`publish`, to be awaited: every publish over RabbitMQ waits for a confirm."""
+        return self.publish(envelope, mandatory=mandatory)
+
     async def _send_batch(
         self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties
     ) -> None:
@@ -433,7 +483,9 @@ class AsyncRabbitMQBroker:
 
     # -- consuming -------------------------------------------------------------------------
 
-    async def consume(self, queue: str, sink: DeliverySink, *, prefetch: int) -> ConsumerHandle:
+    async def consume(
+        self, queue: str, sink: DeliverySink, *, prefetch: int, owner: str
+    ) -> ConsumerHandle:
         """Consume ``queue`` on a channel of its own, with ``prefetch`` unsettled at most."""
         spec = self._topo.queues.get(queue)
         single_active = spec is not None and spec.single_active
@@ -442,7 +494,7 @@ class AsyncRabbitMQBroker:
             sink,
             prefetch,
             codec=self._codec,
-            actor=self._actor_of(queue),
+            actor=owner,
             dead_letter=self.dead_letter,
             timeout=self._timeout,
             on_remove=self._registry.forget,
@@ -477,6 +529,10 @@ class AsyncRabbitMQBroker:
         """Send a reply (transient, confirmed) to a requester's reply address."""
         body, properties = encode_envelope(self._codec, envelope, persistent=False)
         await self._send("", address, body, properties, mandatory=False)
+
+    def send_reply_nowait(self, address: str, envelope: Envelope) -> Awaitable[None] | None:
+        """:meth:`send_reply`, to be awaited (it waits for the broker's confirm)."""
+        return self.send_reply(address, envelope)
 
     # -- dead letters ----------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from .actor import RetryPolicy as RetryPolicy
 from .actor import handles as handles
 from .brokers.base import DeadLetter as DeadLetter
 from .bus import AsyncMessageBus as AsyncMessageBus
+from .children import ChildSpec as ChildSpec
+from .children import Restart as Restart
 from .clock import REAL_CLOCK as REAL_CLOCK
 from .clock import Clock as Clock
 from .codec import Codec as Codec
@@ -31,9 +33,7 @@ from .mailbox import Conflate as Conflate
 from .messages import Envelope as Envelope
 from .messages import MessageTypes as MessageTypes
 from .messages import register_message_type as register_message_type
-from .shutdown import ShutdownReport as ShutdownReport
-from .supervisor import ChildSpec as ChildSpec
-from .supervisor import Restart as Restart
+from .shutdown_report import ShutdownReport as ShutdownReport
 from .supervisor import Strategy as Strategy
 from .supervisor import Supervisor as Supervisor
 from .sync_bus import MessageBus as MessageBus

@@ -39,12 +39,13 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from .actor import Actor, ActorContext, ActorState, Handler
+from .brokers.base import QueueSpec
 from .errors import ActorCrashed
 from .hooks import Hooks
 from .mailbox import ConflatingMailbox, Mailbox
 from .messages import REPLAYS_HEADER, Delivery, Envelope, log_fields
 
-__all__ = ["ActorCell", "ActorRuntime", "ActorStats"]
+__all__ = ["ActorCell", "ActorCounters", "ActorRuntime"]
 
 logger = logging.getLogger("actorbus.actor")
 
@@ -52,7 +53,7 @@ STOP_TIMEOUT = 5.0
 """Seconds ``on_stop`` may take before it is abandoned."""
 
 
-class ActorStats:
+class ActorCounters:
     """Counters of one actor, kept across restarts."""
 
     __slots__ = (
@@ -85,8 +86,9 @@ class ActorStats:
 class ActorRuntime(Protocol):
     """What a cell needs from the layer above it."""
 
-    hooks: Hooks | None
-    """Telemetry called around each handled message, if any (see ``actorbus.hooks``)."""
+    @property
+    def hooks(self) -> Hooks | None:
+        """Telemetry called around each handled message, if any (see ``actorbus.hooks``)."""
 
     def context_for(self, cell: ActorCell) -> ActorContext:
         """The context an instance of ``cell`` talks through."""
@@ -113,7 +115,7 @@ class ActorCell:
         factory: Callable[[], Actor],
         actor_class: type[Actor],
         name: str,
-        queue: str,
+        queue_spec: QueueSpec,
         runtime: ActorRuntime,
     ) -> None:
         self.factory = factory
@@ -122,8 +124,8 @@ class ActorCell:
         """The class the factory builds (for its declarations)."""
         self.name = name
         """Actor name."""
-        self.queue = queue
-        """The broker queue this actor consumes from."""
+        self.queue_spec = queue_spec
+        """The broker queue this actor consumes from, and the patterns bound to it."""
         self.runtime = runtime
         policy = actor_class.mailbox_policy
         self.mailbox: Mailbox = (
@@ -134,7 +136,7 @@ class ActorCell:
         """Deliveries waiting for this actor; kept across restarts."""
         self.state = ActorState.NEW
         """Current lifecycle state."""
-        self.stats = ActorStats()
+        self.stats = ActorCounters()
         """Counters, kept across restarts."""
         self.instance: Actor | None = None
         """The running instance, if any."""
@@ -150,9 +152,14 @@ class ActorCell:
         self._watch: asyncio.Event | None = None
 
     @property
+    def queue(self) -> str:
+        """The name of the queue this actor consumes from."""
+        return self.queue_spec.name
+
+    @property
     def patterns(self) -> tuple[str, ...]:
         """Message types and patterns this actor's queue is bound to."""
-        return self.actor_class.handled_types()
+        return self.queue_spec.patterns
 
     @property
     def busy(self) -> bool:

@@ -31,7 +31,6 @@ registers the commands and maps errors to exit codes.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import logging
@@ -40,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from . import __version__
+from ._loops import run as run_on_fresh_loop
 from .commands import asyncapi as asyncapi_command
 from .commands import bench, dlq, stats, topology
 from .commands import queue as queue_command
@@ -127,11 +127,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def _runner() -> Callable[[Any], Any]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is not on every platform
-        return asyncio.run
-    return uvloop.run
+    return run_on_fresh_loop
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,9 +9,9 @@ there by itself (:func:`switch_to`):
 1. every actor's and subscription's queue is declared on RabbitMQ;
 2. publishes and replies go over RabbitMQ from then on;
 3. each actor consumes its RabbitMQ queue and stops consuming in memory;
-4. what is still waiting in an in-memory queue of one of these actors (a
-   backlog behind a full mailbox) is sent to its RabbitMQ queue, and this
-   bus's dead letters move to RabbitMQ's dead-letter store;
+4. what is still waiting for one of these actors in memory (in its mailbox, or
+   in its in-memory queue behind it) is sent to its RabbitMQ queue, in order,
+   and this bus's dead letters move to RabbitMQ's dead-letter store;
 5. it logs a warning and publishes ``system.mode_change`` (over RabbitMQ, so
    other processes hear it too).
 
@@ -37,11 +37,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._retry import Backoff
+from .brokers._memory_queue import MemoryDelivery
 from .brokers.base import DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker
 from .errors import BrokerRefused, BrokerUnavailable
-from .messages import register_message_type
-from .router import Router
+from .messages import Delivery, register_message_type
+from .runtime import Runtime
 
 __all__ = ["MODE_CHANGE_TYPE", "Healer", "reconnect", "switch_to"]
 
@@ -50,14 +52,13 @@ logger = logging.getLogger("actorbus.bus")
 MODE_CHANGE_TYPE = register_message_type("system.mode_change")
 """Announced by a bus that moved from memory to RabbitMQ (data: from, to, seconds, moved)."""
 
-DEFAULT_BACKOFF = (0.1, 2.0)
-"""First and longest wait between attempts, for a broker that does not say its own."""
+RECONNECT = Backoff(0.1, 2.0)
+"""Waits between attempts to reach RabbitMQ again (the broker's own reconnect defaults)."""
 
 
-async def reconnect(broker: MessageBroker) -> bool:
+async def reconnect(broker: MessageBroker, backoff: Backoff = RECONNECT) -> bool:
     """Try ``broker.connect()`` until it works (``True``) or is refused for good (``False``)."""
-    first, longest = getattr(broker, "reconnect_backoff", DEFAULT_BACKOFF)
-    wait = first
+    delays = backoff.delays()
     while True:
         try:
             await broker.connect()
@@ -66,27 +67,33 @@ async def reconnect(broker: MessageBroker) -> bool:
             logger.error("RabbitMQ refused this bus (%s): staying in memory", exc)
             return False
         except BrokerUnavailable as exc:
+            wait = next(delays)
             logger.debug("RabbitMQ still unreachable (%s); next try in %.2fs", exc, wait)
-        await asyncio.sleep(wait)
-        wait = min(wait * 2, longest)
+            await asyncio.sleep(wait)
 
 
-async def switch_to(router: Router, broker: MessageBroker) -> int:
-    """Move ``router`` and its actors to ``broker``; return the messages carried over.
+async def switch_to(runtime: Runtime, broker: MessageBroker) -> int:
+    """Move ``runtime`` and its actors to ``broker``; return the messages carried over.
 
     See the module docs for the steps. The in-memory connection is closed after.
     """
     started = time.monotonic()
-    old = await router.move_to(broker)
+    old = await runtime.move_to(broker)
     moved = 0
     if isinstance(old, InMemoryBroker):
-        for cell in list(router.cells):
+        for cell in list(runtime.cells):
+            # Not yet handled, still the in-memory broker's: they go over with the backlog.
+            unread = cell.mailbox.take_back(_from_memory)
             queue = old.server.queues.get(cell.queue)
-            if queue is None or queue.consumers:
-                continue  # another in-memory bus still consumes it: its backlog is its own
-            while queue.backlog:
-                await broker.send_to_queue(cell.queue, queue.backlog.popleft())
+            consumed = queue is not None and any(not c.paused for c in queue.consumers)
+            backlog = [] if queue is None or consumed else list(queue.backlog)
+            for envelope in [delivery.envelope for delivery in unread] + backlog:
+                await broker.send_to_queue(cell.queue, envelope)
                 moved += 1
+            for delivery in unread:
+                delivery.ack()
+            if queue is not None and backlog:
+                queue.backlog.clear()
             entries = old.server.take_dead_letters(DeadLetterFilter(actor=cell.name))
             for entry in entries:
                 await broker.dead_letter(entry)
@@ -112,14 +119,14 @@ class Healer:
     def __init__(
         self,
         broker: MessageBroker,
-        router: Router,
+        runtime: Runtime,
         *,
         closed: Callable[[], bool],
         reopen_control: Callable[[MessageBroker | None], Awaitable[None]],
         announce: Callable[[str, dict[str, Any]], None],
     ) -> None:
         self._broker = broker
-        self._router = router
+        self._runtime = runtime
         self._closed = closed
         self._reopen_control = reopen_control
         self._announce = announce
@@ -140,11 +147,11 @@ class Healer:
         self._switching = True
         try:
             await self._reopen_control(None)
-            moved = await switch_to(self._router, broker)
+            moved = await switch_to(self._runtime, broker)
             await self._reopen_control(broker)
         except Exception:
             logger.exception(
-                "moving to RabbitMQ failed part way; mode is now %s", self._router.broker.name
+                "moving to RabbitMQ failed part way; mode is now %s", self._runtime.broker.name
             )
             return
         finally:
@@ -165,6 +172,10 @@ class Healer:
         if not self._switching:  # still waiting for RabbitMQ: give up on it
             self._task.cancel()
         await asyncio.wait([self._task], timeout=max(0.0, timeout))
+
+
+def _from_memory(delivery: Delivery) -> bool:
+    return isinstance(delivery, MemoryDelivery)
 
 
 async def _quietly(operation: Awaitable[Any]) -> None:

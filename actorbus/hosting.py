@@ -18,10 +18,12 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .actor import Actor
+from .children import ChildSpec
 from .errors import ActorStartError, BusClosed, SupervisorGaveUp
 from .messages import MessageTypes, make_envelope
-from .router import Router
-from .supervisor import ChildSpec, Supervisor
+from .placement import Placement
+from .runtime import Runtime
+from .supervisor import Supervisor
 
 __all__ = ["TreeHost", "name_of"]
 
@@ -31,8 +33,8 @@ logger = logging.getLogger("actorbus.bus")
 class TreeHost:
     """The task group of one bus and the trees running in it."""
 
-    def __init__(self, router: Router, *, source: str, closing: Callable[[], bool]) -> None:
-        self._router = router
+    def __init__(self, runtime: Runtime, *, source: str, closing: Callable[[], bool]) -> None:
+        self._runtime = runtime
         self._source = source
         self._closing = closing
         self._task_group: TaskGroup | None = None
@@ -54,12 +56,14 @@ class TreeHost:
             await self._stop.wait()
             task_group.cancel_scope.cancel()
 
-    async def spawn(self, supervisor: Supervisor) -> None:
-        """Run ``supervisor``'s tree; return once every child has started."""
+    async def spawn(self, supervisor: Supervisor, placement: Placement) -> None:
+        """Run ``supervisor``'s tree (its actors ``placement`` puts here); return once started."""
         assert self._task_group is not None
-        await self._task_group.start(self._run_tree, supervisor)
+        await self._task_group.start(self._run_tree, supervisor, placement)
 
-    async def _run_tree(self, supervisor: Supervisor, *, task_status: TaskStatus[Any]) -> None:
+    async def _run_tree(
+        self, supervisor: Supervisor, placement: Placement, *, task_status: TaskStatus[Any]
+    ) -> None:
         """Run a tree in its own cancel scope, kept in ``trees`` for stop and shutdown.
 
         A tree still starting is not yet in the host task group's scope (anyio moves
@@ -70,7 +74,7 @@ class TreeHost:
         with anyio.CancelScope() as scope:
             self.trees[supervisor] = (scope, ended)
             try:
-                await supervisor.run(self._router, task_status=readiness)
+                await supervisor.run(self._runtime, placement=placement, task_status=readiness)
             except SupervisorGaveUp as exc:
                 await self._report_failure(supervisor, exc)
             finally:
@@ -89,7 +93,7 @@ class TreeHost:
             "error": f"{type(error).__name__}: {error}",
         }
         try:
-            await self._router.publish(
+            await self._runtime.publisher.publish(
                 make_envelope(MessageTypes.SYSTEM_ERROR, data, source=self._source)
             )
         except Exception:

@@ -246,31 +246,37 @@ class ConflatingMailbox(Mailbox):
         self._latest: dict[Hashable, Delivery] = {}
 
     def offer(self, delivery: Delivery) -> bool:
-        """Like :meth:`Mailbox.offer`; conflated types always take the waiting path."""
-        if delivery.envelope.type in self.policy.types:
-            return False
-        return super().offer(delivery)
+        """Like :meth:`Mailbox.offer`; a conflated type replaces its unread one at once."""
+        if delivery.envelope.type not in self.policy.types:
+            return super().offer(delivery)
+        return self._conflate(delivery, behind=self._putters)
 
     async def put(self, delivery: Delivery) -> None:
         """Replace an unread message with the same key, else queue (waiting when full)."""
-        envelope = delivery.envelope
-        if envelope.type not in self.policy.types:
+        if delivery.envelope.type not in self.policy.types:
             await super().put(delivery)
             return
-        key = self.policy.key(envelope)
+        while not self._conflate(delivery, behind=None):
+            await self._wait_for_room()
+
+    def _conflate(self, delivery: Delivery, behind: Any) -> bool:
+        """Replace the unread message of its key (the older one is settled), else queue it.
+
+        Refuses when a new slot is needed and there is no room, or ``behind`` (the
+        putters an offer must not overtake) is not empty.
+        """
+        key = self.policy.key(delivery.envelope)
         older = self._latest.get(key)
-        if older is not None:
+        if older is not None:  # replaces the unread one: needs no room
             self._latest[key] = delivery
             self.conflated += 1
             older.ack()
-            return
-        while len(self._items) >= self.capacity:
-            await self._wait_for_room()
-            if key in self._latest:  # a same-key message arrived while we waited
-                await self.put(delivery)
-                return
+            return True
+        if len(self._items) >= self.capacity or behind:
+            return False
         self._latest[key] = delivery
         self._append(_Slot(key))
+        return True
 
     def _unwrap(self, item: Any) -> Delivery:
         if type(item) is _Slot:

@@ -18,7 +18,7 @@ import msgspec
 
 from .errors import ConfigurationError
 
-__all__ = ["Overflow", "QueueOptions", "QueueType"]
+__all__ = ["Overflow", "QueueOptions", "QueueType", "actor_queue_name"]
 
 QueueType = Literal["classic", "quorum"]
 """RabbitMQ's two queue types: ``classic`` (one node) or ``quorum`` (replicated)."""
@@ -68,3 +68,8 @@ class QueueOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError(
                 f"delivery_limit must be at least 1, not {self.delivery_limit}"
             )
+
+
+def actor_queue_name(prefix: str, options: QueueOptions, actor: str) -> str:
+    """The queue an actor named ``actor`` consumes from under ``prefix``."""
+    return options.name or f"{prefix}.actor.{actor}"

@@ -38,30 +38,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 
+from .background import Background
 from .cell import ActorCell
 from .errors import BusClosed
+from .shutdown_report import Accounting, ShutdownReport
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
     from .control import StopControl
     from .hosting import TreeHost
-    from .router import Router
+    from .runtime import Runtime
     from .subscribing import Subscriptions
 
-__all__ = [
-    "GRACE",
-    "QUIET",
-    "ActorShutdown",
-    "ShutdownReport",
-    "close",
-    "end_trees",
-]
+__all__ = ["GRACE", "QUIET", "BusParts", "shut_down"]
 
 logger = logging.getLogger("actorbus.bus")
 
@@ -73,149 +68,58 @@ QUIET = 0.005
 ago (over RabbitMQ: confirmed, not yet delivered) gets the time to arrive."""
 
 
-class ActorShutdown(msgspec.Struct, frozen=True, kw_only=True):
-    """What one actor (or subscription) did with its messages while the bus shut down."""
+@dataclass(frozen=True)
+class BusParts:
+    """What a started bus is made of, as its shutdown sees it."""
 
-    queue: str
-    """The queue it consumed from."""
-    durable: bool
-    """Whether that queue outlives the bus (else what it holds is dropped with it)."""
-    handled: int = 0
-    """Messages handled successfully during the shutdown."""
-    dead_lettered: int = 0
-    """Messages that failed for good during the shutdown and went to the dead letters."""
-    returned: int = 0
-    """Messages taken but not handled, given back to the (durable) queue."""
-    dropped: int = 0
-    """Messages in its non-durable queue, deleted with the bus."""
-    cut: int = 0
-    """Handlers cancelled mid-way at the timeout (their messages are among ``returned``
-    or ``dropped``: a cut handler's side effects may run again)."""
+    runtime: Runtime
+    """The actors' link to the broker."""
+    host: TreeHost
+    """The actor trees."""
+    subscriptions: Subscriptions
+    """The subscriptions (their non-durable queues are deleted)."""
+    background: Background
+    """Background publishes (waited for while draining)."""
+    announcements: Background
+    """Startup/shutdown announcements (given a moment, then given up)."""
+    stops: StopControl
+    """The control listener (closed)."""
 
 
-class ShutdownReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What a shutdown did, in numbers: returned by ``shutdown()`` on both faces.
+async def shut_down(
+    parts: BusParts, mode: str, timeout: float, drain_for: float, begun: float
+) -> ShutdownReport:
+    """Run the phases (see the module documentation); return the report.
 
-    ``handled + dead_lettered + returned + dropped`` accounts for every message
-    the bus's actors held (in their mailboxes or in a handler) when it began or
-    received during the drain, plus those left in their non-durable queues.
+    ``begun`` is the ``time.monotonic()`` the shutdown began at; everything is
+    bounded by ``timeout`` from then, plus the :data:`GRACE` margins.
     """
-
-    mode: str
-    """The bus's mode."""
-    timeout: float
-    """The timeout asked for, in seconds."""
-    seconds: float
-    """How long the shutdown took."""
-    handled: int = 0
-    """Messages handled during the shutdown, all actors."""
-    dead_lettered: int = 0
-    """Messages dead-lettered during the shutdown."""
-    returned: int = 0
-    """Messages given back to durable queues unhandled."""
-    dropped: int = 0
-    """Messages lost with the non-durable queues deleted by the shutdown."""
-    cut: int = 0
-    """Handlers cancelled mid-way at the timeout."""
-    actors: dict[str, ActorShutdown] = {}
-    """The same, by actor name."""
-    abandoned: tuple[str, ...] = ()
-    """Actors whose task would not end even when cancelled (left running on the loop);
-    ``("event loop",)`` when the loop itself was blocked (a plain ``def`` handler that
-    never returns) and only the sync face could return."""
-
-    @property
-    def unhandled(self) -> int:
-        """Messages the bus took and did not handle: ``returned + dropped``."""
-        return self.returned + self.dropped
-
-    def summary(self) -> str:
-        """One line: the totals, and where the unhandled messages went."""
-        line = (
-            f"shut down in {self.seconds:.2f}s (timeout {self.timeout:g}s): "
-            f"{self.handled} handled, {self.dead_lettered} dead-lettered, "
-            f"{self.returned} returned to their queues, {self.dropped} dropped, "
-            f"{self.cut} handler(s) cut at the timeout"
-        )
-        places = [
-            f"{name} ({entry.queue}): {entry.returned} returned, {entry.dropped} dropped"
-            + (f", {entry.cut} cut" if entry.cut else "")
-            for name, entry in self.actors.items()
-            if entry.returned or entry.dropped or entry.cut
-        ]
-        if places:
-            line += "; " + "; ".join(places)
-        if self.abandoned:
-            line += "; still running, abandoned: " + ", ".join(self.abandoned)
-        return line
-
-
-class Accounting:
-    """Counts, per cell, what happened between the start of a shutdown and its end."""
-
-    def __init__(self, cells: Iterable[ActorCell]) -> None:
-        self.cells = list(cells)
-        """The cells attached when the shutdown began."""
-        self._start = time.monotonic()
-        self._before = {id(cell): _counters(cell) for cell in self.cells}
-        self._dropped: dict[str, int] = {}
-
-    def dropped(self, queue: str, count: int) -> None:
-        """Note that a non-durable queue holding ``count`` messages was deleted."""
-        self._dropped[queue] = self._dropped.get(queue, 0) + count
-
-    def report(self, mode: str, timeout: float, abandoned: Iterable[str]) -> ShutdownReport:
-        """The report, from the counters as they are now."""
-        actors: dict[str, ActorShutdown] = {}
-        for cell in self.cells:
-            handled, dead, cut, returned = (
-                now - before
-                for now, before in zip(_counters(cell), self._before[id(cell)], strict=True)
-            )
-            durable = cell.queue not in self._dropped
-            dropped = 0 if durable else self._dropped.pop(cell.queue)
-            entry = ActorShutdown(
-                queue=cell.queue,
-                durable=durable,
-                handled=handled,
-                dead_lettered=dead,
-                returned=returned if durable else 0,
-                dropped=dropped,
-                cut=cut,
-            )
-            earlier = actors.get(cell.name)
-            if earlier is not None:  # two cells of one name: one entry for both
-                entry = _merge(earlier, entry)
-            actors[cell.name] = entry
-        return ShutdownReport(
-            mode=mode,
-            timeout=timeout,
-            seconds=time.monotonic() - self._start,
-            handled=sum(e.handled for e in actors.values()),
-            dead_lettered=sum(e.dead_lettered for e in actors.values()),
-            returned=sum(e.returned for e in actors.values()),
-            dropped=sum(e.dropped for e in actors.values()),
-            cut=sum(e.cut for e in actors.values()),
-            actors=actors,
-            abandoned=tuple(abandoned),
-        )
-
-
-def _counters(cell: ActorCell) -> tuple[int, int, int, int]:
-    stats = cell.stats
-    return (stats.processed, stats.dead_lettered, stats.interrupted, stats.returned)
-
-
-def _merge(a: ActorShutdown, b: ActorShutdown) -> ActorShutdown:
-    return ActorShutdown(
-        queue=a.queue,
-        durable=a.durable and b.durable,
-        handled=a.handled + b.handled,
-        dead_lettered=a.dead_lettered + b.dead_lettered,
-        returned=a.returned + b.returned,
-        dropped=a.dropped + b.dropped,
-        cut=a.cut + b.cut,
-    )
+    deadline = begun + max(0.0, timeout)
+    runtime, host = parts.runtime, parts.host
+    accounting = Accounting(runtime.cells)
+    cells = accounting.cells
+    # 1. Drain: finish the work in flight, follow-ups through this bus's actors included
+    # (publishing stays open while handlers run).
+    await drain(cells, parts.background, min(deadline, begun + drain_for))
+    # 2. Stop: no new deliveries (the broker keeps what it holds), then no new message
+    # started; handlers in progress have until the deadline.
+    for cell in cells:
+        cell.stop_deadline = deadline + GRACE
+        await _quietly(runtime.pause(cell))
+    trees = list(host.trees.items())
+    await stop([tree for tree, _ in trees], cells, deadline)
+    # 3. Cut what still runs (and spawns still starting), then wait a moment for it.
+    for _, (scope, _ended) in trees:
+        scope.cancel()
+    ends = [ended for _, (_, ended) in trees]
+    abandoned = await end_trees(runtime, host, ends, deadline + GRACE)
+    await close(parts, accounting, until=deadline + 2 * GRACE)
+    report = accounting.report(mode, timeout, abandoned)
+    if report.unhandled or report.cut or report.abandoned:
+        logger.warning("message bus %s", report.summary())
+    else:
+        logger.info("message bus %s", report.summary())
+    return report
 
 
 def _settled(cell: ActorCell) -> bool:
@@ -226,7 +130,7 @@ def _ended(cell: ActorCell) -> bool:
     return not cell.running
 
 
-async def drain(cells: list[ActorCell], background: set[asyncio.Task[Any]], until: float) -> bool:
+async def drain(cells: list[ActorCell], background: Background, until: float) -> bool:
     """Phase 1: wait until every cell is idle and no background publish is left.
 
     Waits on the cells' own signals (they tell when they go idle), not by polling.
@@ -238,7 +142,7 @@ async def drain(cells: list[ActorCell], background: set[asyncio.Task[Any]], unti
             for cell in cells:
                 await cell.wait_for(partial(_settled, cell))
             if background:
-                await asyncio.wait(set(background))
+                await background.wait()
                 continue
             await asyncio.sleep(QUIET)
             if not background and all(map(_settled, cells)):
@@ -269,7 +173,7 @@ async def stop(supervisors: Iterable[Supervisor], cells: list[ActorCell], until:
 
 
 async def end_trees(
-    router: Router, host: TreeHost, ended: list[anyio.Event], until: float
+    runtime: Runtime, host: TreeHost, ended: list[anyio.Event], until: float
 ) -> list[str]:
     """Wait until every cancelled tree has ended; give back what the stuck ones hold.
 
@@ -282,44 +186,35 @@ async def end_trees(
             await event.wait()
     await host.close(until - time.monotonic())
     abandoned: list[str] = []
-    for cell in list(router.cells):  # trees that did not end: their cells are still attached
+    for cell in list(runtime.cells):  # trees that did not end: their cells are still attached
         abandoned.append(cell.name)
         cell.abandon()
-        await _quietly(router.detach(cell))
+        await _quietly(runtime.detach(cell))
     if abandoned:
         logger.error("shutdown: %s would not stop; left running", ", ".join(abandoned))
     return abandoned
 
 
-async def close(
-    router: Router,
-    accounting: Accounting,
-    *,
-    subscriptions: Subscriptions,
-    announcements: set[asyncio.Task[None]],
-    stops: StopControl,
-    until: float,
-) -> None:
+async def close(parts: BusParts, accounting: Accounting, *, until: float) -> None:
     """Delete the non-durable queues (counting what they held), then close the broker."""
+    broker = parts.runtime.broker
     with anyio.move_on_after(max(GRACE, until - time.monotonic())):
-        for subscription_class_ in subscriptions.classes():
-            if not subscription_class_.queue_options.durable:
-                queue = subscription_class_.queue_options.name or ""
-                try:
-                    accounting.dropped(queue, await router.broker.queue_length(queue))
-                except Exception:
-                    logger.debug("could not count the messages of %s", queue, exc_info=True)
-                await _quietly(router.broker.delete_queue(queue))
-        if announcements:  # a moment for them to arrive, then they are given up
-            await asyncio.wait(set(announcements), timeout=GRACE)
-    for task in announcements:
-        task.cancel()
-    subscriptions.clear()
+        for queue in parts.subscriptions.private_queues():
+            try:
+                accounting.dropped(queue, await broker.queue_length(queue))
+            except Exception:
+                logger.debug("could not count the messages of %s", queue, exc_info=True)
+            await _quietly(broker.delete_queue(queue))
+        await parts.announcements.wait(GRACE)  # a moment for them to arrive, then given up
+    parts.announcements.cancel()
+    parts.subscriptions.clear()
     # No reply can come any more: askers get a clear error now, not a timeout later.
-    router.fail_pending(BusClosed("the message bus was shut down before the reply came"))
+    parts.runtime.requests.fail_pending(
+        BusClosed("the message bus was shut down before the reply came")
+    )
     with anyio.move_on_after(max(GRACE, until - time.monotonic())) as closing:
-        await _quietly(stops.close())
-        await _quietly(router.broker.close())
+        await _quietly(parts.stops.close())
+        await _quietly(broker.close())
     if closing.cancelled_caught:
         logger.error("shutdown: the broker did not close in time; abandoned")
 

@@ -2,21 +2,27 @@
 
 :class:`Subscriptions` turns ``subscribe`` and ``unsubscribe`` calls into one-off
 subscription actors (see :mod:`actorbus.subscription`), each in a supervisor tree
-of its own, and keeps one record per subscription: its handler, its patterns (or
-its ``queue=``), its actor class and its tree. The same call twice does nothing;
-a second subscribe while the first is still starting shares its outcome.
+of its own, and keeps one record per subscription: its child spec, the patterns
+its queue is bound to now, and its tree. Adding types to a ``queue=``
+subscription re-binds its queue through the runtime; nothing edits a class. The
+same call twice does nothing; a second subscribe while the first is still
+starting shares its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
+from .children import ChildSpec
 from .errors import UnknownMessageType
 from .messages import validate_type
-from .router import Router
-from .subscription import FunctionActor, MessageHandler, check_handler, subscription_class
+from .runtime import Runtime
+from .subscription import MessageHandler, check_handler, subscription_spec
 from .supervisor import Supervisor
 from .topic import is_pattern
 
@@ -44,6 +50,25 @@ def validate_pattern(pattern: str) -> str:
     return validate_type(pattern)
 
 
+@dataclass
+class _Subscription:
+    """One subscription in place: how it was spawned, what it is bound to, its tree."""
+
+    spec: ChildSpec
+    patterns: list[str]
+    supervisor: Supervisor
+
+    @property
+    def queue(self) -> str:
+        assert self.spec.queue_options is not None
+        return self.spec.queue_options.name or ""
+
+    @property
+    def durable(self) -> bool:
+        assert self.spec.queue_options is not None
+        return self.spec.queue_options.durable
+
+
 class Subscriptions:
     """The subscriptions of one bus, started and stopped through its ``spawn`` and ``stop``."""
 
@@ -51,7 +76,7 @@ class Subscriptions:
         self,
         prefix: str,
         *,
-        ready: Callable[[], Awaitable[Router]],
+        ready: Callable[[], Awaitable[Runtime]],
         spawn: Callable[[Supervisor], Awaitable[Any]],
         stop: Callable[[Supervisor], Awaitable[None]],
     ) -> None:
@@ -59,12 +84,12 @@ class Subscriptions:
         self._ready = ready
         self._spawn = spawn
         self._stop = stop
-        self._subscriptions: dict[_SubscriptionKey, tuple[type[FunctionActor], Supervisor]] = {}
+        self._subscriptions: dict[_SubscriptionKey, _Subscription] = {}
         self._subscribing: dict[_SubscriptionKey, asyncio.Future[None]] = {}
 
-    def classes(self) -> list[type[FunctionActor]]:
-        """The actor class of every subscription in place."""
-        return [cls for cls, _ in self._subscriptions.values()]
+    def private_queues(self) -> list[str]:
+        """The non-durable queues of the subscriptions in place (deleted with the bus)."""
+        return [sub.queue for sub in self._subscriptions.values() if not sub.durable]
 
     def clear(self) -> None:
         """Forget every subscription (at shutdown, once their trees have ended)."""
@@ -80,20 +105,17 @@ class Subscriptions:
         key: _SubscriptionKey = (handler, None if queue is not None else patterns, queue)
         existing = self._subscriptions.get(key)
         if existing is not None:
-            cls, supervisor = existing
-            added = [p for p in patterns if p not in cls._handlers]
-            for pattern in added:
-                cls._handlers[pattern] = "function"
+            added = [p for p in patterns if p not in existing.patterns]
+            existing.patterns.extend(added)
             starting = self._subscribing.get(key)
             if starting is not None:  # the first subscribe is still starting: share its outcome
                 await asyncio.shield(starting)
             if added:
-                await self._rebind(supervisor)
+                await self._rebind(existing)
             return
-        cls = subscription_class(handler, self._prefix, queue, patterns)
-        cls._handlers = dict.fromkeys(patterns, "function")
-        supervisor = Supervisor([cls], max_restarts=10, within=1.0, name=cls.name)
-        self._subscriptions[key] = (cls, supervisor)
+        spec = subscription_spec(handler, self._prefix, queue, patterns)
+        supervisor = Supervisor([spec], max_restarts=10, within=1.0, name=spec.actor_name)
+        self._subscriptions[key] = _Subscription(spec, list(patterns), supervisor)
         starting = self._subscribing[key] = asyncio.get_running_loop().create_future()
         try:
             await self._spawn(supervisor)
@@ -115,25 +137,32 @@ class Subscriptions:
     ) -> None:
         """End a subscription (see ``AsyncMessageBus.unsubscribe``)."""
         patterns = patterns_of(message_type)
-        router = await self._ready()
+        runtime = await self._ready()
         key: _SubscriptionKey = (handler, None if queue is not None else patterns, queue)
         existing = self._subscriptions.get(key)
         if existing is None:
             return
-        cls, supervisor = existing
-        removed = patterns if queue is not None else tuple(cls._handlers)
+        removed = list(patterns) if queue is not None else list(existing.patterns)
         for pattern in removed:
-            if pattern in cls._handlers:
-                del cls._handlers[pattern]
-                if queue is not None or not cls.queue_options.durable:
-                    await router.broker.unbind_queue(cls.queue_options.name or "", pattern)
-        if not cls._handlers:
-            del self._subscriptions[key]
-            await self._stop(supervisor)
-            if not cls.queue_options.durable:
-                await router.broker.delete_queue(cls.queue_options.name or "")
+            if pattern in existing.patterns:
+                existing.patterns.remove(pattern)
+                if queue is not None or not existing.durable:
+                    await runtime.broker.unbind_queue(existing.queue, pattern)
+        if existing.patterns:
+            self._set_patterns(existing)
+            return
+        del self._subscriptions[key]
+        await self._stop(existing.supervisor)
+        if not existing.durable:
+            await runtime.broker.delete_queue(existing.queue)
 
-    async def _rebind(self, supervisor: Supervisor) -> None:
-        router = await self._ready()
-        for cell in supervisor.cells:
-            await router.attach_bindings(cell)
+    def _set_patterns(self, subscription: _Subscription) -> None:
+        patterns = tuple(subscription.patterns)
+        for cell in subscription.supervisor.cells:
+            cell.queue_spec = msgspec.structs.replace(cell.queue_spec, patterns=patterns)
+
+    async def _rebind(self, subscription: _Subscription) -> None:
+        runtime = await self._ready()
+        self._set_patterns(subscription)
+        for cell in subscription.supervisor.cells:
+            await runtime.declare(cell)

@@ -1,8 +1,10 @@
 """Plain function subscriptions, run as small actors.
 
-``bus.subscribe(type, handler)`` wraps ``handler(message_type, data)`` in a
-one-off Actor class, so a subscription gets what every actor gets: a bounded
-mailbox, retries, dead letters, counters and a supervisor.
+``bus.subscribe(type, handler)`` runs ``handler(message_type, data)`` as a
+:class:`FunctionActor` child (see :func:`subscription_spec`), so a subscription
+gets what every actor gets: a bounded mailbox, retries, dead letters, counters
+and a supervisor. Its name, queue and bound types are the child spec's; the
+actor class is the same for every subscription.
 
 A subscription is one ``subscribe`` call: a handler and the set of types (or
 patterns) given to it. Each gets exactly the types it subscribed to, whoever
@@ -47,10 +49,12 @@ import inspect
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .actor import Actor, Handler
+from .children import ChildSpec
 from .errors import InvalidHandler
 from .messages import Envelope, MessageTypes
 from .queues import QueueOptions
@@ -62,7 +66,7 @@ __all__ = [
     "MessageHandler",
     "check_handler",
     "patterns_hash",
-    "subscription_class",
+    "subscription_spec",
 ]
 
 SUBSCRIPTION_MAX_LENGTH = 100_000
@@ -77,35 +81,34 @@ _MEMBERS: dict[str, MessageTypes] = {member.value: member for member in MessageT
 
 
 class FunctionActor(Actor):
-    """An actor that hands every message to one function as ``(message_type, data)``."""
+    """An actor that hands every message it gets to one function as ``(message_type, data)``.
 
-    function: ClassVar[MessageHandler]
-    """The subscribed function."""
+    The types it gets are those its queue is bound to (its child spec's ``patterns``).
+    """
+
+    def __init__(self, function: MessageHandler) -> None:
+        super().__init__()
+        self.function = function
+        """The subscribed function."""
+        self._handler = _handler_of(function)
 
     def handler_for(self, message_type: str) -> Handler | None:
         """Every delivered type goes to the one function."""
-        return _handler_of(type(self))
+        return self._handler
 
 
-def _handler_of(cls: type[FunctionActor]) -> Handler:
-    cached: Handler | None = cls.__dict__.get("_function_handler")
-    if cached is not None:
-        return cached
-    function = cls.function
+def _handler_of(function: MessageHandler) -> Handler:
     if inspect.iscoroutinefunction(function):
 
         async def call_async(actor: Actor, envelope: Envelope) -> Any:
             return await function(_MEMBERS.get(envelope.type, envelope.type), envelope.data)
 
-        handler: Handler = (call_async, True)
-    else:
+        return (call_async, True)
 
-        def call(actor: Actor, envelope: Envelope) -> Any:
-            return function(_MEMBERS.get(envelope.type, envelope.type), envelope.data)
+    def call(actor: Actor, envelope: Envelope) -> Any:
+        return function(_MEMBERS.get(envelope.type, envelope.type), envelope.data)
 
-        handler = (call, False)
-    cls._function_handler = handler  # type: ignore[attr-defined]
-    return handler
+    return (call, False)
 
 
 def check_handler(handler: Any) -> None:
@@ -144,10 +147,11 @@ def _program_module(module: str) -> str:
     return f"__main__.{Path(file).stem}" if file else module
 
 
-def subscription_class(
-    handler: MessageHandler, prefix: str, queue: str | None, patterns: Iterable[str] = ()
-) -> type[FunctionActor]:
-    """Build the one-off actor class of a subscription of ``handler`` to ``patterns``."""
+def subscription_spec(
+    handler: MessageHandler, prefix: str, queue: str | None, patterns: Iterable[str]
+) -> ChildSpec:
+    """The child spec of a subscription of ``handler`` to ``patterns`` (see the module doc)."""
+    patterns = tuple(patterns)
     module = _program_module(getattr(handler, "__module__", None) or "handler")
     qualname = getattr(handler, "__qualname__", None) or type(handler).__name__
     # A method bound to an object is as anonymous as a lambda: two objects of one class
@@ -164,19 +168,16 @@ def subscription_class(
         stable = f"{module}.{qualname}.{patterns_hash(patterns)}"
     name = f"sub.{stable}"
     bounded = queue is None and not anonymous
-    return type(
-        f"Subscription[{qualname}]",
-        (FunctionActor,),
-        {
-            "name": name,
-            "function": staticmethod(handler),
-            "queue_options": QueueOptions(
-                name=queue or f"{prefix}.{name}",
-                durable=queue is not None or not anonymous,
-                max_length=SUBSCRIPTION_MAX_LENGTH if bounded else None,
-                overflow="drop-head",
-                expires=SUBSCRIPTION_EXPIRY if bounded else None,
-            ),
-            "_handlers": {},
-        },
+    return ChildSpec(
+        actor=FunctionActor,
+        factory=partial(FunctionActor, handler),
+        name=name,
+        queue_options=QueueOptions(
+            name=queue or f"{prefix}.{name}",
+            durable=queue is not None or not anonymous,
+            max_length=SUBSCRIPTION_MAX_LENGTH if bounded else None,
+            overflow="drop-head",
+            expires=SUBSCRIPTION_EXPIRY if bounded else None,
+        ),
+        patterns=patterns,
     )

@@ -1,14 +1,13 @@
 """Supervisors: Erlang/OTP restart strategies over a tree of actors.
 
-A :class:`Supervisor` owns its children's tasks: it starts each one, and stops
-and awaits every one before its own ``run`` returns, so no child outlives it
-(structured concurrency). The children are plain asyncio tasks held by their
-slots rather than tasks of an anyio task group each with its own cancel scope:
-that bookkeeping doubled the memory of an idle actor.
-
-Children are Actor classes, :class:`ChildSpec` objects or nested supervisors,
+A :class:`Supervisor` owns its children's tasks (see :mod:`actorbus.slots`): it
+starts each one, and stops and awaits every one before its own ``run``
+returns, so no child outlives it (structured concurrency). Children are Actor
+classes, :class:`~actorbus.children.ChildSpec` objects or nested supervisors,
 started in order; ``run`` reports readiness only once every child has started
-(the readiness handshake), so a start-up error reaches the caller.
+(the readiness handshake), so a start-up error reaches the caller. Which actor
+children run in this process is the tree's
+:class:`~actorbus.placement.Placement`.
 
 When a child crashes (``on_start`` raised, or a handler error the retry policy
 marks fatal) the supervisor restarts, with fresh instances:
@@ -36,21 +35,27 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Protocol, TypeAlias
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
+from ._retry import Backoff
 from .actor import Actor, ActorState
-from .cell import STOP_TIMEOUT, ActorCell
+from .cell import ActorCell
+from .children import ChildSpec, Restart
 from .errors import ActorbusError, ActorStartError, SupervisorGaveUp
+from .placement import EVERYWHERE, Placement
+from .slots import ChildSlot, StartTimedOut, stop_all
 
-__all__ = ["ChildSpec", "Restart", "Strategy", "Supervisor", "SupervisorRuntime"]
+__all__ = ["Child", "Strategy", "Supervisor", "SupervisorRuntime"]
 
 logger = logging.getLogger("actorbus.supervisor")
+
+START_RETRY = Backoff(0.01, 0.5)
+"""Waits between tries of a child whose ``on_start`` raised (within the restart intensity)."""
 
 
 class Strategy(StrEnum):
@@ -62,50 +67,6 @@ class Strategy(StrEnum):
     """All children."""
     REST_FOR_ONE = "rest_for_one"
     """The crashed child and every child started after it."""
-
-
-class Restart(StrEnum):
-    """When a child is restarted."""
-
-    PERMANENT = "permanent"
-    """Always, whether it crashed or stopped."""
-    TRANSIENT = "transient"
-    """Only after a crash."""
-    TEMPORARY = "temporary"
-    """Never."""
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """How to build and restart one actor child."""
-
-    actor: type[Actor]
-    """The actor class."""
-    factory: Callable[[], Actor] | None = None
-    """Builds each instance; default: ``actor()``."""
-    name: str | None = None
-    """Actor name; default: the class's ``default_name()``."""
-    restart: Restart = Restart.PERMANENT
-    """When this child is restarted (a ``Restart`` or its value, ``"transient"``)."""
-    start_timeout: float | None = None
-    """Seconds ``on_start`` may take; default: the actor class's ``start_timeout``."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "restart", Restart(self.restart))
-
-    @property
-    def actor_name(self) -> str:
-        """The effective name."""
-        return self.name or self.actor.default_name()
-
-    @property
-    def effective_start_timeout(self) -> float:
-        """The start timeout in effect: this spec's, else the actor class's."""
-        return self.actor.start_timeout if self.start_timeout is None else self.start_timeout
-
-
-class _StartTimedOut(Exception):
-    """``on_start`` did not return within its start timeout (never retried)."""
 
 
 class SupervisorRuntime(Protocol):
@@ -126,86 +87,6 @@ class SupervisorRuntime(Protocol):
 
 Child: TypeAlias = "type[Actor] | ChildSpec | Supervisor"
 """What a supervisor accepts as a child."""
-
-
-class _Started:
-    """The ``task_status`` of a child: readiness resolves the future its starter awaits.
-
-    It lives as long as the child's task, so it lets go of the future once used.
-    """
-
-    __slots__ = ("_ready", "done")
-
-    def __init__(self, ready: asyncio.Future[None]) -> None:
-        self._ready: asyncio.Future[None] | None = ready
-        self.done = False
-        """Whether readiness was reported."""
-
-    def started(self, value: Any = None) -> None:
-        """The child is ready: its starter returns."""
-        ready, self._ready = self._ready, None
-        if ready is None:
-            raise RuntimeError("readiness was already reported")
-        self.done = True
-        if not ready.done():
-            ready.set_result(None)
-
-    def failed(self, error: BaseException) -> None:
-        """The child could not start: its starter raises ``error``."""
-        ready, self._ready = self._ready, None
-        if ready is not None and not ready.done():
-            ready.set_exception(error)
-
-
-class _Running:
-    """A child slot: the spec, its cell or supervisor, and its task.
-
-    The event a stopper waits on is made only when someone waits (an
-    ``anyio.Event`` costs about 800 bytes, more than the rest of an idle actor's
-    slot).
-    """
-
-    __slots__ = ("_finished", "cell", "running", "spec", "stopping", "task")
-
-    def __init__(self, spec: ChildSpec | Supervisor, cell: ActorCell | None) -> None:
-        self.spec = spec
-        self.cell = cell
-        self.stopping = False
-        """Whether its supervisor is stopping the current incarnation (not a crash)."""
-        self.task: asyncio.Task[None] | None = None
-        """The task of the current (or last) incarnation."""
-        self.running = False
-        """Whether the child's task is alive."""
-        self._finished: anyio.Event | None = None
-
-    def begin(self) -> None:
-        """The child's task started."""
-        self.running = True
-        self.stopping = False
-        self._finished = None
-
-    def end(self) -> None:
-        """The child's task is ending: wake whoever waits for it."""
-        self.running = False
-        finished, self._finished = self._finished, None
-        if finished is not None:
-            finished.set()
-
-    async def wait_finished(self) -> None:
-        """Return once the child's task has ended (at once when it is not running)."""
-        if not self.running:
-            return
-        if self._finished is None:
-            self._finished = anyio.Event()
-        await self._finished.wait()
-
-    @property
-    def name(self) -> str:
-        return self.spec.name if isinstance(self.spec, Supervisor) else self.spec.actor_name
-
-    @property
-    def restart(self) -> Restart:
-        return Restart.PERMANENT if isinstance(self.spec, Supervisor) else self.spec.restart
 
 
 class Supervisor:
@@ -234,47 +115,33 @@ class Supervisor:
         try; a poison message then costs two restarts, within the default ``max_restarts``,
         so it cannot bring the tree down by itself."""
         self.name = name or "supervisor"
-        """Name, for logs and placement."""
+        """Name, for logs."""
         self.children: list[ChildSpec | Supervisor] = [_as_spec(child) for child in children]
         """The child specs, in start order."""
         self.state = ActorState.NEW
         """Lifecycle state of the supervisor itself."""
-        self.placement: frozenset[str] | None = None
-        """Names of the actors that run in this process; ``None``: all of them."""
-        self._slots: list[_Running] = []
+        self._slots: list[ChildSlot] = []
         self._restarts: deque[float] = deque()
-        self._crashes: deque[tuple[_Running, BaseException | None]] = deque()
-        self._crash_event = anyio.Event()
-        self._runtime: SupervisorRuntime | None = None
-        self._task_group: TaskGroup | None = None
+        self._crashes: deque[tuple[ChildSlot, BaseException | None]] = deque()
+        self._crashed = asyncio.Event()
         self._escaped: BaseException | None = None
         self._cells: dict[int, ActorCell] = {}
         self._quiescing = False
-
-    def _cell_for(self, index: int, spec: ChildSpec) -> ActorCell:
-        """The cell of child ``index``, made once and kept across restarts of this supervisor."""
-        assert self._runtime is not None
-        cell = self._cells.get(index)
-        if cell is None:
-            cell = self._cells[index] = self._runtime.make_cell(spec)
-            cell.crash_retries = self.max_replays
-        return cell
+        self._runtime: SupervisorRuntime | None = None
+        self._placement = EVERYWHERE
 
     @property
     def cells(self) -> list[ActorCell]:
         """Every actor cell of this tree (nested supervisors included), in start order."""
-        cells: list[ActorCell] = []
-        for slot in self._slots:
-            if isinstance(slot.spec, Supervisor):
-                cells.extend(slot.spec.cells)
-            elif slot.cell is not None:
-                cells.append(slot.cell)
-        return cells
+        return [cell for slot in self._slots for cell in slot.cells]
 
-    def place(self, actors: frozenset[str] | None) -> None:
-        """Run only the actors named in ``actors`` here (all when ``None``), in the whole tree."""
-        for supervisor in self.walk():
-            supervisor.placement = actors
+    def walk(self) -> list[Supervisor]:
+        """This supervisor and every nested one, depth first."""
+        result = [self]
+        for spec in self.children:
+            if isinstance(spec, Supervisor):
+                result.extend(spec.walk())
+        return result
 
     def quiesce(self) -> None:
         """Stop every actor of the tree after its current message, restarting none.
@@ -290,53 +157,44 @@ class Supervisor:
                 if slot.cell is not None:
                     slot.cell.request_stop()
 
-    def walk(self) -> list[Supervisor]:
-        """This supervisor and every nested one, depth first."""
-        result = [self]
-        for spec in self.children:
-            if isinstance(spec, Supervisor):
-                result.extend(spec.walk())
-        return result
-
     async def run(
         self,
         runtime: SupervisorRuntime,
         *,
+        placement: Placement = EVERYWHERE,
         task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Start every child, report readiness, then supervise until cancelled or giving up."""
+        """Start every child placed here, report readiness, then supervise until stopped.
+
+        Returns when cancelled (stopped from outside); raises ``ActorStartError`` when
+        a child cannot start, ``SupervisorGaveUp`` past the restart intensity.
+        """
         if self.state not in (ActorState.NEW, ActorState.STOPPED, ActorState.FAILED):
             raise RuntimeError(f"supervisor {self.name!r} is already running")
-        self._runtime = runtime
+        self._runtime, self._placement = runtime, placement
         self._quiescing = False
         self.state = ActorState.STARTING
         # A restarted supervisor is a fresh one: its old restarts and crashes are forgotten.
         self._restarts.clear()
         self._crashes.clear()
-        self._crash_event = anyio.Event()
+        self._crashed = asyncio.Event()
         self._slots = [
-            _Running(spec, None if isinstance(spec, Supervisor) else self._cell_for(index, spec))
+            ChildSlot(spec, None if isinstance(spec, Supervisor) else self._cell_for(index, spec))
             for index, spec in enumerate(self.children)
-            if isinstance(spec, Supervisor)
-            or self.placement is None
-            or spec.actor_name in self.placement
+            if isinstance(spec, Supervisor) or placement.runs_here(spec.actor_name)
         ]
         failure: ActorbusError | None = None
         try:
-            async with anyio.create_task_group() as task_group:
-                self._task_group = task_group
-                # Errors leave the task group as values, so callers get them unwrapped.
-                try:
-                    for slot in self._slots:
-                        await self._start_with_retries(slot)
-                except ActorStartError as exc:
-                    failure = exc
-                else:
-                    self.state = ActorState.RUNNING
-                    task_status.started(self)
-                    failure = await self._supervise()
-                task_group.cancel_scope.cancel()
-        except anyio.get_cancelled_exc_class():
+            try:
+                for slot in self._slots:
+                    await self._start_with_retries(slot)
+            except ActorStartError as exc:
+                failure = exc
+            else:
+                self.state = ActorState.RUNNING
+                task_status.started(self)
+                failure = await self._supervise()
+        except asyncio.CancelledError:
             self.state = ActorState.STOPPED  # stopped from outside: a normal end
             raise
         except BaseException:
@@ -344,128 +202,74 @@ class Supervisor:
             raise
         finally:
             with anyio.move_on_after(5, shield=True):
-                await self._stop_children()
+                await stop_all(self._slots)
                 for slot in self._slots:
                     if slot.cell is not None:
                         await runtime.detach(slot.cell)
+        self.state = ActorState.FAILED if failure is not None else ActorState.STOPPED
         if failure is not None:
-            self.state = ActorState.FAILED
             raise failure
-        self.state = ActorState.STOPPED
 
-    async def _start_with_retries(self, slot: _Running) -> None:
-        while True:
-            if self._quiescing:  # a restart that began before the tree was told to stop
-                return
+    def _cell_for(self, index: int, spec: ChildSpec) -> ActorCell:
+        """The cell of child ``index``, made once and kept across restarts of this supervisor."""
+        assert self._runtime is not None
+        cell = self._cells.get(index)
+        if cell is None:
+            cell = self._cells[index] = self._runtime.make_cell(spec)
+            cell.crash_retries = self.max_replays
+        return cell
+
+    async def _start_with_retries(self, slot: ChildSlot) -> None:
+        delays = START_RETRY.delays()
+        while not self._quiescing:  # (a restart that began before the tree was told to stop)
             try:
                 await self._start(slot)
                 return
-            except _StartTimedOut as exc:
+            except StartTimedOut as exc:
                 raise ActorStartError(f"{slot.name} could not start: {exc}") from None
             except Exception as exc:
                 if not self._note_restart():
                     raise ActorStartError(
                         f"{slot.name} could not start: {type(exc).__name__}: {exc}"
                     ) from exc
+                delay = next(delays)
                 logger.warning(
-                    "%s failed to start (%s: %s); retrying",
+                    "%s failed to start (%s: %s); retrying in %.2fs",
                     slot.name,
                     type(exc).__name__,
                     exc,
+                    delay,
                     extra={"actor": slot.name},
                 )
                 if slot.cell is not None:
                     slot.cell.stats.restarts += 1
-                await anyio.sleep(0.01)
+                await asyncio.sleep(delay)
 
-    async def _start(self, slot: _Running) -> None:
-        assert self._runtime is not None
-        if slot.cell is not None and slot.cell.consumer is None:
-            await self._runtime.attach(slot.cell)
-        await self._spawn(slot)
+    async def _start(self, slot: ChildSlot) -> None:
+        runtime, placement = self._runtime, self._placement
+        assert runtime is not None
+        spec, cell = slot.spec, slot.cell
+        if cell is not None:
+            if cell.consumer is None:
+                await runtime.attach(cell)
+            await slot.start(
+                lambda status: cell.run(task_status=status), self._exited, self._escape
+            )
+        else:
+            assert isinstance(spec, Supervisor)
+            await slot.start(
+                lambda status: spec.run(runtime, placement=placement, task_status=status),
+                self._exited,
+                self._escape,
+            )
 
-    async def _spawn(self, slot: _Running) -> None:
-        """Run a child in a task of its own; return once it reported readiness.
+    def _exited(self, slot: ChildSlot, error: BaseException | None) -> None:
+        self._crashes.append((slot, error))
+        self._crashed.set()
 
-        The child's task is a plain asyncio task held by its slot, not a task of
-        anyio's task group nor in a cancel scope of its own: those cost about 4 KB
-        more (a handle, an event, cancel scopes and their bookkeeping), most of
-        what an idle actor would weigh. Structure is kept by hand: a child is
-        stopped by cancelling its task (again, should it swallow the
-        cancellation), and :meth:`run` stops and awaits every child before it
-        returns. An error before readiness is raised here, as
-        ``TaskGroup.start`` would.
-        """
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        task = loop.create_task(self._run_child(slot, _Started(ready)))
-        slot.task = task
-        # An actor's on_start has its own timeout; a nested supervisor's children have theirs.
-        timeout = None if isinstance(slot.spec, Supervisor) else slot.spec.effective_start_timeout
-        try:
-            await asyncio.wait([ready], timeout=timeout)
-            if not ready.done():
-                raise _StartTimedOut(f"on_start did not return within {timeout:g}s")
-            await ready
-        except BaseException:
-            if not ready.done():
-                ready.cancel()  # the child's report of its end goes nowhere: nobody waits
-            if not task.done():
-                task.cancel()
-            raise
-
-    async def _stop_children(self) -> None:
-        """Cancel every child's task and await them all (the caller bounds the wait)."""
-        tasks = [s.task for s in self._slots if s.task is not None and not s.task.done()]
-        for slot in reversed(self._slots):
-            slot.stopping = True
-            if slot.task is not None and not slot.task.done():
-                slot.task.cancel()
-        while tasks:
-            await asyncio.wait(tasks, timeout=STOP_TIMEOUT + 1)
-            tasks = [task for task in tasks if not task.done()]
-            for task in tasks:  # it swallowed the cancellation: cancel again
-                task.cancel()
-
-    async def _run_child(self, slot: _Running, started: _Started) -> None:
-        """The task of one child incarnation; a failure before readiness goes to its starter."""
-        assert self._runtime is not None
-        slot.begin()
-        outcome: BaseException | None = None
-        try:
-            try:
-                if isinstance(slot.spec, Supervisor):
-                    await slot.spec.run(self._runtime, task_status=started)
-                else:
-                    assert slot.cell is not None
-                    await slot.cell.run(task_status=started)
-            except Exception as exc:
-                if not started.done:
-                    started.failed(exc)
-                    return
-                outcome = exc
-            if not started.done:
-                started.failed(RuntimeError(f"{slot.name} ended before it was ready"))
-                return
-            if slot.stopping:
-                return
-            self._crashes.append((slot, outcome))
-            self._crash_event.set()
-        except asyncio.CancelledError:
-            if not started.done:
-                started.failed(RuntimeError(f"{slot.name} was stopped before it was ready"))
-            if slot.stopping:
-                return  # stopped by its supervisor: the normal end of this task
-            raise
-        except BaseException as exc:  # KeyboardInterrupt and the like
-            if not started.done:
-                started.failed(exc)
-            else:
-                self._escaped = exc  # re-raised by the supervising loop
-                self._crash_event.set()
-            raise
-        finally:
-            slot.end()
+    def _escape(self, exc: BaseException) -> None:
+        self._escaped = exc  # re-raised by the supervising loop
+        self._crashed.set()
 
     def _note_restart(self) -> bool:
         now = time.monotonic()
@@ -476,8 +280,8 @@ class Supervisor:
 
     async def _supervise(self) -> SupervisorGaveUp | None:
         while True:
-            await self._crash_event.wait()
-            self._crash_event = anyio.Event()
+            await self._crashed.wait()
+            self._crashed.clear()
             if self._escaped is not None:  # KeyboardInterrupt, SystemExit, ... in a child
                 escaped, self._escaped = self._escaped, None
                 raise escaped
@@ -488,7 +292,7 @@ class Supervisor:
                     return gave_up
 
     async def _handle_exit(
-        self, slot: _Running, error: BaseException | None
+        self, slot: ChildSlot, error: BaseException | None
     ) -> SupervisorGaveUp | None:
         assert self._runtime is not None
         if slot not in self._slots or self._quiescing:
@@ -522,16 +326,10 @@ class Supervisor:
             )
             logger.error(message)
             return SupervisorGaveUp(message)
-        index = self._slots.index(slot)
-        if self.strategy is Strategy.ONE_FOR_ONE:
-            group = [slot]
-        elif self.strategy is Strategy.ONE_FOR_ALL:
-            group = list(self._slots)
-        else:
-            group = self._slots[index:]
+        group = self._restart_group(slot)
         for other in reversed(group):
             if other is not slot:
-                await self._stop_slot(other)
+                await other.stop()
         # Every member is down now: crashes they reported meanwhile are covered by this restart.
         self._crashes = deque(crash for crash in self._crashes if crash[0] not in group)
         for member in group:
@@ -544,33 +342,35 @@ class Supervisor:
                 logger.error(message)
                 return SupervisorGaveUp(message)
         for member in group:
-            cells = [member.cell] if member.cell is not None else member.spec.cells  # type: ignore[union-attr]
-            for cell in cells:
-                try:
-                    replayed = await self._runtime.replay_dead_letters(cell.name, self.max_replays)
-                except Exception:
-                    logger.exception(
-                        "replaying the dead letters of %s failed",
-                        cell.name,
-                        extra={"actor": cell.name},
-                    )
-                    continue
-                if replayed:
-                    logger.info(
-                        "replayed %d dead letter(s) of %s after restart",
-                        replayed,
-                        cell.name,
-                        extra={"actor": cell.name},
-                    )
+            for cell in member.cells:
+                await self._replay(cell)
         return None
 
-    async def _stop_slot(self, slot: _Running) -> None:
-        slot.stopping = True
-        task = slot.task
-        while task is not None and not task.done():
-            task.cancel()  # again after a grace period, should it swallow the cancellation
-            await asyncio.wait([task], timeout=STOP_TIMEOUT + 1)
-        await slot.wait_finished()
+    def _restart_group(self, slot: ChildSlot) -> list[ChildSlot]:
+        """The children the strategy restarts when ``slot`` crashed."""
+        if self.strategy is Strategy.ONE_FOR_ONE:
+            return [slot]
+        if self.strategy is Strategy.ONE_FOR_ALL:
+            return list(self._slots)
+        return self._slots[self._slots.index(slot) :]
+
+    async def _replay(self, cell: ActorCell) -> None:
+        """Replay a restarted actor's dead letters (each at most ``max_replays`` times)."""
+        assert self._runtime is not None
+        try:
+            replayed = await self._runtime.replay_dead_letters(cell.name, self.max_replays)
+        except Exception:
+            logger.exception(
+                "replaying the dead letters of %s failed", cell.name, extra={"actor": cell.name}
+            )
+            return
+        if replayed:
+            logger.info(
+                "replayed %d dead letter(s) of %s after restart",
+                replayed,
+                cell.name,
+                extra={"actor": cell.name},
+            )
 
 
 def _as_spec(child: Child) -> ChildSpec | Supervisor:

@@ -30,17 +30,18 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from actorbus import ActorState, AskTimeout, AsyncMessageBus, MessageTypes, Supervisor
-from actorbus.telemetry.status import broker_status, describe_tree
+from actorbus.stats import ActorStats
+from actorbus.telemetry.status import HEARTBEAT_COMPONENT, broker_status, describe_tree
 
 from .audit import audit
 from .schemas import PositionClose, QuoteRequest, Tick, as_struct
 from .system import ACTOR_CLASSES, TradingSystem
 
-__all__ = ["HEARTBEAT_COMPONENT", "Progress", "quiesce", "run_trading_system"]
+__all__ = ["Progress", "quiesce", "run_trading_system"]
 
-HEARTBEAT_COMPONENT = "trading_system"
-"""``component`` of the COMPONENT_STATUS heartbeat of a running system (``actorbus stats``)."""
 HEARTBEAT_INTERVAL = 1.0
 PUBLISH_WINDOW = 256
 """Ticks in flight at once over RabbitMQ (each publish waits for its confirm)."""
@@ -91,15 +92,15 @@ async def quiesce(
     calm_since: float | None = None
     calm_looks = 0
     while time.monotonic() - started < timeout and not (abort is not None and abort()):
-        actors = bus.stats()["actors"]
+        actors = bus.stats().actors
         key = tuple(
-            (name, a["processed"], a["failed"], a["dead_lettered"], a["conflated"], a["mailbox"])
+            (name, a.processed, a.failed, a.dead_lettered, a.conflated, a.mailbox)
             for name, a in sorted(actors.items())
         )
         now = time.monotonic()
         if key != last:
             last, calm_since = key, None
-        settled = not any(a["mailbox"] or a["busy"] for a in actors.values())
+        settled = not any(a.mailbox or a.busy for a in actors.values())
         if settled and system is not None:
             settled = _system_running(system, actors)
         if settled:
@@ -126,17 +127,17 @@ async def dead_letters_by_actor(bus: AsyncMessageBus, system: TradingSystem) -> 
     return Counter(entry.actor for entry in await bus.dead_letters() if entry.actor in placed)
 
 
-def _system_running(system: TradingSystem, actors: dict[str, dict[str, Any]]) -> bool:
+def _system_running(system: TradingSystem, actors: dict[str, ActorStats]) -> bool:
     """The trading system's part of :func:`quiesce`: feed stopped, actors up."""
     market = system.market
     if "market_data" in system.placed and market.feed is not None and not market.exhausted:
         return False
-    return all(actors.get(name, {}).get("state") == "running" for name in system.placed)
+    return all(name in actors and actors[name].state == "running" for name in system.placed)
 
 
 def unbalanced(
     system: TradingSystem,
-    actors: dict[str, dict[str, Any]],
+    actors: dict[str, ActorStats],
     in_dlq: Mapping[str, int],
     carried: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[int, int]]:
@@ -148,7 +149,7 @@ def unbalanced(
         counters = actors[name]
         expected = sum(published[t] for t in ACTOR_CLASSES[name].handled_types())
         expected += carried.get(name, 0)
-        accounted = counters["processed"] + counters["conflated"] + in_dlq.get(name, 0)
+        accounted = counters.processed + counters.conflated + in_dlq.get(name, 0)
         if accounted != expected:
             wrong[name] = (expected, accounted)
     return wrong
@@ -162,7 +163,7 @@ def live_numbers(
         "elapsed": elapsed,
         "counts": system.counts(),
         "positions": system.positions_report() if "position" in system.placed else {},
-        "actors": bus.stats()["actors"],
+        "actors": msgspec.to_builtins(bus.stats().actors),
         "state": str(tree.state),
         "tree": describe_tree(tree),
     }
@@ -193,8 +194,8 @@ async def _announce_changes(bus: AsyncMessageBus, seen: dict[str, tuple[str, int
     incarnation); this adds what an actor cannot say itself: that it crashed and
     was restarted, or that it is down.
     """
-    for name, counters in bus.stats()["actors"].items():
-        now = (counters["state"], counters["restarts"])
+    for name, counters in bus.stats().actors.items():
+        now = (counters.state, counters.restarts)
         before = seen.get(name)
         seen[name] = now
         if before is None or before == now:
@@ -320,7 +321,7 @@ async def run_trading_system(
     report = system.snapshot()
     report["last_quotes"] = quotes
     stats = bus.stats()
-    report["mode"] = stats["mode"]
+    report["mode"] = stats.mode
     report["ended_by"] = ended_by
     report["interrupted_wind_down"] = halt()
     report["supervisor"] = str(tree.state)
@@ -328,7 +329,9 @@ async def run_trading_system(
     report["wind_down_limit"] = wind_down
     report["duration"] = round(time.monotonic() - started, 3)
     report["actors"] = {
-        name: counters for name, counters in stats["actors"].items() if name in placed
+        name: msgspec.to_builtins(counters)
+        for name, counters in stats.actors.items()
+        if name in placed
     }
     by_actor = await dead_letters_by_actor(bus, system)
     dead_lettered = sum(a["dead_lettered"] for a in report["actors"].values())

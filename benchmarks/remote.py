@@ -342,15 +342,17 @@ async def _shutdown_and_clean(buses: list[Any], extra_queues: tuple[str, ...] = 
     """Shut the buses down, then delete every queue and exchange they declared."""
     import aio_pika
 
+    from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
+
     queues: set[str] = set(extra_queues)
     exchanges: set[str] = set()
     for bus in buses:
-        router = bus._router
-        if router is not None and hasattr(router.broker, "declared_names"):
-            declared_queues, declared_exchanges = router.broker.declared_names()
+        broker = bus.broker
+        if isinstance(broker, AsyncRabbitMQBroker):
+            declared_queues, declared_exchanges = broker.declared_names()
             queues.update(declared_queues)
             exchanges.update(declared_exchanges)
-            queues.add(getattr(router.broker, "dead_letter_queue", ""))
+            queues.add(broker.dead_letter_queue)
         await bus.shutdown(timeout=2.0)
     admin = await aio_pika.connect(URL)
     try:

@@ -63,10 +63,10 @@ async def main() -> None:
         for n in range(1, 11):
             await bus.publish(MessageTypes.EXECUTION_ORDER_REQUEST, {"n": n})
         await asyncio.sleep(0.3)
-        actors = bus.stats()["actors"]
+        actors = bus.stats().actors
         for name in ("flaky", "steady"):
             counters = actors[name]
-            print(f"{name}: restarts {counters['restarts']}, processed {counters['processed']}")
+            print(f"{name}: restarts {counters.restarts}, processed {counters.processed}")
         print(f"dead letters left: {len(await bus.dead_letters())}")
 
 

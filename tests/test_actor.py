@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
 from actorbus import (
@@ -234,7 +235,7 @@ async def test_actor_stop_ends_a_transient_child(bus: AsyncMessageBus) -> None:
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
     await wait_until(lambda: cell.state is ActorState.STOPPED and cell.consumer is None)
     assert starts == 1
-    assert "once" not in bus.stats()["actors"]
+    assert "once" not in bus.stats().actors
 
 
 async def test_retry_then_success(bus: AsyncMessageBus) -> None:
@@ -251,12 +252,12 @@ async def test_retry_then_success(bus: AsyncMessageBus) -> None:
 
     await bus.spawn(Flaky)
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
-    await wait_until(lambda: bus.stats()["actors"]["flaky"]["processed"] == 1)
+    await wait_until(lambda: bus.stats().actors["flaky"].processed == 1)
     assert attempts == [1, 2, 3]
-    stats = bus.stats()["actors"]["flaky"]
-    assert stats["failed"] == 2
-    assert stats["retried"] == 2
-    assert stats["dead_lettered"] == 0
+    stats = bus.stats().actors["flaky"]
+    assert stats.failed == 2
+    assert stats.retried == 2
+    assert stats.dead_lettered == 0
     assert await bus.dead_letters() == []
 
 
@@ -343,17 +344,17 @@ async def test_conflating_actor_keeps_latest_per_symbol(bus: AsyncMessageBus) ->
 
     await bus.spawn(Quotes)
     await bus.publish(MessageTypes.MARKET_DATA_UPDATE, {"symbol": "BTC", "price": 0.0})
-    await wait_until(lambda: bus.stats()["actors"]["quotes"]["mailbox"] == 0)  # being handled
+    await wait_until(lambda: bus.stats().actors["quotes"].mailbox == 0)  # being handled
     for price in range(1, 101):
         await bus.publish(MessageTypes.MARKET_DATA_UPDATE, {"symbol": "BTC", "price": float(price)})
         await bus.publish(MessageTypes.MARKET_DATA_UPDATE, {"symbol": "ETH", "price": float(price)})
-    assert bus.stats()["actors"]["quotes"]["mailbox"] == 2
+    assert bus.stats().actors["quotes"].mailbox == 2
     gate.set()
     await wait_until(lambda: len(seen) == 3)
     assert seen == [("BTC", 0.0), ("BTC", 100.0), ("ETH", 100.0)]
-    stats = bus.stats()["actors"]["quotes"]
-    assert stats["conflated"] == 198
-    assert stats["processed"] == 3
+    stats = bus.stats().actors["quotes"]
+    assert stats.conflated == 198
+    assert stats.processed == 3
 
 
 async def test_stats_counters(bus: AsyncMessageBus) -> None:
@@ -369,11 +370,11 @@ async def test_stats_counters(bus: AsyncMessageBus) -> None:
     for n in range(5):
         await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"fail": True})
-    await wait_until(lambda: bus.stats()["actors"]["counter"]["dead_lettered"] == 1)
+    await wait_until(lambda: bus.stats().actors["counter"].dead_lettered == 1)
     stats = bus.stats()
-    assert stats["mode"] == "in_memory"
-    assert stats["closed"] is False
-    assert stats["actors"]["counter"] == {
+    assert stats.mode == "in_memory"
+    assert stats.closed is False
+    assert msgspec.to_builtins(stats.actors["counter"]) == {
         "state": "running",
         "processed": 5,
         "failed": 2,
@@ -383,6 +384,7 @@ async def test_stats_counters(bus: AsyncMessageBus) -> None:
         "mailbox": 0,
         "conflated": 0,
         "busy": False,
+        "role": None,
     }
 
 
@@ -398,7 +400,7 @@ async def test_message_without_handler_is_dead_lettered(bus: AsyncMessageBus) ->
 
     await bus.spawn(Weird)
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
-    await wait_until(lambda: bus.stats()["actors"]["weird"]["dead_lettered"] == 1)
+    await wait_until(lambda: bus.stats().actors["weird"].dead_lettered == 1)
     (entry,) = await bus.dead_letters()
     assert "no handler" in entry.reason
     assert entry.attempts == 0

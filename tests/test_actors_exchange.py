@@ -69,7 +69,7 @@ async def test_partial_fills_add_up_or_the_rest_is_cancelled(bus: AsyncMessageBu
     for n in range(20):
         await bus.publish(MessageTypes.EXCHANGE_ORDER_SUBMIT, order(f"o{n}", quantity=50))
     await wait_for(lambda: len(state.done) == 20)
-    await wait_for(lambda: bus.stats()["actors"]["exchange"]["processed"] == 20)
+    await wait_for(lambda: bus.stats().actors["exchange"].processed == 20)
     by_order: dict[str, list[object]] = {}
     for data in of_type(seen, MessageTypes.EXCHANGE_ORDER_STATUS):
         by_order.setdefault(field(data, "order_id"), []).append(data)

@@ -111,5 +111,5 @@ async def test_old_ticks_do_not_move_the_mark(bus: AsyncMessageBus) -> None:
     await bus.publish(
         MessageTypes.MARKET_DATA_UPDATE, Tick(symbol="X", price=99.0, bid=99, ask=99, seq=3)
     )
-    await wait_for(lambda: bus.stats()["actors"]["position"]["processed"] == 2)
+    await wait_for(lambda: bus.stats().actors["position"].processed == 2)
     assert book.position("X").mark == 105.0

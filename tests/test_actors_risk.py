@@ -108,7 +108,7 @@ async def test_a_redelivered_signal_is_decided_once(bus: AsyncMessageBus) -> Non
     envelope = bus.envelope(MessageTypes.STRATEGY_SIGNAL, signal())
     await bus.publish_envelope(envelope)
     await bus.publish_envelope(envelope)
-    await wait_for(lambda: bus.stats()["actors"]["risk"]["processed"] == 3)  # tick + 2
+    await wait_for(lambda: bus.stats().actors["risk"].processed == 3)  # tick + 2
     assert len(of_type(seen, MessageTypes.EXECUTION_ORDER_REQUEST)) == 1
 
 

@@ -80,12 +80,12 @@ async def test_dropping_dead_letters_is_counted_in_stats_and_warned(
 ) -> None:
     server = InMemoryServer(max_dead_letters=3)
     async with AsyncMessageBus(mode="in_memory", server=server) as bus:
-        broker = bus._router.broker  # type: ignore[union-attr]
+        broker = bus.broker  # type: ignore[union-attr]
         with caplog.at_level(logging.WARNING, logger="actorbus.brokers.memory"):
             for n in range(5):
                 await broker.dead_letter(failure(n))
         assert [e.envelope.data["n"] for e in await bus.dead_letters()] == [2, 3, 4]
-        assert bus.stats()["dead_letters_dropped"] == 2
+        assert bus.stats().broker.dead_letters_dropped == 2
         assert any("dead-letter store holds 3" in r.getMessage() for r in caplog.records)
 
 
@@ -120,7 +120,7 @@ async def test_queues_left_by_a_bus_never_block_the_next_bus(
             await second.publish(SIGNAL, {"n": n})
         await wait_until(lambda: len(got) == 3_000)
         assert got == list(range(3_000))
-        assert second.stats()["dropped"] == (3_000 - 1_000) + (3_000 - 500)
+        assert second.stats().broker.dropped == (3_000 - 1_000) + (3_000 - 500)
     lengths = sorted(len(q.backlog) for q in server.queues.values() if q.backlog)
     assert lengths == [500, 1_000]
 

@@ -85,7 +85,7 @@ async def test_unknown_mode_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 
 async def test_mode_of_a_started_bus(bus: AsyncMessageBus) -> None:
     assert bus.mode == "in_memory"
-    assert bus.stats()["mode"] == "in_memory"
+    assert bus.stats().mode == "in_memory"
 
 
 # -- lifecycle -----------------------------------------------------------------------------
@@ -139,7 +139,7 @@ async def test_shutdown_twice_is_harmless_and_publish_after_is_bus_closed(
     await bus.shutdown()
     await bus.shutdown()
     assert bus.closed
-    assert bus.stats()["closed"] is True
+    assert bus.stats().closed is True
     with pytest.raises(BusClosed):
         await bus.publish(MessageTypes.STRATEGY_SIGNAL, {})
     with pytest.raises(BusClosed):
@@ -287,7 +287,7 @@ async def test_subscribing_the_same_handler_twice_delivers_once(bus: AsyncMessag
         (MessageTypes.RISK_ERROR, {"n": 2}),
     ]
     # one subscription per set of types: the second type has its own queue and actor
-    assert len([n for n in bus.stats()["actors"] if "module_handler" in n]) == 2
+    assert len([n for n in bus.stats().actors if "module_handler" in n]) == 2
 
 
 async def test_concurrent_subscribes_of_one_handler_are_ready_when_they_return(
@@ -312,7 +312,7 @@ async def test_unsubscribe(bus: AsyncMessageBus) -> None:
     await wait_until(lambda: len(received) == 1)
     await bus.unsubscribe(MessageTypes.RISK_ERROR, module_handler)
     await bus.unsubscribe(MessageTypes.RISK_ERROR, module_handler)  # harmless
-    assert not [n for n in bus.stats()["actors"] if "module_handler" in n]
+    assert not [n for n in bus.stats().actors if "module_handler" in n]
     await bus.publish(MessageTypes.RISK_ERROR, {"n": 3})
     await asyncio.sleep(0.01)
     assert received == [(MessageTypes.RISK_ERROR, {"n": 2})]
@@ -460,7 +460,7 @@ async def test_publish_returns_the_message_id(bus: AsyncMessageBus) -> None:
         source="test-source",
     )
     await wait_until(lambda: ids == [message_id])
-    assert bus.stats()["actors"]["recorder"]["processed"] == 1
+    assert bus.stats().actors["recorder"].processed == 1
 
 
 async def test_a_repeated_subscribe_waits_for_the_first_to_be_ready(bus: AsyncMessageBus) -> None:
@@ -694,5 +694,5 @@ async def test_concurrent_shutdowns_all_return_when_it_is_done(server: InMemoryS
     await asyncio.sleep(0)  # the first shutdown is under way
     await bus.shutdown()  # returns once the first is done, not at once
     assert handled == list(range(20))
-    assert bus.stats()["actors"] == {}
+    assert bus.stats().actors == {}
     await first

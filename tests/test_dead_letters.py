@@ -57,7 +57,7 @@ async def test_retry_then_dead_letter_then_replay_after_a_fix(bus: AsyncMessageB
     await bus.spawn(buggy(switch, "worker"))
     before = time.time()
     message_id = await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"symbol": "BTC"})
-    await wait_until(lambda: bus.stats()["actors"]["worker"]["dead_lettered"] == 1)
+    await wait_until(lambda: bus.stats().actors["worker"].dead_lettered == 1)
     assert switch.attempts == [1, 2, 3]
     (entry,) = await bus.dead_letters()
     assert entry.envelope.id == message_id
@@ -69,8 +69,8 @@ async def test_retry_then_dead_letter_then_replay_after_a_fix(bus: AsyncMessageB
     assert entry.attempts == 3
     assert before <= entry.first_failure < entry.last_failure <= time.time()
     assert entry.replays == 0
-    stats = bus.stats()["actors"]["worker"]
-    assert (stats["failed"], stats["retried"], stats["processed"]) == (3, 2, 0)
+    stats = bus.stats().actors["worker"]
+    assert (stats.failed, stats.retried, stats.processed) == (3, 2, 0)
 
     switch.fixed = True
     assert await bus.replay_dead_letters() == 1
@@ -86,8 +86,8 @@ async def test_replay_filters_and_purge(bus: AsyncMessageBus) -> None:
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
     await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
     await wait_until(lambda: len(first.attempts) == 6 and len(second.attempts) == 3)
-    await wait_until(lambda: bus.stats()["actors"]["first"]["dead_lettered"] == 2)
-    await wait_until(lambda: bus.stats()["actors"]["second"]["dead_lettered"] == 1)
+    await wait_until(lambda: bus.stats().actors["first"].dead_lettered == 2)
+    await wait_until(lambda: bus.stats().actors["second"].dead_lettered == 1)
     assert len(await bus.dead_letters()) == 3
     assert len(await bus.dead_letters(actor="first")) == 2
     assert len(await bus.dead_letters(type=MessageTypes.RISK_ERROR)) == 1
@@ -114,10 +114,10 @@ async def test_replay_cap_through_the_bus(bus: AsyncMessageBus) -> None:
     for replays in range(1, 3):
         await wait_until(lambda r=replays: len(switch.attempts) == 3 * r)  # type: ignore[misc]
         await wait_until(
-            lambda r=replays: bus.stats()["actors"]["poisoned"]["dead_lettered"] == r  # type: ignore[misc]
+            lambda r=replays: bus.stats().actors["poisoned"].dead_lettered == r  # type: ignore[misc]
         )
         assert await bus.replay_dead_letters(max_replays=2) == 1
-    await wait_until(lambda: bus.stats()["actors"]["poisoned"]["dead_lettered"] == 3)
+    await wait_until(lambda: bus.stats().actors["poisoned"].dead_lettered == 3)
     assert await bus.replay_dead_letters(max_replays=2) == 0
     (entry,) = await bus.dead_letters()
     assert entry.replays == 2
@@ -133,18 +133,17 @@ async def test_replay_of_an_entry_whose_queue_is_gone(bus: AsyncMessageBus) -> N
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
     await bus.publish(MessageTypes.RISK_ERROR, {"n": 2})
     await wait_until(lambda: len(switch.attempts) == 3 and len(keeper.attempts) == 3)
-    await wait_until(lambda: len(bus.stats()["actors"]) >= 2)
+    await wait_until(lambda: len(bus.stats().actors) >= 2)
     await wait_until(
         lambda: (
-            bus.stats()["actors"]["gone"]["dead_lettered"]
-            + bus.stats()["actors"]["keeper"]["dead_lettered"]
+            bus.stats().actors["gone"].dead_lettered + bus.stats().actors["keeper"].dead_lettered
             == 2
         )
     )
     await bus.stop(supervisor)
     (orphan,) = await bus.dead_letters(actor="gone")
-    assert bus._router is not None
-    await bus._router.broker.delete_queue(orphan.queue)  # e.g. removed by an operator
+    assert bus.broker is not None
+    await bus.broker.delete_queue(orphan.queue)  # e.g. removed by an operator
     keeper.fixed = True
     assert await bus.replay_dead_letters() == 1
     await wait_until(lambda: keeper.handled == [{"n": 2}])
@@ -162,7 +161,7 @@ async def test_subscriber_failures_are_dead_lettered(bus: AsyncMessageBus) -> No
     await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, failing)
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
     await wait_until(lambda: len(calls) == 3)
-    await wait_until(lambda: bus.stats()["actors"] and _dead_lettered(bus) == 1)
+    await wait_until(lambda: bus.stats().actors and _dead_lettered(bus) == 1)
     (entry,) = await bus.dead_letters()
     assert entry.error_type == "RuntimeError"
     assert entry.reason == "subscriber bug"
@@ -170,4 +169,4 @@ async def test_subscriber_failures_are_dead_lettered(bus: AsyncMessageBus) -> No
 
 
 def _dead_lettered(bus: AsyncMessageBus) -> int:
-    return sum(actor["dead_lettered"] for actor in bus.stats()["actors"].values())
+    return sum(actor.dead_lettered for actor in bus.stats().actors.values())

@@ -125,19 +125,25 @@ async def test_cancelled_consumer_gets_nothing_more(broker: InMemoryBroker) -> N
 
 async def test_requeue_goes_back_to_the_head(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q", patterns=("strategy.signal",)))
-    sink = Sink()
-    consumer = await broker.consume("q", FunctionSink(sink), prefetch=10, owner="test")
+    mailbox = Mailbox(1)
+    await broker.consume("q", mailbox, prefetch=1, owner="test")
     await broker.publish(signal(1))
-    await consumer.cancel()
-    await broker.publish(signal(2))
-    sink.deliveries[0].requeue()
-    later = Sink()
-    await broker.consume("q", FunctionSink(later), prefetch=10, owner="test")
-    await wait_until(lambda: len(later.deliveries) == 2)
-    assert later.data == [{"n": 1}, {"n": 2}]
+    waiting = asyncio.ensure_future(broker.publish(signal(2)))  # beyond the prefetch
+    await asyncio.sleep(0.01)
+    first = mailbox.get_nowait()
+    assert first is not None
+    first.requeue()  # back at the head: delivered again before the one behind it
+    again = mailbox.get_nowait()
+    assert again is not None
+    assert again.envelope.data == {"n": 1}
+    again.ack()
+    await asyncio.wait_for(waiting, 1)
+    last = mailbox.get_nowait()
+    assert last is not None
+    assert last.envelope.data == {"n": 2}
 
 
-async def test_full_sink_pushes_back_on_the_publisher(broker: InMemoryBroker) -> None:
+async def test_a_publisher_waits_until_a_consumer_settles(broker: InMemoryBroker) -> None:
     await broker.declare_queue(QueueSpec(name="q", patterns=("strategy.signal",)))
     mailbox = Mailbox(2)
     await broker.consume("q", mailbox, prefetch=2, owner="test")
@@ -146,7 +152,11 @@ async def test_full_sink_pushes_back_on_the_publisher(broker: InMemoryBroker) ->
     blocked = asyncio.ensure_future(broker.publish(signal(3)))
     await asyncio.sleep(0.01)
     assert not blocked.done()
-    mailbox.get_nowait()
+    taken = mailbox.get_nowait()
+    assert taken is not None
+    await asyncio.sleep(0.01)
+    assert not blocked.done(), "taken from the mailbox is not settled: the prefetch is full"
+    taken.ack()
     await asyncio.wait_for(blocked, 1)
     assert len(mailbox) == 2
 

@@ -62,7 +62,7 @@ async def make_bus(
     exchanges: set[str] = set()
     for bus in buses:
         await bus.shutdown(timeout=1.0)
-        broker = bus._router.broker if bus._router is not None else None
+        broker = bus.broker if bus.broker is not None else None
         if broker is not None and hasattr(broker, "declared_names"):
             declared_queues, declared_exchanges = broker.declared_names()
             queues.update(declared_queues)
@@ -95,7 +95,8 @@ class Hang(Actor):
 
 
 def _starting(bus: AsyncMessageBus, name: str) -> bool:
-    return bus.stats()["actors"].get(name, {}).get("state") == "starting"
+    actor = bus.stats().actors.get(name)
+    return actor is not None and actor.state == "starting"
 
 
 # -- item 5: nothing hangs -------------------------------------------------------------------
@@ -219,7 +220,7 @@ async def test_handler_that_never_returns_is_cut_at_the_timeout_and_reported(
     for n in range(5):
         await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
     await asyncio.wait_for(entered.wait(), 10)
-    await wait_until(lambda: bus.stats()["actors"]["stuck"]["mailbox"] == 4)
+    await wait_until(lambda: bus.stats().actors["stuck"].mailbox == 4)
     report = await bounded_shutdown(bus, 0.5)
     assert (report.cut, report.returned, report.handled, report.dropped) == (1, 5, 0, 0)
     assert report.actors["stuck"].cut == 1
@@ -286,8 +287,8 @@ async def _take_the_rest(bus: AsyncMessageBus, actor: type[Actor], recorder: _Re
     while True:
         await asyncio.sleep(0.2)
         queued = (await bus.queued())[actor.default_name()]
-        actors = bus.stats()["actors"][actor.default_name()]
-        if not queued and not actors["mailbox"] and not actors["busy"]:
+        actors = bus.stats().actors[actor.default_name()]
+        if not queued and not actors.mailbox and not actors.busy:
             break
     assert len(recorder.completed) >= before
 
@@ -300,7 +301,7 @@ async def test_300_waiting_for_a_slow_actor_are_all_accounted_for(make_bus: BusF
     await bus.spawn(slow)
     for n in range(300):
         await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
-    await wait_until(lambda: bus.stats()["actors"]["slow"]["mailbox"] == 299)
+    await wait_until(lambda: bus.stats().actors["slow"].mailbox == 299)
     gate.set()
     report = await bounded_shutdown(bus, 1.0)
     print(report.summary())
@@ -327,7 +328,7 @@ async def test_a_handler_in_progress_finishes_and_the_rest_stays_queued(
     await bus.spawn(slow)
     for n in range(20):
         await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
-    await wait_until(lambda: bus.stats()["actors"]["careful"]["mailbox"] == 19)
+    await wait_until(lambda: bus.stats().actors["careful"].mailbox == 19)
     assert sum(recorder.effects.values()) == 1
     report = await bounded_shutdown(bus, 3.0, drain=0)
     assert recorder.completed == [0]  # let finish, not cut
@@ -352,7 +353,7 @@ async def test_messages_of_a_non_durable_subscription_are_counted_as_dropped(
     await bus.subscribe(MessageTypes.STRATEGY_SIGNAL, handler)
     for n in range(30):
         await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
-    await wait_until(lambda: sum(a["mailbox"] for a in bus.stats()["actors"].values()) == 29)
+    await wait_until(lambda: sum(a.mailbox for a in bus.stats().actors.values()) == 29)
     report = await bounded_shutdown(bus, 0.3)
     assert (report.dropped, report.returned, report.cut) == (30, 0, 1)
     (entry,) = report.actors.values()

@@ -133,8 +133,8 @@ async def test_one_for_one_restarts_only_the_crashed_child(bus: AsyncMessageBus)
     assert b.instance is not None
     assert b.instance.handled == 0  # type: ignore[attr-defined]
     await wait_until(lambda: b.state is ActorState.RUNNING)
-    assert bus.stats()["actors"]["b"]["restarts"] == 1
-    assert bus.stats()["actors"]["a"]["restarts"] == 0
+    assert bus.stats().actors["b"].restarts == 1
+    assert bus.stats().actors["a"].restarts == 0
 
 
 async def test_one_for_all_restarts_every_child(bus: AsyncMessageBus) -> None:
@@ -143,8 +143,8 @@ async def test_one_for_all_restarts_every_child(bus: AsyncMessageBus) -> None:
     await bus.publish(CRASH, {"target": "b"})
     await wait_until(lambda: log.starts == {"a": 2, "b": 2, "c": 2})
     assert log.stops == {"a": 1, "b": 1, "c": 1}
-    stats = bus.stats()["actors"]
-    assert [stats[n]["restarts"] for n in "abc"] == [1, 1, 1]
+    stats = bus.stats().actors
+    assert [stats[n].restarts for n in "abc"] == [1, 1, 1]
 
 
 async def test_rest_for_one_restarts_the_child_and_those_after(bus: AsyncMessageBus) -> None:
@@ -164,7 +164,7 @@ async def test_restarted_children_keep_their_mailbox(bus: AsyncMessageBus) -> No
     await bus.publish(CRASH, {"target": "a"})
     for _ in range(20):
         await bus.publish(PING, {})
-    await wait_until(lambda: bus.stats()["actors"]["a"]["processed"] == 20)
+    await wait_until(lambda: bus.stats().actors["a"].processed == 20)
 
 
 async def test_permanent_child_restarts_after_a_normal_stop(bus: AsyncMessageBus) -> None:
@@ -181,7 +181,7 @@ async def test_transient_child_restarts_after_a_crash_only(bus: AsyncMessageBus)
     await bus.publish(CRASH, {"target": "t"})
     await wait_until(lambda: log.starts.get("t") == 2)
     await bus.publish(PING, {"stop": "t"})
-    await wait_until(lambda: "t" not in bus.stats()["actors"])
+    await wait_until(lambda: "t" not in bus.stats().actors)
     assert log.starts["t"] == 2
 
 
@@ -191,7 +191,7 @@ async def test_temporary_child_is_never_restarted(bus: AsyncMessageBus) -> None:
     tree = sup([ChildSpec(specs[0].actor, name="tmp", restart="temporary"), specs[1]])  # type: ignore[arg-type]
     await bus.spawn(tree)
     await bus.publish(CRASH, {"target": "tmp"})
-    await wait_until(lambda: "tmp" not in bus.stats()["actors"])
+    await wait_until(lambda: "tmp" not in bus.stats().actors)
     assert log.starts == {"tmp": 1, "other": 1}
     assert tree.state is ActorState.RUNNING
     assert await bus.ask(PING, {}, timeout=2) == "other"
@@ -210,8 +210,8 @@ async def test_root_giving_up_publishes_system_error_and_stops_the_tree(
     assert errors[0]["supervisor"] == "root"
     assert "SupervisorGaveUp" in errors[0]["error"]
     await wait_until(lambda: tree.state is ActorState.FAILED)
-    assert "a" not in bus.stats()["actors"]
-    assert "b" not in bus.stats()["actors"]
+    assert "a" not in bus.stats().actors
+    assert "b" not in bus.stats().actors
     assert log.starts == {"a": 3, "b": 1}
     # the bus keeps working
     log2 = Log()
@@ -287,7 +287,7 @@ async def test_on_start_failure_is_retried(bus: AsyncMessageBus) -> None:
     supervisor = await bus.spawn(sup([Shaky], max_restarts=5, within=60.0))
     assert attempts == 3
     assert supervisor.cells[0].state is ActorState.RUNNING
-    assert bus.stats()["actors"]["shaky"]["restarts"] == 2
+    assert bus.stats().actors["shaky"].restarts == 2
 
 
 async def test_on_start_failing_for_good_makes_spawn_raise(bus: AsyncMessageBus) -> None:
@@ -306,7 +306,7 @@ async def test_on_start_failing_for_good_makes_spawn_raise(bus: AsyncMessageBus)
         await bus.spawn(sup([Doomed], max_restarts=2, within=60.0))
     assert attempts == 3
     assert isinstance(info.value.__cause__, ConnectionError)
-    assert "doomed" not in bus.stats()["actors"]
+    assert "doomed" not in bus.stats().actors
     # plain actor class: same, with the default limits
     with pytest.raises(ActorStartError):
         await bus.spawn(Doomed)
@@ -327,7 +327,7 @@ async def test_start_failure_after_earlier_children_stops_them(bus: AsyncMessage
         await bus.spawn(sup([*family(log, "first"), Never], max_restarts=0))
     assert log.starts == {"first": 1}
     assert log.stops == {"first": 1}
-    assert bus.stats()["actors"] == {}
+    assert bus.stats().actors == {}
 
 
 async def test_nested_start_failure_reaches_spawn(bus: AsyncMessageBus) -> None:
@@ -373,7 +373,7 @@ async def test_on_start_failing_during_a_restart_gives_up_cleanly(server: InMemo
         await wait_until(lambda: len(errors) == 1)
         assert errors[0]["supervisor"] == "root"
         await wait_until(lambda: tree.state is ActorState.FAILED)
-        assert not {"worker", "fragile"} & set(bus.stats()["actors"])
+        assert not {"worker", "fragile"} & set(bus.stats().actors)
         # the bus keeps working after the tree is gone
         await bus.spawn(sup(family(Log(), "alive")))
         assert await bus.ask(PING, {}, timeout=2) == "alive"
@@ -401,8 +401,8 @@ async def test_simultaneous_crashes_restart_the_group_once(bus: AsyncMessageBus)
     )
     await bus.spawn(tree)
     await bus.publish(CRASH, {})
-    await wait_until(lambda: bus.stats()["actors"]["p"]["dead_lettered"] >= 1)
-    await wait_until(lambda: bus.stats()["actors"]["q"]["dead_lettered"] >= 1)
+    await wait_until(lambda: bus.stats().actors["p"].dead_lettered >= 1)
+    await wait_until(lambda: bus.stats().actors["q"].dead_lettered >= 1)
     await wait_until(lambda: all(c.state is ActorState.RUNNING for c in tree.cells))
     await asyncio.sleep(0.05)  # give a spurious second restart the chance to show up
     assert log.starts == {"p": 2, "q": 2}
@@ -444,12 +444,12 @@ async def test_restart_replays_messages_that_now_succeed(bus: AsyncMessageBus) -
 
     await bus.spawn(Supervisor([Fixable], max_replays=1, max_restarts=5, within=60.0))
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 1})
-    await wait_until(lambda: bus.stats()["actors"]["fixable"]["dead_lettered"] == 1)
+    await wait_until(lambda: bus.stats().actors["fixable"].dead_lettered == 1)
     healthy = True
     await bus.publish(CRASH, {})
     await wait_until(lambda: handled == [{"n": 1}])
     # the crash message itself stays dead-lettered after its one replay
-    await wait_until(lambda: bus.stats()["actors"]["fixable"]["restarts"] == 2)
+    await wait_until(lambda: bus.stats().actors["fixable"].restarts == 2)
     entries = await bus.dead_letters()
     assert [e.envelope.type for e in entries] == [CRASH]
 
@@ -476,7 +476,7 @@ async def test_stop_a_tree(bus: AsyncMessageBus) -> None:
     assert log.stops == {"a": 1, "b": 1}
     assert tree.state is ActorState.STOPPED
     assert [cell.state for cell in tree.cells] == [ActorState.STOPPED] * 2
-    assert bus.stats()["actors"] == {}
+    assert bus.stats().actors == {}
     await bus.stop(tree)  # twice is harmless
 
 
@@ -509,7 +509,7 @@ async def test_factory_builds_each_incarnation_and_on_stop_errors_are_contained(
     await bus.publish(CRASH, {})
     await wait_until(lambda: len(built) == 2)
     assert await bus.ask(PING, {}, timeout=2) == 7
-    assert bus.stats()["actors"]["configured"]["restarts"] == 1
+    assert bus.stats().actors["configured"].restarts == 1
 
 
 def test_child_spec_restart_values() -> None:
@@ -537,10 +537,10 @@ async def test_one_for_all_restarts_a_nested_supervisor_without_losing_messages(
         await bus.publish(PING, {})
     await wait_until(lambda: log.starts == {"x": 2, "z": 2})
     # x handles the crash message too (it is not the target), z dead-lettered it
-    await wait_until(lambda: bus.stats()["actors"]["x"]["processed"] == 21)
-    await wait_until(lambda: bus.stats()["actors"]["z"]["processed"] == 20)
+    await wait_until(lambda: bus.stats().actors["x"].processed == 21)
+    await wait_until(lambda: bus.stats().actors["z"].processed == 20)
     assert inner.state is ActorState.RUNNING
-    assert bus.stats()["actors"]["x"]["restarts"] == 0  # restarted by way of its supervisor
+    assert bus.stats().actors["x"].restarts == 0  # restarted by way of its supervisor
 
 
 async def test_a_tree_that_gave_up_can_be_spawned_again(bus: AsyncMessageBus) -> None:
@@ -554,7 +554,7 @@ async def test_a_tree_that_gave_up_can_be_spawned_again(bus: AsyncMessageBus) ->
     await bus.spawn(tree)
     assert tree.state is ActorState.RUNNING
     assert log.starts["a"] == 2
-    await wait_until(lambda: bus.stats()["actors"]["a"]["processed"] == 1)
+    await wait_until(lambda: bus.stats().actors["a"].processed == 1)
     assert await bus.ask(PING, {}, timeout=2) == "a"
 
 

@@ -157,8 +157,8 @@ def test_publish_and_subscribe_from_inside_sync_and_async_handlers(
     wait_for(lambda: len(inbox) == 2)
     assert sorted(d["from"] for _, d in inbox.items) == ["async", "sync"]
     # the subscriptions made inside the handlers are live
-    wait_for(lambda: any(".late." in n for n in sync_bus.stats()["actors"]))
-    wait_for(lambda: any(".later." in n for n in sync_bus.stats()["actors"]))
+    wait_for(lambda: any(".late." in n for n in sync_bus.stats().actors))
+    wait_for(lambda: any(".later." in n for n in sync_bus.stats().actors))
     sync_bus.publish_sync(MessageTypes.RISK_ERROR, {"n": 1})
     sync_bus.publish_sync(MessageTypes.POSITION_ERROR, {"n": 2})
     wait_for(lambda: ("late", {"n": 1}) in inbox.items and ("later", {"n": 2}) in inbox.items)
@@ -301,15 +301,15 @@ def test_spawn_ask_dead_letters_and_stats(sync_bus: MessageBus) -> None:
     assert isinstance(supervisor, Supervisor)
     assert sync_bus.ask(MessageTypes.MARKET_DATA_REQUEST, {"symbol": "BTC"}, timeout=2) == 42.0
     sync_bus.publish_sync(MessageTypes.MARKET_DATA_REQUEST, {"fail": True})
-    wait_for(lambda: sync_bus.stats()["actors"]["pricer"]["dead_lettered"] == 1)
+    wait_for(lambda: sync_bus.stats().actors["pricer"].dead_lettered == 1)
     (entry,) = sync_bus.dead_letters(actor="pricer")
     assert entry.error_type == "LookupError"
     assert sync_bus.replay_dead_letters(type=MessageTypes.MARKET_DATA_REQUEST) == 1
-    wait_for(lambda: sync_bus.stats()["actors"]["pricer"]["dead_lettered"] == 2)
+    wait_for(lambda: sync_bus.stats().actors["pricer"].dead_lettered == 2)
     assert sync_bus.purge_dead_letters() == 1
     assert sync_bus.dead_letters() == []
     stats = sync_bus.stats()
-    assert stats["actors"]["pricer"]["processed"] == 1
+    assert stats.actors["pricer"].processed == 1
 
 
 def test_spawn_raises_start_errors(sync_bus: MessageBus) -> None:

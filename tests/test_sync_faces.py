@@ -34,7 +34,7 @@ def test_publish_sync_mandatory_and_the_unroutable_count(sync_bus: MessageBus) -
         sync_bus.publish_sync(NOBODY, {"n": 0}, mandatory=True)
     for n in range(5):
         sync_bus.publish_sync(NOBODY, {"n": n})
-    assert sync_bus.stats()["unroutable"] == 6
+    assert sync_bus.stats().unroutable == 6
 
 
 def test_bad_input_and_bad_handlers_are_refused_by_the_sync_face(sync_bus: MessageBus) -> None:

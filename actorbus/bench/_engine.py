@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._loops import run as run_on_fresh_loop
 from ..brokers.base import MessageBroker
 from ..bus import AsyncMessageBus
 from ..config import resolve_url
@@ -211,9 +212,4 @@ def run_bench(
     async def main() -> BenchResult:
         return await bench(target, message_type, payload, **options)
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        return asyncio.run(main())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
+    return run_on_fresh_loop(main())

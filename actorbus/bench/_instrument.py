@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..actor import Actor
+from ..children import ChildSpec
 from ..messages import Envelope
-from ..supervisor import ChildSpec, Supervisor
+from ..supervisor import Supervisor
 from ._target import BenchError, Target
 
 __all__ = ["SENT_HEADER", "SOURCE", "Recorder", "build_tree"]

@@ -1,8 +1,21 @@
-"""One queue of the in-memory broker: consumers in round robin, and a bounded backlog.
+"""One in-memory queue: its consumers, their prefetch, and a bounded backlog.
 
-A message goes straight to a consumer's sink when one can take it; otherwise it
-waits in the queue's backlog, moved to a consumer as soon as one can. The
-backlog is bounded the way RabbitMQ bounds a queue (``x-max-length`` and
+The settlement rules are RabbitMQ's (see ``brokers.base``). Each consumer has
+at most ``prefetch`` deliveries unsettled; a message goes straight to a
+consumer with room (round robin among them), else it waits in the queue's
+backlog, and the next one is handed on when a consumer settles a delivery or
+a new consumer arrives. ``ack`` frees the slot; ``requeue`` puts the message
+back at the head of the queue; cancelling a consumer puts every delivery it
+had not settled back at the head, in order, and settling one of them later
+does nothing.
+
+Flow control, the one deliberate difference from RabbitMQ: the queue lives in
+the publisher's process, so a publish that finds every consumer at its
+prefetch waits until the backlog has been handed on (RabbitMQ's credit flow
+holds a publisher that outruns a queue the same way). A queue without
+consumers keeps its backlog and holds nobody back.
+
+The backlog is bounded the way RabbitMQ bounds a queue (``x-max-length`` and
 ``x-overflow``):
 
 - a queue declared with ``max_length`` and ``overflow="reject-publish"`` (the
@@ -18,13 +31,16 @@ rate-limited warning. A queue declared with ``expires`` is deleted once it has
 had no consumer for that long (RabbitMQ ``x-expires``), checked when a message
 would be kept for nobody.
 
-Single active consumer (``QueueSpec.single_active``, RabbitMQ's
-``x-single-active-consumer``): the first consumer of the queue gets every
-message, the others stand by in the order they subscribed. When the active
-one cancels, the queue holds new messages back until every delivery it had
-not settled is back at the head of the queue (a stopping actor gives back its
-mailbox, newest first), then hands the queue, in order, to the next consumer:
-the same takeover RabbitMQ makes.
+Single active consumer (``QueueSpec.single_active``): only the first consumer
+gets messages, the others stand by in the order they subscribed. A paused
+active consumer stays the active one (it takes nothing new); when it cancels,
+its unsettled messages go back to the head of the queue and the next consumer
+takes over with them first, in order: RabbitMQ's takeover.
+
+Threads: a consumer belongs to the event loop that started it, and its
+bookkeeping is only ever touched there. A publish from another thread is run
+on the consumer's loop and awaited, so flow control still holds. The backlog
+and the list of consumers are changed under a lock.
 """
 
 from __future__ import annotations
@@ -44,7 +60,7 @@ from ..errors import QueueFull
 from ..messages import Delivery, Envelope
 from .base import DeliverySink, QueueSpec
 
-__all__ = ["DEFAULT_MAX_LENGTH", "Consumer", "MemoryQueue"]
+__all__ = ["DEFAULT_MAX_LENGTH", "Consumer", "MemoryDelivery", "MemoryQueue"]
 
 logger = logging.getLogger("actorbus.brokers.memory")
 _drops = RateLimitedWarning(logger)
@@ -52,69 +68,70 @@ _drops = RateLimitedWarning(logger)
 DEFAULT_MAX_LENGTH = 100_000
 
 
-class _MemoryDelivery(Delivery):
-    __slots__ = ("_queue",)
-
-    def __init__(self, envelope: Envelope, queue: MemoryQueue) -> None:
-        self.envelope = envelope
-        self._queue = queue
-
-    def requeue(self) -> None:
-        self._queue.requeue(self.envelope)
-
-
-class _ActiveDelivery(_MemoryDelivery):
-    """A delivery to the active consumer of a single-active queue, counted until settled."""
+class MemoryDelivery(Delivery):
+    """A message handed to one consumer, unsettled until acked or requeued."""
 
     __slots__ = ("_consumer",)
 
-    def __init__(self, envelope: Envelope, queue: MemoryQueue, consumer: Consumer) -> None:
-        super().__init__(envelope, queue)
+    def __init__(self, envelope: Envelope, consumer: Consumer) -> None:
+        self.envelope = envelope
         self._consumer: Consumer | None = consumer
-        consumer.unsettled += 1
 
     def ack(self) -> None:
-        self._settled()
+        """The message was handled: the queue forgets it, the consumer has room again."""
+        consumer = self._consumer
+        if consumer is not None:
+            self._consumer = None
+            consumer.settled(self)
 
     def requeue(self) -> None:
-        if self._consumer is None:
-            return
-        self._queue.requeue(self.envelope)
-        self._settled()
-
-    def _settled(self) -> None:
-        consumer, self._consumer = self._consumer, None
+        """Back to the head of the queue, to be delivered again."""
+        consumer = self._consumer
         if consumer is not None:
-            consumer.unsettled -= 1
-            if not consumer.unsettled:
-                self._queue.handed_back(consumer)
-
-
-async def _settle_on_failure(pending: Awaitable[None], delivery: _ActiveDelivery) -> None:
-    """Await a delivery into a full sink; one that never got in is given back."""
-    try:
-        await pending
-    except BaseException:
-        delivery.requeue()
-        raise
+            self._consumer = None
+            consumer.queue.push_front([self.envelope])
+            consumer.settled(self)
 
 
 class Consumer:
-    """A sink attached to a queue, on the event loop that attached it."""
+    """A sink attached to a queue, with its prefetch, on the event loop that attached it."""
 
-    __slots__ = ("loop", "offer", "queue", "sink", "thread", "unsettled")
+    __slots__ = (
+        "cancelled",
+        "loop",
+        "offer",
+        "paused",
+        "prefetch",
+        "pulling",
+        "queue",
+        "sink",
+        "thread",
+        "unsettled",
+    )
 
-    def __init__(self, queue: MemoryQueue, sink: DeliverySink, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        queue: MemoryQueue,
+        sink: DeliverySink,
+        prefetch: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
         self.queue = queue
         self.sink = sink
+        self.offer = sink.offer
+        self.prefetch = prefetch
+        """Most deliveries unsettled at once."""
         self.loop = loop
         self.thread = get_ident()
         """The thread running ``loop`` (a consumer is made on its own loop)."""
-        # The sink takes a delivery synchronously when it has room (a Mailbox does):
-        # the fast path of a publish in the consumer's own loop, with no coroutine.
-        self.offer: Callable[[Delivery], bool] = sink.offer
-        self.unsettled = 0
-        """Deliveries of a single-active queue handed to this consumer and not yet settled."""
+        self.unsettled: dict[MemoryDelivery, None] = {}
+        """Deliveries handed on and not yet settled, in the order they were handed on."""
+        self.paused = False
+        self.cancelled = False
+        self.pulling = False
+        """Whether :meth:`MemoryQueue.pull` runs for it (a settle inside it does not recurse)."""
 
     @property
     def active(self) -> bool:
@@ -122,13 +139,42 @@ class Consumer:
         queue = self.queue
         return not queue.single_active or (bool(queue.consumers) and queue.consumers[0] is self)
 
+    @property
+    def has_room(self) -> bool:
+        """Whether it takes a delivery now: not paused, fewer than ``prefetch`` unsettled."""
+        return not self.paused and len(self.unsettled) < self.prefetch
+
+    def here(self) -> bool:
+        """Whether the caller runs on this consumer's loop (a thread runs one loop at a time)."""
+        return self.thread == get_ident() and self.loop.is_running()
+
+    def hand(self, envelope: Envelope) -> Awaitable[None] | None:
+        """Deliver ``envelope`` to the sink (on its loop, with room); return what to await."""
+        delivery = MemoryDelivery(envelope, self)
+        self.unsettled[delivery] = None
+        if self.offer(delivery):
+            return None
+        return self.sink.put(delivery)
+
+    def settled(self, delivery: MemoryDelivery) -> None:
+        """``delivery`` was acked or requeued: make room, and take the next waiting message."""
+        del self.unsettled[delivery]
+        if self.queue.backlog:
+            self.queue.pull(self)
+
     async def pause(self) -> None:
-        """Take no new deliveries (in memory, the same as :meth:`cancel`)."""
-        self.queue.remove_consumer(self)
+        """Take no new deliveries; those handed on can still be settled."""
+        self.paused = True
 
     async def cancel(self) -> None:
-        """Detach from the queue."""
-        self.queue.remove_consumer(self)
+        """Detach from the queue; every unsettled delivery goes back to its head, in order."""
+        if self.cancelled:
+            return
+        self.cancelled = self.paused = True
+        deliveries, self.unsettled = list(self.unsettled), {}
+        for delivery in deliveries:
+            delivery._consumer = None
+        self.queue.remove_consumer(self, [delivery.envelope for delivery in deliveries])
 
 
 class _NoBacklog(deque[Envelope]):
@@ -145,12 +191,15 @@ class _NoBacklog(deque[Envelope]):
     def appendleft(self, item: Envelope) -> None:
         raise RuntimeError("the shared empty backlog cannot hold messages")
 
+    def extendleft(self, items: object) -> None:
+        raise RuntimeError("the shared empty backlog cannot hold messages")
+
 
 _NO_BACKLOG = _NoBacklog()
 
 
 class MemoryQueue:
-    """One queue: its consumers in round robin, and a backlog while none can take."""
+    """One queue: its consumers, and a backlog of what none of them has room for."""
 
     def __init__(
         self, spec: QueueSpec, on_drop: Callable[[], None], on_expire: Callable[[str], None]
@@ -163,27 +212,26 @@ class MemoryQueue:
         """Most messages kept in the backlog."""
         self.drop_head = spec.max_length is None or spec.overflow == "drop-head"
         """Whether a full backlog drops its oldest message (else the publish is refused)."""
+        self.single_active = spec.single_active
+        """Only the first consumer gets messages; the next takes over when it goes."""
         self.dropped = 0
         """Messages dropped at the bound."""
         self.idle_since: float | None = time.monotonic()
         """Monotonic time the queue last lost its last consumer (``None`` while consumed)."""
+        self.consumers: list[Consumer] = []
+        """Attached consumers, in the order they subscribed (replaced, never changed)."""
+        self.backlog: deque[Envelope] = _NO_BACKLOG
+        """Messages no consumer had room for yet (the shared empty deque until the first)."""
         self._on_drop = on_drop
         self._on_expire = on_expire
-        self.single_active = spec.single_active
-        """Only the first consumer gets messages; the next takes over when it goes."""
-        self._handing_over: Consumer | None = None
-        """A single-active queue's former active consumer, while it gives messages back."""
-        self.consumers: list[Consumer] = []
-        self.backlog: deque[Envelope] = _NO_BACKLOG
-        """Messages no consumer could take yet (the shared empty deque until the first)."""
         self._turn = count()
         self._lock = threading.Lock()
-        self._draining = False
-        self._drain_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None
-        self._drain_waiters = None  # publishers waiting behind the backlog (made when needed)
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    # -- publishing ------------------------------------------------------------------------
 
     async def deliver(self, envelope: Envelope) -> None:
-        """Deliver ``envelope``, waiting while the consumer has no room."""
+        """Deliver ``envelope``, waiting as flow control says."""
         pending = self.hand_over(envelope)
         if pending is not None:
             await pending
@@ -191,52 +239,57 @@ class MemoryQueue:
     def hand_over(self, envelope: Envelope) -> Awaitable[None] | None:
         """Deliver ``envelope``; return what is left to await (``None``: nothing, it is done).
 
-        In the consumer's loop, a sink with room takes the delivery at once (its
-        ``offer``); otherwise the caller must await the sink, which waits for room.
+        The hot path of a local publish: to a consumer with room on this loop, the
+        sink takes it at once and nothing is awaited.
         """
         consumers = self.consumers
-        if not consumers or self.backlog or self._handing_over is not None:
-            self._append_backlog(envelope)
-            # Behind a backlog the consumer cannot push back directly: wait for the drain.
-            return self._backlog_drained() if consumers else None
-        if self.single_active:
-            return self._hand_to_active(envelope, consumers[0])
-        consumer = (
-            consumers[next(self._turn) % len(consumers)] if len(consumers) > 1 else consumers[0]
-        )
-        delivery = _MemoryDelivery(envelope, self)
-        # On the consumer's loop? A thread runs one loop at a time, so "its thread, and
-        # its loop running" says so without asking asyncio (see actorbus._loops).
-        if consumer.thread == get_ident() and consumer.loop.is_running():
-            if consumer.offer(delivery):
-                return None
-            return consumer.sink.put(delivery)
-        return _deliver_across_loops(consumer, delivery)
+        if not self.backlog and consumers:
+            consumer = self._next(consumers)
+            if consumer is not None:
+                if consumer.here():
+                    return consumer.hand(envelope)
+                return _across_loops(consumer.loop, self.hand_over, envelope)
+        self._append_backlog(envelope)
+        return self._handed_on() if consumers else None
 
-    def _hand_to_active(self, envelope: Envelope, consumer: Consumer) -> Awaitable[None] | None:
-        delivery = _ActiveDelivery(envelope, self, consumer)
-        if consumer.thread == get_ident() and consumer.loop.is_running():
-            if consumer.offer(delivery):
-                return None
-            return _settle_on_failure(consumer.sink.put(delivery), delivery)
-        return _settle_on_failure(_deliver_across_loops(consumer, delivery), delivery)
+    def _next(self, consumers: list[Consumer]) -> Consumer | None:
+        """The consumer to take the next message: the active one, or the next with room."""
+        if self.single_active or len(consumers) == 1:
+            first = consumers[0]
+            return first if first.has_room else None
+        for _ in consumers:
+            consumer = consumers[next(self._turn) % len(consumers)]
+            if consumer.has_room:
+                return consumer
+        return None
 
-    def handed_back(self, consumer: Consumer) -> None:
-        """``consumer`` has no unsettled delivery left: end its hand-over, if it was leaving."""
-        if self._handing_over is consumer:
-            self._handing_over = None
-            self._kick_drain()
+    def pull(self, consumer: Consumer) -> None:
+        """Hand waiting messages to ``consumer`` (on its loop) while it has room."""
+        if consumer.pulling or (
+            self.single_active and (not self.consumers or self.consumers[0] is not consumer)
+        ):
+            return  # (a delivery settled while handing on: the running pull goes on)
+        consumer.pulling = True
+        try:
+            while consumer.has_room:
+                with self._lock:
+                    if not self.backlog:
+                        break
+                    envelope = self.backlog.popleft()
+                pending = consumer.hand(envelope)
+                if pending is not None:  # the sink is over its own bound: it finishes later
+                    _finish_later(consumer.loop, pending)
+        finally:
+            consumer.pulling = False
+        if not self.backlog:
+            self._wake_waiting()
 
-    @property
-    def draining(self) -> bool:
-        """Whether the backlog is being moved to a consumer right now."""
-        return self._draining
-
-    def requeue(self, envelope: Envelope) -> None:
-        """Put an unsettled message back at the head of the queue."""
+    def push_front(self, envelopes: list[Envelope]) -> None:
+        """Put unsettled messages back at the head of the queue, in their order."""
+        if not envelopes:
+            return
         with self._lock:
-            self._writable_backlog().appendleft(envelope)
-        self._kick_drain()
+            self._writable_backlog().extendleft(reversed(envelopes))
 
     def _append_backlog(self, envelope: Envelope) -> None:
         if self._expired():
@@ -259,7 +312,11 @@ class MemoryQueue:
                 f"queue {self.name!r} is full ({self.max_length} messages): "
                 "its oldest message was dropped",
             )
-        self._kick_drain()
+
+    def _writable_backlog(self) -> deque[Envelope]:
+        if self.backlog is _NO_BACKLOG:
+            self.backlog = deque()
+        return self.backlog
 
     def _expired(self) -> bool:
         expires, idle_since = self.spec.expires, self.idle_since
@@ -270,90 +327,54 @@ class MemoryQueue:
             and time.monotonic() - idle_since >= expires
         )
 
-    async def _backlog_drained(self) -> None:
-        """Wait until the drain has emptied the backlog (or lost its consumers)."""
+    async def _handed_on(self) -> None:
+        """Wait until the backlog has been handed on (or the queue lost its consumers)."""
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         with self._lock:
             if not self.backlog or not self.consumers:
                 return
-            if self._drain_waiters is None:
-                self._drain_waiters = []
-            self._drain_waiters.append((loop, waiter))
+            self._waiting.append((loop, waiter))
+        self._offer_backlog()
         await waiter
 
-    def _wake_drain_waiters(self) -> None:
-        if not self._drain_waiters:
-            return
+    def _wake_waiting(self) -> None:
         with self._lock:
-            waiters, self._drain_waiters = self._drain_waiters, None
-        for loop, waiter in waiters or ():
+            waiting, self._waiting = self._waiting, []
+        for loop, waiter in waiting:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
                 loop.call_soon_threadsafe(_settle, waiter)
 
-    def _writable_backlog(self) -> deque[Envelope]:
-        if self.backlog is _NO_BACKLOG:
-            self.backlog = deque()
-        return self.backlog
+    def _offer_backlog(self) -> None:
+        """Have each consumer with room take from the backlog, on its own loop."""
+        for consumer in self.consumers:
+            if consumer.has_room:
+                if consumer.here():
+                    self.pull(consumer)
+                else:
+                    with contextlib.suppress(RuntimeError):  # its loop is closed
+                        consumer.loop.call_soon_threadsafe(self.pull, consumer)
+
+    # -- consumers -------------------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
-        """Start handing messages to ``consumer`` too."""
-        self.consumers = [*self.consumers, consumer]
-        self.idle_since = None
-        self._kick_drain()
-
-    def remove_consumer(self, consumer: Consumer) -> None:
-        """Stop handing messages to ``consumer``."""
-        was_active = bool(self.consumers) and self.consumers[0] is consumer
-        self.consumers = [c for c in self.consumers if c is not consumer]
-        if not self.consumers:
-            self.idle_since = time.monotonic()
-        if self.single_active and was_active and consumer.unsettled:
-            # Hold the queue until the leaving consumer has given its messages back, so
-            # the next one starts with them, in order.
-            self._handing_over = consumer
-
-    def _kick_drain(self) -> None:
+        """Start handing messages to ``consumer`` too (called on its loop)."""
         with self._lock:
-            if (
-                self._draining
-                or not self.backlog
-                or not self.consumers
-                or self._handing_over is not None
-            ):
-                return
-            self._draining = True
-            loop = self.consumers[0].loop
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+            self.consumers = [*self.consumers, consumer]
+            self.idle_since = None
+        self.pull(consumer)
 
-    async def _drain(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    if not self.backlog or not self.consumers or self._handing_over is not None:
-                        return
-                    envelope = self.backlog.popleft()
-                delivery: _MemoryDelivery
-                if self.single_active:
-                    consumer = self.consumers[0]
-                    delivery = _ActiveDelivery(envelope, self, consumer)
-                else:
-                    consumer = self.consumers[next(self._turn) % len(self.consumers)]
-                    delivery = _MemoryDelivery(envelope, self)
-                try:
-                    if consumer.loop is asyncio.get_running_loop():
-                        await consumer.sink.put(delivery)
-                    else:
-                        await _deliver_across_loops(consumer, delivery)
-                except BaseException:
-                    delivery.requeue()
-                    raise
-        finally:
-            with self._lock:
-                self._draining = False
-            self._wake_drain_waiters()
-            if self.backlog and self.consumers:
-                self._kick_drain()
+    def remove_consumer(self, consumer: Consumer, unsettled: list[Envelope]) -> None:
+        """Stop handing messages to ``consumer``; its ``unsettled`` go back to the head."""
+        with self._lock:
+            self.consumers = [c for c in self.consumers if c is not consumer]
+            if not self.consumers:
+                self.idle_since = time.monotonic()
+        self.push_front(unsettled)
+        if self.consumers:
+            self._offer_backlog()
+        else:
+            self._wake_waiting()  # nobody to wait for: the backlog stays in the queue
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:
@@ -361,6 +382,32 @@ def _settle(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-async def _deliver_across_loops(consumer: Consumer, delivery: Delivery) -> None:
-    future = asyncio.run_coroutine_threadsafe(consumer.sink.put(delivery), consumer.loop)
-    await asyncio.wrap_future(future)
+_finishing: set[asyncio.Task[None]] = set()
+"""Deliveries a sink finishes taking in a task of its own (kept until done)."""
+
+
+def _finish_later(loop: asyncio.AbstractEventLoop, pending: Awaitable[None]) -> None:
+    async def finish() -> None:
+        try:
+            await pending
+        except Exception:
+            logger.exception("a consumer's sink refused a delivery")
+
+    task = loop.create_task(finish())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+
+
+async def _across_loops(
+    loop: asyncio.AbstractEventLoop,
+    hand_over: Callable[[Envelope], Awaitable[None] | None],
+    envelope: Envelope,
+) -> None:
+    """Run ``hand_over(envelope)`` on the consumer's ``loop`` and wait for it to finish."""
+
+    async def there() -> None:
+        pending = hand_over(envelope)
+        if pending is not None:
+            await pending
+
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(there(), loop))

@@ -230,6 +230,17 @@ class BrokerStats(msgspec.Struct, frozen=True, kw_only=True):
 
     mode: str
     """``"in_memory"`` or ``"rabbitmq"``."""
+    node: str
+    """Where it is connected: ``host:port`` of the RabbitMQ node in use (or being tried
+    again), ``"in_memory"`` for the in-memory broker."""
+    connected: bool = True
+    """Whether the connection is up (always, in memory)."""
+    reconnects: int = 0
+    """Connections made after the first one."""
+    outbox: int = 0
+    """Publishes waiting for the connection to come back."""
+    unconfirmed: int = 0
+    """Publishes sent and waiting for the broker's confirm."""
     unroutable: int = 0
     """Messages published that no queue was bound to (counted whether kept or dropped)."""
 
@@ -328,6 +339,9 @@ class MessageBroker(Protocol):
 
     async def dead_letters(self, selection: DeadLetterFilter) -> list[DeadLetter]:
         """List stored dead letters, oldest first, without removing them."""
+
+    async def dead_letter_count(self) -> int:
+        """How many entries the dead-letter store holds (cheap: nothing is read)."""
 
     async def replay_dead_letters(
         self, selection: DeadLetterFilter, *, max_replays: int | None = None

@@ -44,8 +44,6 @@ from collections.abc import Awaitable
 from threading import get_ident
 from typing import ClassVar, Literal
 
-import msgspec
-
 from .._ratelimit import RateLimitedWarning
 from ..codec import Codec
 from ..errors import QueueFull, Unroutable
@@ -55,7 +53,6 @@ from ._copies import Copier
 from ._memory_queue import Consumer, MemoryQueue
 from ._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from .base import (
-    REPLAYS_HEADER,
     BrokerStats,
     DeadLetter,
     DeadLetterFilter,
@@ -249,6 +246,7 @@ class InMemoryBroker:
         """This connection's unroutable count and what the server's bounds dropped."""
         return MemoryBrokerStats(
             mode=self.name,
+            node=self.name,
             unroutable=self.unroutable,
             dropped=self.server.dropped,
             dead_letters_dropped=self.server.dead_letters_dropped,
@@ -375,17 +373,16 @@ class InMemoryBroker:
         target = self.server.queues.get(name)
         if target is None:
             return 0
-        # A draining queue holds one more message on its way into a full mailbox.
-        return len(target.backlog) + (1 if target.draining else 0)
+        return len(target.backlog)
 
     async def consume(
         self, queue: str, sink: DeliverySink, *, prefetch: int, owner: str
     ) -> Consumer:
-        """Attach ``sink`` as a consumer of ``queue`` (prefetch is the sink's own bound)."""
+        """Attach ``sink`` as a consumer of ``queue``, ``prefetch`` deliveries unsettled at most."""
         target = self.server.queues.get(queue)
         if target is None:
             raise Unroutable(f"no queue named {queue!r}")
-        consumer = Consumer(target, sink, asyncio.get_running_loop())
+        consumer = Consumer(target, sink, prefetch, asyncio.get_running_loop())
         target.add_consumer(consumer)
         self._consumers.append(consumer)
         return consumer
@@ -427,6 +424,10 @@ class InMemoryBroker:
         """List dead letters."""
         return self.server.list_dead_letters(selection)
 
+    async def dead_letter_count(self) -> int:
+        """How many dead letters the server holds."""
+        return len(self.server.list_dead_letters(DeadLetterFilter()))
+
     async def replay_dead_letters(
         self, selection: DeadLetterFilter, *, max_replays: int | None = None
     ) -> int:
@@ -436,11 +437,8 @@ class InMemoryBroker:
         orphans: list[DeadLetter] = []  # their queue is gone: kept, the others still replayed
         for index, entry in enumerate(entries):
             envelope = entry.envelope
-            headers = {**envelope.headers, REPLAYS_HEADER: str(entry.replays + 1)}
             try:
-                await self.send_to_queue(
-                    entry.queue, msgspec.structs.replace(envelope, attempt=1, headers=headers)
-                )
+                await self.send_to_queue(entry.queue, entry.replay_envelope())
             except Unroutable:
                 logger.warning(
                     "dead letter %s not replayed: its queue %r no longer exists",

@@ -12,8 +12,11 @@ import json
 import math
 from typing import Any
 
+import msgspec
+
 from ..brokers.base import DeadLetterFilter
 from ..messages import MessageTypes
+from ..telemetry.status import HEARTBEAT_COMPONENT
 from ._common import (
     EXIT_OK,
     UsageError,
@@ -23,9 +26,7 @@ from ._common import (
     open_inspector,
 )
 
-__all__ = ["HEARTBEAT_COMPONENT", "add_parser", "stats"]
-
-HEARTBEAT_COMPONENT = "trading_system"
+__all__ = ["add_parser", "stats"]
 """``component`` of the COMPONENT_STATUS heartbeats a running system publishes."""
 
 
@@ -59,7 +60,7 @@ async def stats(args: argparse.Namespace) -> int:
     node: dict[str, Any] = {}
     broker = await open_inspector(args)
     if broker is not None:
-        node = broker.describe()
+        node = msgspec.structs.asdict(broker.stats())
         try:
 
             def on_status(envelope: Any) -> None:

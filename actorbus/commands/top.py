@@ -29,6 +29,7 @@ from ..bus import AsyncMessageBus
 from ..config import URL_VARIABLE
 from ..errors import BrokerUnavailable
 from ..messages import MessageTypes
+from ..telemetry.status import HEARTBEAT_COMPONENT
 from ._common import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 __all__ = ["add_parser", "top"]
@@ -110,7 +111,6 @@ async def top(args: argparse.Namespace) -> int:
 
 
 def _listener(view: Any) -> Callable[[str, Any], None]:
-    from actorbus_trading.runner import HEARTBEAT_COMPONENT
 
     def on_status(message_type: str, data: Any) -> None:
         if not isinstance(data, dict):

@@ -98,13 +98,17 @@ def _demo_tree() -> Supervisor:
 async def topology(args: argparse.Namespace) -> int:
     """Run ``actorbus topology``; return the exit code."""
     from ..brokers.rabbitmq import topology_definitions
+    from ..runtime import tree_queue_specs
 
     check_prefix(args.prefix)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # --tree may name a module of the current directory
     tree = load_tree(args.tree) if args.tree else _demo_tree()
     definitions = topology_definitions(
-        args.prefix, [tree], vhost=args.vhost, unroutable=args.unroutable
+        args.prefix,
+        tree_queue_specs(args.prefix, tree),
+        vhost=args.vhost,
+        unroutable=args.unroutable,
     )
     print(json.dumps(definitions, indent=2))
     return EXIT_OK

@@ -55,10 +55,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ..brokers.base import DeadLetterFilter
+from ..brokers.memory import MemoryBrokerStats
 from ..bus import AsyncMessageBus
 from ..hooks import HandleDone
 from ..messages import Envelope
+from ..stats import ActorStats, BusStats
 from .status import broker_status
 
 __all__ = [
@@ -90,8 +91,7 @@ _COUNTERS = (
     ("messages_conflated", "conflated", "Messages replaced by a newer one in the mailbox."),
     ("actor_restarts", "restarts", "Restarts of the actor by its supervisor."),
 )
-_BUS_COUNTERS = (
-    ("messages_unroutable", "unroutable", "Messages published that no queue was bound to."),
+_MEMORY_COUNTERS = (
     ("messages_dropped", "dropped", "Messages in-memory queues dropped at their length limit."),
     ("dead_letters_dropped", "dead_letters_dropped", "Dead letters dropped at the store's cap."),
 )
@@ -219,22 +219,28 @@ class BusCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """The current values (called by the registry, from the scraping thread)."""
         stats = self.bus.stats()
-        yield from self._actor_metrics(stats["actors"])
+        yield from self._actor_metrics(stats.actors)
         if self.hooks is not None:
             yield from self.hooks.collect()
         yield from self._bus_metrics(stats)
         yield from self._broker_metrics()
 
-    def _bus_metrics(self, stats: dict[str, Any]) -> Iterator[Metric]:
-        for name, key, documentation in _BUS_COUNTERS:
-            if key in stats:
-                yield CounterMetricFamily(f"actorbus_{name}", documentation, value=stats[key])
+    def _bus_metrics(self, stats: BusStats) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "actorbus_messages_unroutable",
+            "Messages published that no queue was bound to.",
+            value=stats.unroutable,
+        )
+        if isinstance(stats.broker, MemoryBrokerStats):  # what the in-memory bounds dropped
+            for name, key, documentation in _MEMORY_COUNTERS:
+                value = getattr(stats.broker, key)
+                yield CounterMetricFamily(f"actorbus_{name}", documentation, value=value)
 
-    def _actor_metrics(self, actors: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    def _actor_metrics(self, actors: dict[str, ActorStats]) -> Iterator[Metric]:
         for name, key, documentation in _COUNTERS:
             family = CounterMetricFamily(f"actorbus_{name}", documentation, labels=("actor",))
             for actor, counters in actors.items():
-                family.add_metric((actor,), counters[key])
+                family.add_metric((actor,), getattr(counters, key))
             yield family
         depth = GaugeMetricFamily(
             "actorbus_mailbox_depth", "Deliveries waiting in the mailbox.", labels=("actor",)
@@ -248,10 +254,10 @@ class BusCollector(Collector):
             labels=("actor", "state"),
         )
         for actor, counters in actors.items():
-            depth.add_metric((actor,), counters["mailbox"])
-            busy.add_metric((actor,), 1.0 if counters["busy"] else 0.0)
+            depth.add_metric((actor,), counters.mailbox)
+            busy.add_metric((actor,), 1.0 if counters.busy else 0.0)
             for name in _STATES:
-                state.add_metric((actor, name), 1.0 if counters["state"] == name else 0.0)
+                state.add_metric((actor, name), 1.0 if counters.state == name else 0.0)
         yield from (depth, busy, state)
 
     def _broker_metrics(self) -> Iterator[Metric]:
@@ -294,15 +300,10 @@ class BusCollector(Collector):
         loop, broker = self.bus.loop, self.bus.broker
         if loop is None or broker is None or loop.is_closed() or self.bus.closed:
             return None
-        queue = getattr(broker, "dead_letter_queue", None)
-
-        async def depth() -> int:
-            if queue is not None:
-                return await broker.queue_length(queue)
-            return len(await broker.dead_letters(DeadLetterFilter()))
-
         try:
-            return asyncio.run_coroutine_threadsafe(depth(), loop).result(SCRAPE_TIMEOUT)
+            return asyncio.run_coroutine_threadsafe(broker.dead_letter_count(), loop).result(
+                SCRAPE_TIMEOUT
+            )
         except Exception as exc:
             logger.debug("dead-letter depth unavailable: %s", exc)
             return None

@@ -11,18 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..bus import AsyncMessageBus
-from ..supervisor import ChildSpec, Supervisor
+from ..children import ChildSpec
+from ..supervisor import Supervisor
 
-__all__ = ["broker_status", "describe_tree", "node_of"]
+__all__ = ["HEARTBEAT_COMPONENT", "broker_status", "describe_tree"]
 
-
-def node_of(link: Any) -> str:
-    """``host:port`` of the broker node a RabbitMQ link uses (or is trying)."""
-    node = getattr(link, "node", None)  # a link over several nodes names the one in use
-    if node is not None:
-        return str(node)
-    settings = link.settings
-    return f"{settings.host}:{settings.port}"
+HEARTBEAT_COMPONENT = "trading_system"
+"""``component`` of the ``COMPONENT_STATUS`` heartbeat a running system publishes with
+these dicts (the demo's runner does, every second): ``actorbus stats`` and ``actorbus
+top`` listen for it."""
 
 
 def broker_status(bus: AsyncMessageBus) -> dict[str, Any]:
@@ -30,28 +27,19 @@ def broker_status(bus: AsyncMessageBus) -> dict[str, Any]:
 
     ``outbox``: publishes waiting for the connection to come back; ``unconfirmed``:
     publishes sent and waiting for the broker's confirm. In memory the broker is
-    always connected and both are 0.
+    always connected and both are 0. (The fields of ``BrokerStats`` every broker has.)
     """
     broker = bus.broker
     if broker is None:
         return {"mode": bus.mode, "node": "", "connected": False, "reconnects": 0}
-    link = getattr(broker, "link", None)
-    if link is None:
-        return {
-            "mode": broker.name,
-            "node": "in_memory",
-            "connected": True,
-            "reconnects": 0,
-            "outbox": 0,
-            "unconfirmed": 0,
-        }
+    stats = broker.stats()
     return {
-        "mode": broker.name,
-        "node": node_of(link),
-        "connected": link.ready.is_set(),
-        "reconnects": link.reconnects,
-        "outbox": getattr(broker, "outbox", 0),
-        "unconfirmed": getattr(broker, "unconfirmed", 0),
+        "mode": stats.mode,
+        "node": stats.node,
+        "connected": stats.connected,
+        "reconnects": stats.reconnects,
+        "outbox": stats.outbox,
+        "unconfirmed": stats.unconfirmed,
     }
 
 

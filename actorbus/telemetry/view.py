@@ -5,7 +5,7 @@ renders them all (it is a rich renderable: hand it to ``rich.live.Live``). A
 snapshot is a dict, the one a trading system's heartbeat carries::
 
     {"source": "host.1234", "state": "running", "elapsed": 12.5,
-     "actors": bus.stats()["actors"],                 # per actor counters
+     "actors": msgspec.to_builtins(bus.stats().actors),  # per actor counters
      "tree": describe_tree(supervisor),               # optional: the supervisor tree
      "broker": broker_status(bus),                    # optional: node, outbox, ...
      "counts": {"ticks": 100, ...},                   # optional: the system's own counts

@@ -43,9 +43,7 @@ def cluster_actor(
 
 def broker_of(bus: AsyncMessageBus) -> AsyncRabbitMQBroker:
     """The RabbitMQ broker under a started bus."""
-    router = bus._router
-    assert router is not None
-    broker = router.broker
+    broker = bus.broker
     assert isinstance(broker, AsyncRabbitMQBroker)
     return broker
 
@@ -96,9 +94,9 @@ async def clean(cluster: RabbitCluster, buses: list[AsyncMessageBus]) -> None:
     queues: set[str] = set()
     exchanges: set[str] = set()
     for bus in buses:
-        router = bus._router
-        if router is not None and isinstance(router.broker, AsyncRabbitMQBroker):
-            declared_queues, declared_exchanges = router.broker.declared_names()
+        broker = bus.broker
+        if isinstance(broker, AsyncRabbitMQBroker):
+            declared_queues, declared_exchanges = broker.declared_names()
             queues.update(declared_queues)
             exchanges.update(declared_exchanges)
     try:

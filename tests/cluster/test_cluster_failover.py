@@ -4,7 +4,7 @@ C1. kill -9 of the node the bus is connected to; actor on a quorum queue.
     Pass: the bus moves to another node by itself, 0 confirmed messages lost.
 C2. The same with a classic queue that lived on the dead node (negative
     control): its messages are out of reach while the node is down, and the
-    bus says so (``stats()["broker"]["unavailable_queues"]``, an error log);
+    bus says so (``stats().broker.unavailable_queues``, an error log);
     a quorum actor beside it loses nothing. What the classic queue lost is
     recorded, not asserted away.
 C3. kill -9 of the node holding the quorum queue's leader, the bus connected
@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+import msgspec
 import pytest
 from cluster_scenario import Load, broker_of, cluster_actor, now, record, settle
 from support.checker import LossChecker
@@ -47,7 +48,7 @@ async def test_c1_kill_9_of_the_connected_node_loses_nothing_on_a_quorum_queue(
         await asyncio.sleep(1.0)
         sent = await load.stop()
         await settle(checker, sent + 1)
-        moved_to = broker.describe()
+        moved_to = broker.stats()
         consumed = await queues_consumed(cluster.any_ready(), [f"{prefix}.actor.ticks"])
     result = checker.result()
     outage = broker.link.outages[-1] if broker.link.outages else None
@@ -56,14 +57,14 @@ async def test_c1_kill_9_of_the_connected_node_loses_nothing_on_a_quorum_queue(
         result,
         recovery=result.longest_gap,
         note=(
-            f"moved from node {connected + 1} to node {moved_to['node_index']}, link back "
+            f"moved from node {connected + 1} to node {moved_to.node_index}, link back "
             f"{outage:.2f}s after the loss; recovery = longest pause between two handled "
             f"messages"
             if outage is not None
             else "did not move"
         ),
     )
-    assert moved_to["node_index"] != connected + 1
+    assert moved_to.node_index != connected + 1
     assert consumed, "the consumer did not come back on the new node"
     assert result.lost == 0, result.summary()
     assert result.failed_publishes == 0, result.summary()
@@ -92,10 +93,10 @@ async def test_c2_a_classic_queue_on_the_dead_node_is_reported_unavailable(
         killed_at = now()
         await cluster.nodes[connected].akill()
         reported = await wait_until(
-            lambda: f"{prefix}.actor.classic" in broker.describe()["unavailable_queues"], 30
+            lambda: f"{prefix}.actor.classic" in broker.stats().unavailable_queues, 30
         )
         await asyncio.sleep(2.0)  # the load goes on while the classic queue is gone
-        during = bus.stats()["broker"]
+        during = bus.stats().broker
         sent_while_down = load.sent
         await asyncio.to_thread(cluster.nodes[connected].start)
         back_at = classic.mark_recovery_point(fresh=False)
@@ -105,7 +106,7 @@ async def test_c2_a_classic_queue_on_the_dead_node_is_reported_unavailable(
         await settle(quorum, sent)
         # The classic queue's consumer comes back with the next consumer check.
         resumed = await wait_until(
-            lambda: f"{prefix}.actor.classic" not in broker.describe()["unavailable_queues"], 30
+            lambda: f"{prefix}.actor.classic" not in broker.stats().unavailable_queues, 30
         )
         home_node = cluster.nodes[connected]
         drained = await asyncio.to_thread(
@@ -129,7 +130,7 @@ async def test_c2_a_classic_queue_on_the_dead_node_is_reported_unavailable(
             f"recovery from the node's return"
         ),
         extra={
-            "stats_during": during,
+            "stats_during": msgspec.to_builtins(during),
             "sent_while_down": sent_while_down,
             "lost_while_down": lost_while_down,
             "publish_errors": [str(error) for error in load.publisher.errors[:5]],
@@ -142,7 +143,7 @@ async def test_c2_a_classic_queue_on_the_dead_node_is_reported_unavailable(
         note="same bus, same kill: the quorum queue kept serving",
     )
     assert reported, "the bus did not report the classic queue as unavailable"
-    assert f"{prefix}.actor.classic" in during["unavailable_queues"]
+    assert f"{prefix}.actor.classic" in during.unavailable_queues  # type: ignore[union-attr]
     assert "is unavailable" in caplog.text
     assert f"{prefix}.actor.classic" in caplog.text
     assert resumed, "the classic queue's consumer did not come back with its node"

@@ -67,9 +67,9 @@ async def make_bus(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIte
     queues: set[str] = set()
     exchanges: set[str] = set()
     for bus in buses:
-        router = bus._router
-        if router is not None and hasattr(router.broker, "declared_names"):
-            declared_queues, declared_exchanges = router.broker.declared_names()
+        broker = bus.broker
+        if isinstance(broker, AsyncRabbitMQBroker):
+            declared_queues, declared_exchanges = broker.declared_names()
             queues.update(declared_queues)
             exchanges.update(declared_exchanges)
         await bus.shutdown(timeout=1.0)

@@ -102,12 +102,12 @@ async def test_a_subscription_left_behind_is_bounded_and_blocks_nobody(
     monkeypatch.setattr("actorbus.subscription.SUBSCRIPTION_MAX_LENGTH", 10)
     gone = make_bus()
     await gone.subscribe(SIGNAL, same_named_handler([]))
-    [queue] = [cell.queue for cell in gone._router.cells if cell.name.startswith("sub.")]  # type: ignore[union-attr]
+    [queue] = [f"{gone.prefix}.{name}" for name in await gone.queued() if name.startswith("sub.")]
     await gone.shutdown()
     live = make_bus()
     for n in range(25):  # more than the left-behind queue keeps: no QueueFull for anyone
         await live.publish(SIGNAL, {"n": n})
-    broker = live._router.broker  # type: ignore[union-attr]
+    broker = live.broker  # type: ignore[union-attr]
     for _ in range(200):
         if await broker.queue_length(queue) == 10:
             break
@@ -214,7 +214,7 @@ async def test_bad_handlers_are_refused_at_subscribe(
     with pytest.raises(ActorbusError) as raised:
         await bus.subscribe(SIGNAL, handler)
     assert isinstance(raised.value, TypeError)
-    assert bus.stats()["actors"] == {}
+    assert bus.stats().actors == {}
 
 
 async def test_every_callable_shape_is_accepted(make_bus: Callable[..., AsyncMessageBus]) -> None:
@@ -242,19 +242,19 @@ async def test_unroutable_messages_are_counted_and_logged(
     nobody = register_message_type(f"contract.nobody_{uuid.uuid4().hex[:8]}")  # fresh: logged
     bus = make_bus()
     await bus.start()
-    before = bus.stats()["unroutable"]
+    before = bus.stats().unroutable
     began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="actorbus.unroutable"):
         for n in range(100):
             await bus.publish(nobody, {"n": n})
     took = time.monotonic() - began
-    assert bus.stats()["unroutable"] - before == 100
+    assert bus.stats().unroutable - before == 100
     warnings = [r for r in caplog.records if r.name == "actorbus.unroutable"]
     assert 1 <= len(warnings) <= 1 + took // 10, "logged, at most once per type per 10 s"
     assert nobody in warnings[0].getMessage()
     with pytest.raises(Unroutable):
         await bus.publish(nobody, {"n": 0}, mandatory=True)
-    assert bus.stats()["unroutable"] - before == 101
+    assert bus.stats().unroutable - before == 101
 
 
 class Forwarder(Actor):
@@ -288,14 +288,14 @@ async def test_unroutable_keep_puts_them_in_a_queue(
     await bus.start()
     for n in range(100):
         await bus.publish(NOBODY, {"n": n})
-    broker = bus._router.broker  # type: ignore[union-attr]
+    broker = bus.broker  # type: ignore[union-attr]
     kept = f"{bus.prefix}.unroutable"
     for _ in range(200):
         if await broker.queue_length(kept) == 100:
             break
         await asyncio.sleep(0.01)
     assert await broker.queue_length(kept) == 100
-    assert bus.stats()["unroutable"] >= 100
+    assert bus.stats().unroutable >= 100
 
 
 # -- 11. the message that crashed an actor is handled first after the restart ----------------
@@ -340,7 +340,7 @@ async def test_the_crashing_message_is_retried_before_those_behind_it(
     Exchange.cancel_waiting.set()
     await wait_until(lambda: len(Exchange.handled) == 2)
     assert Exchange.handled == ["submit 1", "cancel 1"]
-    assert bus.stats()["actors"]["exchange"]["restarts"] == 1
+    assert bus.stats().actors["exchange"].restarts == 1
     assert await bus.dead_letters() == []
 
 
@@ -361,7 +361,7 @@ async def test_a_message_crashing_again_is_dead_lettered(
             break
         await asyncio.sleep(0.01)
     assert [entry.envelope.data for entry in dead] == [{"order": 2}]
-    assert bus.stats()["actors"]["exchange"]["restarts"] == 2
+    assert bus.stats().actors["exchange"].restarts == 2
 
 
 class Point(msgspec.Struct):

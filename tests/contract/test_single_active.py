@@ -69,7 +69,7 @@ def standby_actor(tally: Tally, label: str, delay: float) -> type[Actor]:
 
 
 def role(stats: dict[str, Any]) -> str:
-    return str(stats["actors"]["ordered"]["role"])
+    return str(stats.actors["ordered"].role)
 
 
 async def test_one_handles_the_other_stands_by_then_takes_over(make_bus: BusFactory) -> None:
@@ -115,7 +115,7 @@ async def test_without_single_active_both_compete(make_bus: BusFactory) -> None:
 
     await first.spawn(competing("first"))
     await second.spawn(competing("second"))
-    assert "role" not in first.stats()["actors"]["ordered"]
+    assert first.stats().actors["ordered"].role is None
     for i in range(COUNT):
         await publisher.publish(ORDER, {"i": i})
     await wait_until(lambda: sum(len(v) for v in tally.by_instance.values()) >= COUNT)
@@ -129,8 +129,8 @@ async def test_two_instances_on_one_bus(make_bus: BusFactory) -> None:
     bus = make_bus()
     tree = await bus.spawn(standby_actor(tally, "first", 0.0))
     await bus.spawn(standby_actor(tally, "second", 0.0))
-    actors = bus.stats()["actors"]
-    assert (actors["ordered"]["role"], actors["ordered#2"]["role"]) == ("active", "standby")
+    actors = bus.stats().actors
+    assert (actors["ordered"].role, actors["ordered#2"].role) == ("active", "standby")
     for i in range(10):
         await bus.publish(ORDER, {"i": i})
     await wait_until(lambda: len(tally.by_instance.get("first", [])) == 10)

@@ -29,4 +29,4 @@ async def test_every_other_bus_of_the_prefix_hears_a_stop(make_bus: BusFactory) 
     await asyncio.sleep(0.2)  # a second delivery, if any, would show up
     assert sorted(heard) == [("first", "maintenance"), ("second", "maintenance")]
     assert not asker.stop_requested.is_set(), "the asking bus asked itself"
-    assert first.stats()["actors"] == {}, "the control queue is not an actor"
+    assert first.stats().actors == {}, "the control queue is not an actor"

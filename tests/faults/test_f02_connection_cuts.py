@@ -66,7 +66,7 @@ async def test_three_cuts_lose_nothing(
         assert await checker.wait_for(MESSAGES + 3, timeout=30)
         await checker.wait_quiet(0.5)
         consumed = await queues_consumed(node, [f"{prefix}.actor.counter"])
-        reconnects = bus._router.broker.link.reconnects  # type: ignore[union-attr]
+        reconnects = bus.broker.link.reconnects  # type: ignore[union-attr]
     result = checker.result()
     record_row(
         "2. Three connection cuts (2 proxy, 1 close_connection)"

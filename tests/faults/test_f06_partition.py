@@ -59,7 +59,7 @@ async def test_silent_partition_is_detected_and_healed(
         proxy.url(node.url), prefix, heartbeat=HEARTBEAT, publish_timeout=PUBLISH_TIMEOUT
     )
     async with bus:
-        link = bus._router.broker.link  # type: ignore[union-attr]
+        link = bus.broker.link  # type: ignore[union-attr]
         await bus.spawn(Guarded)
         publisher = Publisher(bus, [checker], interval=0.008)
         publishing = asyncio.create_task(publisher.run(MESSAGES))
@@ -78,7 +78,7 @@ async def test_silent_partition_is_detected_and_healed(
         await checker.wait_for(checker.confirmed_count, timeout=30)
         await checker.wait_quiet(0.5)
         consumed = await queues_consumed(node, [f"{prefix}.actor.counter"])
-        stats = bus.stats()["actors"]["counter"]
+        stats = bus.stats().actors["counter"]
     result = checker.result()
     detected = None if noticed_at is None else noticed_at - silenced_at
     record_row(
@@ -98,7 +98,7 @@ async def test_silent_partition_is_detected_and_healed(
     assert consumed, "the consumer did not come back after the partition"
     assert publisher.stray_cancellations == 0
     assert cancelled_in_actor == 0
-    assert (stats["restarts"], stats["failed"]) == (0, 0), stats
+    assert (stats.restarts, stats.failed) == (0, 0), stats
     assert result.lost == 0, result.summary()
     assert result.confirmed + result.failed_publishes == result.sent, result.summary()
     assert result.recovered_within(slack(RECOVERY_WITHIN)), result.summary()

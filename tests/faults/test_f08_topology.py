@@ -83,7 +83,7 @@ async def test_topology_and_consumers_come_back(node: RabbitNode, prefix: str) -
         # A consumer lost while the connection stays up: delete its queue under it.
         lost = LossChecker("8. consumer lost in place (queue deleted)")
         actors[0].checker = lost
-        reconnects = bus._router.broker.link.reconnects  # type: ignore[union-attr]
+        reconnects = bus.broker.link.reconnects  # type: ignore[union-attr]
         await asyncio.to_thread(node.delete_queue, queues[0])
         deleted_at = time.monotonic()
         repaired = await asyncio.to_thread(poll_sync, consumed, CHECK_INTERVAL + 5.0)
@@ -92,7 +92,7 @@ async def test_topology_and_consumers_come_back(node: RabbitNode, prefix: str) -
         await Publisher(bus, [lost], interval=0.005).run(100)
         await lost.wait_for(100, timeout=10)
         rebound = ours(prefix, await node.alist_bindings())
-        same_connection = bus._router.broker.link.reconnects == reconnects  # type: ignore[union-attr]
+        same_connection = bus.broker.link.reconnects == reconnects  # type: ignore[union-attr]
     slowest = max(r.max_recovery or float("inf") for r in results.values())
     record_row(
         "8. Topology recovery after a restart (3 actors)",

@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import passive_tree
@@ -32,12 +33,18 @@ from support.rabbit_node import (
 
 from actorbus import ActorStartError, AsyncMessageBus, BrokerRefused, TopologyMissing
 from actorbus.brokers.rabbitmq import topology_definitions
+from actorbus.runtime import tree_queue_specs
 
 pytestmark = [pytest.mark.faults, pytest.mark.anyio]
 
 PASSWORD = "p@ss:w0rd/%é"
 HERE = Path(__file__).parent
 TREE = "passive_tree:tree"
+
+
+def definitions_of(prefix: str) -> dict[str, Any]:
+    """The definitions of a bus on ``prefix`` running the passive test tree."""
+    return topology_definitions(prefix, tree_queue_specs(prefix, passive_tree.tree()))
 
 
 def _unavailable(message: str) -> None:
@@ -104,7 +111,11 @@ async def test_tls_with_the_right_ca_connects_publishes_and_consumes(
         await _echo_round_trip(bus)
     finally:
         await bus.shutdown(timeout=2.0)
-        await _clean(node.url, prefix, topology_definitions(prefix, [passive_tree.tree()]))
+        await _clean(
+            node.url,
+            prefix,
+            definitions_of(prefix),
+        )
 
 
 async def test_a_certificate_from_another_ca_is_refused_never_a_fallback(
@@ -177,7 +188,7 @@ async def test_passive_mode_lists_everything_missing(
 async def test_a_user_without_configure_runs_passive_on_imported_definitions(
     node: RabbitNode, prefix: str, user: str, tmp_path: Path
 ) -> None:
-    definitions = topology_definitions(prefix, [passive_tree.tree()])
+    definitions = definitions_of(prefix)
     path = tmp_path / "definitions.json"
     path.write_text(json.dumps(definitions))
     node.import_definitions(path)
@@ -273,7 +284,11 @@ async def test_a_declaration_refused_after_the_start_is_said_at_once(
             await bus.spawn(passive_tree.tree())  # not retried as if the broker were away
     finally:
         await bus.shutdown(timeout=2.0)
-        await _clean(node.url, prefix, topology_definitions(prefix, [passive_tree.tree()]))
+        await _clean(
+            node.url,
+            prefix,
+            definitions_of(prefix),
+        )
 
 
 async def test_tls_to_a_plain_listener_is_refused(node: RabbitNode, prefix: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from support.rabbit_cleanup import delete_names
 
 from actorbus import AsyncMessageBus
+from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
 
 BusFactory = Callable[..., AsyncMessageBus]
 
@@ -20,9 +21,9 @@ async def shutdown_and_clean(buses: list[AsyncMessageBus], url: str) -> None:
     queues: set[str] = set()
     exchanges: set[str] = set()
     for bus in buses:
-        router = bus._router
-        if router is not None and hasattr(router.broker, "declared_names"):
-            declared_queues, declared_exchanges = router.broker.declared_names()
+        broker = bus.broker
+        if isinstance(broker, AsyncRabbitMQBroker):
+            declared_queues, declared_exchanges = broker.declared_names()
             queues.update(declared_queues)
             exchanges.update(declared_exchanges)
         await bus.shutdown(timeout=1.0)

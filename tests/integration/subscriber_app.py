@@ -31,7 +31,7 @@ async def main(url: str, prefix: str, message_type: str) -> None:
         await bus.subscribe(message_type, handler)
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.read)
-        queues, _ = bus._router.broker.declared_names()  # type: ignore[union-attr, attr-defined]
+        queues, _ = bus.broker.declared_names()  # type: ignore[union-attr, attr-defined]
     print(json.dumps({"received": dict(received), "queues": queues}), flush=True)
 
 

@@ -117,7 +117,7 @@ async def test_dlq_commands_over_rabbitmq(rabbitmq_url: str, prefix: str) -> Non
         await bus.spawn(Broken)
         await bus.publish(MessageTypes.POSITION_UPDATE, {"symbol": "X"})
         await bus.publish(MessageTypes.POSITION_CLOSE, {"symbol": "X"})
-        await wait_for(lambda: bus.stats()["actors"]["broken"]["dead_lettered"] == 2, 10)
+        await wait_for(lambda: bus.stats().actors["broken"].dead_lettered == 2, 10)
 
     def cli(*args: str) -> Any:
         done = await_cli(*args)

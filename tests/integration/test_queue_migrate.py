@@ -68,7 +68,7 @@ async def test_flip_an_option_see_the_error_migrate_lose_nothing(
     changed = rabbit_bus()
     await changed.start()
     with pytest.raises(QueueMismatch) as refused:
-        await changed._router.broker.declare_queue(  # type: ignore[union-attr]
+        await changed.broker.declare_queue(  # type: ignore[union-attr]
             QueueSpec(name=queue, patterns=(ORDER,), single_active=True, max_length=10_000)
         )
     assert refused.value.queue == queue
@@ -107,7 +107,7 @@ async def test_flip_an_option_see_the_error_migrate_lose_nothing(
     assert set(seen) == set(sent) | set(after), "a message was lost in the migration"
     assert len(seen) == len(set(seen)), "a message was handled twice"
     assert seen[:MESSAGES] == sent, "the queue's messages came back out of order"
-    assert changed.stats()["actors"]["keeper"]["role"] == "active"
+    assert changed.stats().actors["keeper"].role == "active"
 
 
 async def test_migrating_a_consumed_queue_is_refused(

@@ -129,12 +129,12 @@ async def test_the_first_node_that_answers_is_used_and_stats_say_which(
             if got:
                 break
             await asyncio.sleep(0.01)
-        broker = bus.stats()["broker"]
+        broker = bus.stats().broker
     assert got
-    assert broker["node"] == "127.0.0.1:5672"
-    assert broker["url"].endswith("127.0.0.1:5672/")
-    assert "guest" not in broker["url"]
-    assert (broker["node_index"], broker["nodes"]) == (2, 2)
+    assert broker.node == "127.0.0.1:5672"
+    assert broker.url.endswith("127.0.0.1:5672/")
+    assert "guest" not in broker.url
+    assert (broker.node_index, broker.nodes) == (2, 2)
     assert "node 2 of 2" in caplog.text
     assert "not-logged" not in caplog.text
     assert "guest:guest" not in caplog.text
@@ -181,7 +181,7 @@ async def test_the_bus_wide_queue_type_and_an_actors_own_choice(
         await bus.spawn(Replicated)
         await bus.spawn(Local)
         rows = await asyncio.to_thread(_queue_rows, unique_prefix)
-        assert bus.stats()["broker"]["queue_type"] == "quorum"
+        assert bus.stats().broker.queue_type  # type: ignore[union-attr] == "quorum"
     replicated = rows[f"{unique_prefix}.actor.replicated"]
     assert replicated["type"] == "quorum"
     arguments = _arguments(replicated)
@@ -351,10 +351,10 @@ def test_the_variables_are_read_and_checked_like_the_arguments(
     monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_DELIVERY_LIMIT", "5")
     broker = AsyncRabbitMQBroker()
     assert [where(n) for n in broker.nodes] == [("a", 5672, "/"), ("b", 5672, "/")]
-    info = broker.describe()
-    assert (info["queue_type"], info["delivery_limit"], info["nodes"]) == ("quorum", 5, 2)
-    assert AsyncRabbitMQBroker(queue_type="classic", delivery_limit=9).describe()["queue_type"] == (
-        "classic"
+    info = broker.stats()
+    assert (info.queue_type, info.delivery_limit, info.nodes) == ("quorum", 5, 2)
+    assert (
+        AsyncRabbitMQBroker(queue_type="classic", delivery_limit=9).stats().queue_type == "classic"
     )
     monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_DELIVERY_LIMIT", "many")
     with pytest.raises(ConfigurationError, match="TRADING_SYSTEM_RABBITMQ_DELIVERY_LIMIT"):

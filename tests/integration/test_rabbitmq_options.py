@@ -67,8 +67,8 @@ async def test_bounded_queue_refuses_past_its_length(
 ) -> None:
     bus = rabbit_bus()
     await bus.start()
-    assert bus._router is not None
-    broker = bus._router.broker
+    assert bus.broker is not None
+    broker = bus.broker
     await broker.declare_queue(
         QueueSpec(name=f"{unique_prefix}.bounded", patterns=(ORDER,), max_length=3)
     )
@@ -83,11 +83,9 @@ async def test_send_to_missing_queue_is_unroutable(
 ) -> None:
     bus = rabbit_bus()
     await bus.start()
-    assert bus._router is not None
+    assert bus.broker is not None
     with pytest.raises(Unroutable):
-        await bus._router.broker.send_to_queue(
-            f"{unique_prefix}.nowhere", make_envelope(ORDER, {"i": 1})
-        )
+        await bus.broker.send_to_queue(f"{unique_prefix}.nowhere", make_envelope(ORDER, {"i": 1}))
     # the publishing channel survived the refusal
     await bus.publish(ORDER, {"i": 2})
 
@@ -106,8 +104,8 @@ async def test_copies_of_a_message_are_handled_once(rabbit_bus: BusFactory) -> N
     Once.seen = []
     bus = rabbit_bus()
     await bus.spawn(Once)
-    assert bus._router is not None
-    broker = bus._router.broker
+    assert bus.broker is not None
+    broker = bus.broker
     envelope = make_envelope(ORDER, {"i": 1})
     await broker.publish(envelope)
     await broker.publish(envelope)  # as after a lost confirm: the same id again
@@ -127,8 +125,8 @@ async def test_batched_acks_never_cover_an_unsettled_message(
     """Out-of-order settling: acked ones are gone, held and requeued ones come back."""
     bus = rabbit_bus()
     await bus.start()
-    assert bus._router is not None
-    broker = bus._router.broker
+    assert bus.broker is not None
+    broker = bus.broker
     queue = f"{unique_prefix}.acks"
     await broker.declare_queue(QueueSpec(name=queue, patterns=(ORDER,)))
     for i in range(20):

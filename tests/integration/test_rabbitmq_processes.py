@@ -79,7 +79,7 @@ async def test_tree_split_over_two_processes(
             if len(signals) >= 10:
                 break
             await asyncio.sleep(0.01)
-        queues, _ = bus._router.broker.declared_names()  # type: ignore[union-attr, attr-defined]
+        queues, _ = bus.broker.declared_names()  # type: ignore[union-attr, attr-defined]
     assert sorted(s["n"] for s in signals) == list(range(10))
     for signal in signals:
         assert signal["strategy_pid"] == processes["strategy"].pid

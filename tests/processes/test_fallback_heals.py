@@ -136,7 +136,7 @@ async def test_a_bus_that_fell_back_moves_to_rabbitmq_by_itself(
                 )
                 assert await wait_for(lambda: announcements, 10)
                 await asyncio.sleep(0.3)
-                assert bus.stats()["mode"] == "rabbitmq"
+                assert bus.stats().mode == "rabbitmq"
     finally:
         remote.stop()
         await proxy.close()

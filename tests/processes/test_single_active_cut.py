@@ -72,12 +72,12 @@ async def test_a_cut_active_instance_hands_its_mailbox_over(
             for seq in range(COUNT):
                 await publisher.publish(ORDER, {"seq": seq})
             assert await wait_for(lambda: len(log) >= 30)
-            assert first.stats()["actors"]["ordered"]["mailbox"] > 0
+            assert first.stats().actors["ordered"].mailbox > 0
             cut_at = time.monotonic()
             proxy.cut()
             assert await wait_for(lambda: len({seq for _, seq, _, _ in log}) >= COUNT)
             await asyncio.sleep(0.5)
-            assert first.stats()["actors"]["ordered"]["role"] == "standby"
+            assert first.stats().actors["ordered"].role == "standby"
     by_first = [entry for entry in log if entry[0] == "first"]
     by_second = [entry for entry in log if entry[0] == "second"]
     started_after_cut = [seq for _, seq, start, _ in by_first if start > cut_at]

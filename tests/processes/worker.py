@@ -51,7 +51,7 @@ async def consume(url: str, prefix: str, path: str, single_active: bool, delay: 
     records = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     async with AsyncMessageBus(mode="rabbitmq", url=url, prefix=prefix, fallback=False) as bus:
         await bus.spawn(counter_class(records, single_active=single_active, delay=delay))
-        role = bus.stats()["actors"]["counter"].get("role", "competing")
+        role = bus.stats().actors["counter"].role or "competing"
         print(f"ready {role}", flush=True)
         await asyncio.to_thread(sys.stdin.read)  # until the test closes our input
 

@@ -68,7 +68,7 @@ async def test_hooks_see_every_publish_and_handle(bus: AsyncMessageBus) -> None:
         ("signals", "strategy.signal", "yes", "ValueError"),
     ]
     assert recorder.published.count("strategy.signal") == 2
-    assert bus.stats()["actors"]["signals"]["dead_lettered"] == 1
+    assert bus.stats().actors["signals"].dead_lettered == 1
 
 
 async def test_a_failing_hook_loses_no_message(bus: AsyncMessageBus) -> None:
@@ -77,7 +77,7 @@ async def test_a_failing_hook_loses_no_message(bus: AsyncMessageBus) -> None:
     await bus.spawn(Signals)
     await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"symbol": "ETH"})
     await wait_until(lambda: Signals.seen == ["ETH"])
-    assert bus.stats()["actors"]["signals"]["processed"] == 1
+    assert bus.stats().actors["signals"].processed == 1
 
 
 async def test_a_failing_hook_beside_a_working_one_leaves_it_working(

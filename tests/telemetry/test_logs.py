@@ -59,7 +59,7 @@ async def test_log_lines_name_the_actor_and_the_message_not_its_data(
     message_id = await bus.publish(
         MessageTypes.EXECUTION_ORDER_REQUEST, {"client_order_id": SECRET}
     )
-    await wait_until(lambda: bus.stats()["actors"]["failing"]["dead_lettered"] == 1)
+    await wait_until(lambda: bus.stats().actors["failing"].dead_lettered == 1)
     records = [json.loads(line) for line in lines.lines]
     about = [r for r in records if r.get("message_id") == message_id]
     loggers = {r["logger"] for r in about}
@@ -82,7 +82,7 @@ async def test_a_crash_is_logged_with_its_actor_and_error_type(lines: Lines) -> 
     async with AsyncMessageBus(mode="in_memory") as bus:
         await bus.spawn(Crashing)
         await bus.publish(MessageTypes.RISK_LIMIT_BREACH, {"limit": SECRET})
-        await wait_until(lambda: bus.stats()["actors"]["crashing"]["restarts"] >= 1)
+        await wait_until(lambda: bus.stats().actors["crashing"].restarts >= 1)
     records = [json.loads(line) for line in lines.lines]
     crashed = [
         r for r in records if r["logger"] == "actorbus.supervisor" and "crashed" in r["message"]

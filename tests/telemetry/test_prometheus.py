@@ -51,8 +51,8 @@ async def _traffic_then_scrape(bus: AsyncMessageBus) -> dict[Any, float]:
             await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"symbol": symbol})
         await wait_until(
             lambda: (
-                bus.stats()["actors"]["signals"]["processed"] == 3
-                and bus.stats()["actors"]["signals"]["dead_lettered"] == 1
+                bus.stats().actors["signals"].processed == 3
+                and bus.stats().actors["signals"].dead_lettered == 1
             )
         )
         # Scraped from another thread, as Prometheus would: the bus's loop stays free.

@@ -2,11 +2,12 @@
 
 For operations teams that declare exchanges and queues themselves and give
 services a user without ``configure`` permission: :func:`topology_definitions`
-lists what a bus on ``prefix`` running the given actor trees declares (the
+lists what a bus on ``prefix`` declares with the given actor queues (the
 exchanges of every known subsystem, the dead-letter queue (and the unroutable
-queue under ``unroutable="keep"``), one queue per actor
-with its arguments, and every binding), named and shaped exactly as the broker
-declares them; a bus with ``declare="passive"`` then runs on them.
+queue under ``unroutable="keep"``), each queue with its arguments, and every
+binding), named and shaped exactly as the broker declares them; a bus with
+``declare="passive"`` then runs on them. The queues of actor trees are
+:func:`actorbus.runtime.tree_queue_specs`.
 
 Queues of ``bus.subscribe`` are not part of a tree and are not listed: give a
 subscription an explicit ``queue=`` and declare it alongside, or run it as an
@@ -19,37 +20,22 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...messages import subsystem_of
-from ...router import actor_queue_name, actor_queue_spec
-from ...supervisor import ChildSpec, Supervisor
 from .._unroutable import UnroutablePolicy, unroutable_spec
 from ..base import QueueSpec
 from ._topology import Topology, expected_subsystems, leading_wildcard
 
-__all__ = ["topology_definitions", "tree_queues"]
-
-
-def tree_queues(prefix: str, tree: Supervisor) -> list[QueueSpec]:
-    """The queue of every actor in ``tree`` (nested trees too), as the router declares it."""
-    specs: list[QueueSpec] = []
-    for child in tree.children:
-        if isinstance(child, Supervisor):
-            specs.extend(tree_queues(prefix, child))
-            continue
-        assert isinstance(child, ChildSpec)
-        queue = actor_queue_name(prefix, child.actor, child.actor_name)
-        specs.append(actor_queue_spec(child.actor, queue))
-    return specs
+__all__ = ["topology_definitions"]
 
 
 def topology_definitions(
     prefix: str,
-    trees: Iterable[Supervisor] = (),
+    actor_queues: Iterable[QueueSpec] = (),
     *,
     vhost: str = "/",
     idle_queue_expiry: float = 300.0,
     unroutable: UnroutablePolicy = "drop",
 ) -> dict[str, Any]:
-    """The definitions (exchanges, queues, bindings) of a bus on ``prefix`` running ``trees``.
+    """The definitions (exchanges, queues, bindings) of a bus on ``prefix`` with ``actor_queues``.
 
     ``unroutable="keep"`` adds the queue that bus option keeps unroutable messages in.
     """
@@ -57,8 +43,7 @@ def topology_definitions(
     specs = [QueueSpec(name=f"{prefix}.dead_letters", patterns=())]
     if unroutable == "keep":
         specs.append(unroutable_spec(prefix))
-    for tree in trees:
-        specs.extend(tree_queues(prefix, tree))
+    specs.extend(actor_queues)
     subsystems = expected_subsystems()
     for spec in specs:
         subsystems.update(subsystem_of(p) for p in spec.patterns if not leading_wildcard(p))

@@ -93,22 +93,6 @@ class Link:
         settings = self.settings
         return f"{settings.host}:{settings.port}"
 
-    def describe(self) -> dict[str, object]:
-        """Which node is in use, for ``stats()``.
-
-        Its ``host:port`` and URL without credentials (``None`` while
-        reconnecting), its position in the list, the list's length, since when,
-        and the reconnects so far.
-        """
-        return {
-            "node": self.node if self.ready.is_set() else None,
-            "url": str(self.settings) if self.ready.is_set() else None,
-            "node_index": self.index + 1,
-            "nodes": len(self.nodes),
-            "connected_since": self.connected_at if self.ready.is_set() else None,
-            "reconnects": self.reconnects,
-        }
-
     def _where(self) -> str:
         where = f"RabbitMQ at {self.settings}"
         return (

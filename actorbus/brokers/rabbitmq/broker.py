@@ -116,20 +116,16 @@ logger = logging.getLogger("actorbus.brokers.rabbitmq")
 
 
 class RabbitMQBrokerStats(BrokerStats, frozen=True, kw_only=True):
-    """The RabbitMQ broker's connection and counters."""
+    """The RabbitMQ broker's connection and counters (``node`` is the one in use or tried)."""
 
-    node: str | None = None
-    """The node in use as ``host:port`` (``None`` while reconnecting)."""
     url: str | None = None
-    """Its URL without credentials (``None`` while reconnecting)."""
+    """The URL of the node in use, without credentials (``None`` while reconnecting)."""
     node_index: int = 1
     """Position of the node in use (or last tried) in the list, from 1."""
     nodes: int = 1
     """How many nodes the list has."""
     connected_since: float | None = None
     """Epoch seconds the node in use was connected to (``None`` while reconnecting)."""
-    reconnects: int = 0
-    """Connections made after the first one."""
     queue_type: str = "classic"
     """The bus-wide queue type."""
     delivery_limit: int | None = None
@@ -138,10 +134,6 @@ class RabbitMQBrokerStats(BrokerStats, frozen=True, kw_only=True):
     """Queues the node in use cannot serve now (a classic queue on a lost node), and why."""
     publish_nacks: int = 0
     """Publishes the broker refused (nacked), each counted once per refusal."""
-    outbox: int = 0
-    """Publishes waiting for the connection to come back."""
-    unconfirmed: int = 0
-    """Publishes sent and waiting for the broker's confirm."""
 
 
 class AsyncRabbitMQBroker:
@@ -286,10 +278,18 @@ class AsyncRabbitMQBroker:
 
     def stats(self) -> RabbitMQBrokerStats:
         """Where the broker is connected, and its counters."""
+        link = self._link
+        connected = link.ready.is_set()
         return RabbitMQBrokerStats(
             mode=self.name,
+            node=link.node,
+            connected=connected,
+            reconnects=link.reconnects,
             unroutable=self.unroutable,
-            **self._link.describe(),  # type: ignore[arg-type]
+            url=str(link.settings) if connected else None,
+            node_index=link.index + 1,
+            nodes=len(link.nodes),
+            connected_since=link.connected_at if connected else None,
             queue_type=self.queue_options.queue_type,
             delivery_limit=self.queue_options.delivery_limit,
             unavailable_queues=dict(self.unavailable),
@@ -297,16 +297,6 @@ class AsyncRabbitMQBroker:
             outbox=self.outbox,
             unconfirmed=self.unconfirmed,
         )
-
-    def describe(self) -> dict[str, Any]:
-        """Where the broker is connected, for ``stats()``: node (redacted), queue type, gaps."""
-        return {
-            **self._link.describe(),
-            "queue_type": self.queue_options.queue_type,
-            "delivery_limit": self.queue_options.delivery_limit,
-            "unavailable_queues": dict(self.unavailable),
-            "publish_nacks": self.publish_nacks,
-        }
 
     async def connect(self) -> None:
         """Connect and declare the exchanges and the dead-letter store."""
@@ -546,6 +536,10 @@ class AsyncRabbitMQBroker:
     async def dead_letters(self, selection: DeadLetterFilter) -> list[DeadLetter]:
         """List the selected dead letters, oldest first, leaving them stored."""
         return await self._dead.list(selection)
+
+    async def dead_letter_count(self) -> int:
+        """Entries in the dead-letter queue (those ready; none is held by a reader)."""
+        return await self.queue_length(self.dead_letter_queue)
 
     async def replay_dead_letters(
         self, selection: DeadLetterFilter, *, max_replays: int | None = None

@@ -1,0 +1,214 @@
+"""A supervisor's child slot: one child, the task of its current incarnation, its readiness.
+
+A child runs in a plain asyncio task held by its slot rather than a task of an
+anyio task group with its own cancel scope: that bookkeeping (a handle, an
+event, cancel scopes) cost about 4 KB per child, most of what an idle actor
+would weigh. Structure is kept by hand instead: a child is stopped by
+cancelling its task (again, should it swallow the cancellation), and its
+supervisor stops and awaits every slot before its own ``run`` returns, so no
+child outlives it. Start-up follows ``TaskGroup.start``: :meth:`ChildSlot.start`
+returns once the child reported readiness, and raises what the child raised
+before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .cell import STOP_TIMEOUT, ActorCell
+from .children import ChildSpec, Restart
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+__all__ = ["ChildSlot", "StartTimedOut"]
+
+ChildRun = Callable[[Any], Awaitable[None]]
+"""Runs one incarnation of a child, reporting readiness through the ``task_status`` given."""
+
+
+class StartTimedOut(Exception):
+    """``on_start`` did not return within its start timeout (never retried)."""
+
+
+class _Started:
+    """The ``task_status`` of a child: readiness resolves the future its starter awaits.
+
+    It lives as long as the child's task, so it lets go of the future once used.
+    """
+
+    __slots__ = ("_ready", "done")
+
+    def __init__(self, ready: asyncio.Future[None]) -> None:
+        self._ready: asyncio.Future[None] | None = ready
+        self.done = False
+        """Whether readiness was reported."""
+
+    def started(self, value: Any = None) -> None:
+        """The child is ready: its starter returns."""
+        ready, self._ready = self._ready, None
+        if ready is None:
+            raise RuntimeError("readiness was already reported")
+        self.done = True
+        if not ready.done():
+            ready.set_result(None)
+
+    def failed(self, error: BaseException) -> None:
+        """The child could not start: its starter raises ``error``."""
+        ready, self._ready = self._ready, None
+        if ready is not None and not ready.done():
+            ready.set_exception(error)
+
+
+class ChildSlot:
+    """One child of a supervisor: its spec, its cell or supervisor, and its task.
+
+    The event a stopper waits on is made only when someone waits (an
+    ``anyio.Event`` costs about 800 bytes, more than the rest of an idle actor's
+    slot).
+    """
+
+    __slots__ = ("_finished", "cell", "running", "spec", "stopping", "task")
+
+    def __init__(self, spec: ChildSpec | Supervisor, cell: ActorCell | None) -> None:
+        self.spec = spec
+        """The child spec, or the nested supervisor."""
+        self.cell = cell
+        """The actor cell of an actor child (``None`` for a nested supervisor)."""
+        self.stopping = False
+        """Whether its supervisor is stopping the current incarnation (not a crash)."""
+        self.task: asyncio.Task[None] | None = None
+        """The task of the current (or last) incarnation."""
+        self.running = False
+        """Whether the child's task is alive."""
+        self._finished: anyio.Event | None = None
+
+    @property
+    def name(self) -> str:
+        """The child's name."""
+        return self.spec.actor_name if isinstance(self.spec, ChildSpec) else self.spec.name
+
+    @property
+    def restart(self) -> Restart:
+        """When the child is restarted (a nested supervisor: always)."""
+        return self.spec.restart if isinstance(self.spec, ChildSpec) else Restart.PERMANENT
+
+    @property
+    def cells(self) -> list[ActorCell]:
+        """The actor cells this child runs (a nested supervisor's, in start order)."""
+        if self.cell is not None:
+            return [self.cell]
+        assert not isinstance(self.spec, ChildSpec)
+        return self.spec.cells
+
+    async def start(
+        self,
+        run: ChildRun,
+        on_exit: Callable[[ChildSlot, BaseException | None], None],
+        on_escape: Callable[[BaseException], None],
+    ) -> None:
+        """Run ``run`` in a task of its own; return once it reported readiness.
+
+        After readiness, the end of the task is reported: ``on_exit(slot, error)``
+        for a crash (``error``) or a normal end (``None``) that its supervisor did
+        not ask for, ``on_escape(exc)`` for a ``BaseException`` that is not a
+        cancellation (``KeyboardInterrupt``...). An actor child whose ``on_start``
+        outlasts its start timeout raises :class:`StartTimedOut`.
+        """
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        task = loop.create_task(self._run(run, _Started(ready), on_exit, on_escape))
+        self.task = task
+        # An actor's on_start has its own timeout; a nested supervisor's children have theirs.
+        timeout = self.spec.effective_start_timeout if isinstance(self.spec, ChildSpec) else None
+        try:
+            await asyncio.wait([ready], timeout=timeout)
+            if not ready.done():
+                raise StartTimedOut(f"on_start did not return within {timeout:g}s")
+            await ready
+        except BaseException:
+            if not ready.done():
+                ready.cancel()  # the child's report of its end goes nowhere: nobody waits
+            if not task.done():
+                task.cancel()
+            raise
+
+    async def _run(
+        self,
+        run: ChildRun,
+        started: _Started,
+        on_exit: Callable[[ChildSlot, BaseException | None], None],
+        on_escape: Callable[[BaseException], None],
+    ) -> None:
+        """The task of one incarnation; a failure before readiness goes to its starter."""
+        self.running, self.stopping, self._finished = True, False, None
+        outcome: BaseException | None = None
+        try:
+            try:
+                await run(started)
+            except Exception as exc:
+                if not started.done:
+                    started.failed(exc)
+                    return
+                outcome = exc
+            if not started.done:
+                started.failed(RuntimeError(f"{self.name} ended before it was ready"))
+                return
+            if not self.stopping:
+                on_exit(self, outcome)
+        except asyncio.CancelledError:
+            if not started.done:
+                started.failed(RuntimeError(f"{self.name} was stopped before it was ready"))
+            if self.stopping:
+                return  # stopped by its supervisor: the normal end of this task
+            raise
+        except BaseException as exc:  # KeyboardInterrupt and the like
+            if not started.done:
+                started.failed(exc)
+            else:
+                on_escape(exc)
+            raise
+        finally:
+            self.running = False
+            finished, self._finished = self._finished, None
+            if finished is not None:
+                finished.set()
+
+    async def stop(self) -> None:
+        """Cancel the child's task (again, if it swallows the cancellation) and await it."""
+        self.stopping = True
+        task = self.task
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=STOP_TIMEOUT + 1)
+        await self.wait_finished()
+
+    async def wait_finished(self) -> None:
+        """Return once the child's task has ended (at once when it is not running)."""
+        if not self.running:
+            return
+        if self._finished is None:
+            self._finished = anyio.Event()
+        await self._finished.wait()
+
+
+async def stop_all(slots: list[ChildSlot]) -> None:
+    """Cancel every child's task, last started first, and await them all.
+
+    A task that swallows its cancellation is cancelled again after a grace
+    period; the caller bounds the whole wait.
+    """
+    tasks = [slot.task for slot in slots if slot.task is not None and not slot.task.done()]
+    for slot in reversed(slots):
+        slot.stopping = True
+        if slot.task is not None and not slot.task.done():
+            slot.task.cancel()
+    while tasks:
+        await asyncio.wait(tasks, timeout=STOP_TIMEOUT + 1)
+        tasks = [task for task in tasks if not task.done()]
+        for task in tasks:  # it swallowed the cancellation: cancel again
+            task.cancel()

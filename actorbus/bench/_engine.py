@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..brokers.base import MessageBroker
+from ..brokers.factory import BrokerFactory
 from ..bus import AsyncMessageBus
 from ..config import resolve_url
 from ..errors import SchemaError
@@ -47,9 +48,7 @@ def _check(count: int | None, duration: float | None, rate: float, mode: str) ->
 def _broker(mode: str, url: str | None, prefix: str) -> MessageBroker | None:
     if mode != "rabbitmq":
         return None
-    from ..brokers.rabbitmq import AsyncRabbitMQBroker
-
-    return AsyncRabbitMQBroker(url, prefix=prefix)
+    return BrokerFactory(prefix=prefix, url=url).rabbitmq()
 
 
 async def _delete_declared(broker: Any, url: str | None) -> None:

@@ -116,7 +116,7 @@ class AsyncMessageBus:
             connect_timeout=connect_timeout,
             unroutable=unroutable,
             declare=declare,
-            queue_options={
+            rabbitmq_options={
                 "queue_type": queue_type,
                 "delivery_limit": delivery_limit,
                 "shuffle_nodes": shuffle_nodes,

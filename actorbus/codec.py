@@ -25,7 +25,7 @@ import msgspec
 from .errors import DecodeError, InvalidMessage, MessageTooLarge
 from .messages import Envelope, schema_for
 
-__all__ = ["CONTENT_TYPES", "Codec", "Format"]
+__all__ = ["CONTENT_TYPES", "Codec", "Format", "apply_schema"]
 
 Format = Literal["msgpack", "json"]
 
@@ -70,6 +70,23 @@ def _holds_a_set(data: Any) -> bool:
             return True
         pending.extend(item for item in items if type(item) in _CONTAINERS)
     return False
+
+
+def apply_schema(envelope: Envelope) -> Envelope:
+    """``envelope`` with its data as its type's schema; ``DecodeError`` when it does not fit.
+
+    The one place decoded data meets its schema when it was decoded without one
+    (a whole envelope, a batch, a stored dead letter). An envelope of a type
+    without a schema, or whose data already is the schema's type, comes back as it is.
+    """
+    schema = schema_for(envelope.type)
+    if schema is None or type(envelope.data) is schema:
+        return envelope
+    try:
+        data = msgspec.convert(envelope.data, schema)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"{envelope.type}: payload does not match its schema: {exc}") from None
+    return msgspec.structs.replace(envelope, data=data)
 
 
 class Codec:
@@ -163,16 +180,7 @@ class Codec:
                 last = exc
         else:
             raise DecodeError(f"body is not a valid envelope: {last}")
-        schema = schema_for(envelope.type)
-        if schema is None:
-            return envelope
-        try:
-            data = msgspec.convert(envelope.data, schema)
-        except msgspec.ValidationError as exc:
-            raise DecodeError(
-                f"{envelope.type}: payload does not match its schema: {exc}"
-            ) from None
-        return msgspec.structs.replace(envelope, data=data)
+        return apply_schema(envelope)
 
     def _decoder(self, fmt: Format, target: type[Any]) -> Any:
         decoder = self._decoders.get((fmt, target))

@@ -53,11 +53,18 @@ MODE_CHANGE_TYPE = register_message_type("system.mode_change")
 """Announced by a bus that moved from memory to RabbitMQ (data: from, to, seconds, moved)."""
 
 RECONNECT = Backoff(0.1, 2.0)
-"""Waits between attempts to reach RabbitMQ again (the broker's own reconnect defaults)."""
+"""Waits between attempts to reach a broker that has no reconnect backoff of its own."""
 
 
-async def reconnect(broker: MessageBroker, backoff: Backoff = RECONNECT) -> bool:
-    """Try ``broker.connect()`` until it works (``True``) or is refused for good (``False``)."""
+async def reconnect(broker: MessageBroker) -> bool:
+    """Try ``broker.connect()`` until it works (``True``) or is refused for good (``False``).
+
+    Between tries it waits as the broker's own reconnects would (its ``reconnect_interval``
+    doubling up to ``max_reconnect_interval``).
+    """
+    from .brokers.rabbitmq import AsyncRabbitMQBroker  # a bus heals only towards RabbitMQ
+
+    backoff = broker.link.backoff if isinstance(broker, AsyncRabbitMQBroker) else RECONNECT
     delays = backoff.delays()
     while True:
         try:

@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from actorbus import AsyncMessageBus, BrokerUnavailable, MessageTypes
+from actorbus.brokers.factory import BrokerFactory
 from actorbus.commands._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -61,15 +62,13 @@ def _make_bus(
     """
     mode = resolve_mode(args.mode)
     if mode == "rabbitmq" and batch_ticks:
-        from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
-
-        broker = AsyncRabbitMQBroker(
-            resolve_url(args.url),
+        broker = BrokerFactory(
             prefix=args.prefix,
+            url=resolve_url(args.url),
             connect_timeout=connect_timeout,
-            batch_types=[MessageTypes.MARKET_DATA_UPDATE],
             declare=args.declare,
-        )
+            rabbitmq_options={"batch_types": [MessageTypes.MARKET_DATA_UPDATE]},
+        ).rabbitmq()
         return AsyncMessageBus(broker=broker, prefix=args.prefix, fallback=False)
     return AsyncMessageBus(
         mode,

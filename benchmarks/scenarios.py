@@ -164,6 +164,28 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 "(same for the raw aio-pika and FastStream runs)",
             ),
             Scenario(
+                "rabbitmq: actorbus, plain basic_publish, 1 process",
+                remote.actorbus_rabbitmq_plain,
+                3_000,
+                50,
+                RAW_PIKA,
+                skip=remote.actorbus_missing,
+                ceiling=CEILING,
+                note="as 'rabbitmq: actorbus, 1 process', each publish through aiormq's public "
+                "basic_publish (coalesce_writes=False)",
+            ),
+            Scenario(
+                "rabbitmq: actorbus, coalesced writes, 1 process",
+                remote.actorbus_rabbitmq_coalesced,
+                3_000,
+                50,
+                RAW_PIKA,
+                skip=remote.actorbus_missing,
+                ceiling=CEILING,
+                note="as 'rabbitmq: actorbus, 1 process', one loop turn's publishes in one "
+                "socket write through aiormq's channel internals (coalesce_writes=True)",
+            ),
+            Scenario(
                 "rabbitmq: actorbus + metrics, 1 process",
                 telemetry.rabbitmq("metrics"),
                 3_000,

@@ -200,7 +200,7 @@ async def test_shutdown_gives_unread_messages_back_in_order(server: InMemoryServ
     assert handled == list(range(10))
 
 
-async def test_shutdown_while_a_publish_waits_on_a_full_mailbox(server: InMemoryServer) -> None:
+async def test_shutdown_while_a_publish_waits_for_a_full_prefetch(server: InMemoryServer) -> None:
     gate = asyncio.Event()
     handled: list[int] = []
 
@@ -214,9 +214,9 @@ async def test_shutdown_while_a_publish_waits_on_a_full_mailbox(server: InMemory
 
     bus = AsyncMessageBus(mode="in_memory", server=server)
     await bus.spawn(Tiny)
-    for n in range(3):  # one being handled, two in the mailbox
+    for n in range(2):  # one being handled, one in the mailbox: the prefetch is full
         await bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n})
-    blocked = asyncio.ensure_future(bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 3}))
+    blocked = asyncio.ensure_future(bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": 2}))
     await asyncio.sleep(0.01)
     assert not blocked.done()
     await asyncio.wait_for(bus.shutdown(timeout=0.05), 5)
@@ -225,8 +225,8 @@ async def test_shutdown_while_a_publish_waits_on_a_full_mailbox(server: InMemory
     gate.set()
     async with AsyncMessageBus(mode="in_memory", server=server) as later:
         await later.spawn(Tiny)
-        await wait_until(lambda: len(handled) == 4)
-    assert handled == [0, 1, 2, 3]
+        await wait_until(lambda: len(handled) == 3)
+    assert handled == [0, 1, 2]
 
 
 async def test_using_a_bus_from_another_loop_is_a_clear_error(bus: AsyncMessageBus) -> None:
@@ -637,11 +637,11 @@ class Service:
 
 
 def test_subscription_queue_names() -> None:
-    from actorbus.subscription import subscription_class
+    from actorbus.subscription import subscription_spec
 
     def nested(message_type: str, data: Any) -> None: ...
 
-    named = subscription_class(module_handler, "trading", None, ["a.b", "c.d"])
+    named = subscription_spec(module_handler, "trading", None, ["a.b", "c.d"])
     assert (
         named.queue_options.name
         == f"trading.sub.{__name__}.module_handler.{patterns_hash(['c.d', 'a.b'])}"
@@ -651,13 +651,13 @@ def test_subscription_queue_names() -> None:
     assert named.queue_options.max_length == SUBSCRIPTION_MAX_LENGTH
     assert named.queue_options.overflow == "drop-head"
     assert named.queue_options.expires == SUBSCRIPTION_EXPIRY
-    other_types = subscription_class(module_handler, "trading", None, ["a.b"])
+    other_types = subscription_spec(module_handler, "trading", None, ["a.b"])
     assert other_types.queue_options.name != named.queue_options.name
-    assert subscription_class(Service.on_class, "p", None, ["a.b"]).queue_options.name == (
+    assert subscription_spec(Service.on_class, "p", None, ["a.b"]).queue_options.name == (
         f"p.sub.{__name__}.Service.on_class.{patterns_hash(['a.b'])}"
     )
     private = [
-        subscription_class(handler, "trading", None)
+        subscription_spec(handler, "trading", None, ())
         for handler in (nested, lambda t, d: None, Service().on_instance, functools.partial(nested))
     ]
     for cls in private:
@@ -666,11 +666,11 @@ def test_subscription_queue_names() -> None:
     assert len({cls.queue_options.name for cls in private}) == len(private)
     # the same anonymous handler subscribed twice gets two queues (two subscriptions)
     assert (
-        subscription_class(nested, "t", None).queue_options.name
-        != subscription_class(nested, "t", None).queue_options.name
+        subscription_spec(nested, "t", None, ()).queue_options.name
+        != subscription_spec(nested, "t", None, ()).queue_options.name
     )
     # an explicit queue is durable and used as given
-    explicit = subscription_class(nested, "trading", "my.queue")
+    explicit = subscription_spec(nested, "trading", "my.queue", ())
     assert explicit.queue_options.name == "my.queue"
     assert explicit.queue_options.durable
     assert explicit.queue_options.max_length is None

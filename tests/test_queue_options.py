@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from actorbus.brokers.base import QueueSpec
-from actorbus.brokers.rabbitmq._queue_options import DEFAULT_DELIVERY_LIMIT, QueueOptions
+from actorbus.brokers.rabbitmq._queue_defaults import DEFAULT_DELIVERY_LIMIT, QueueDefaults
 from actorbus.errors import ConfigurationError
 
 DLQ = "t.dead_letters"
@@ -22,15 +22,15 @@ def spec(name: str = "t.actor.a", **options: object) -> QueueSpec:
 
 def test_argument_beats_environment_beats_classic(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE", raising=False)
-    assert QueueOptions(dead_letter_queue=DLQ).queue_type == "classic"
+    assert QueueDefaults(dead_letter_queue=DLQ).queue_type == "classic"
     monkeypatch.setenv("TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE", "quorum")
-    assert QueueOptions(dead_letter_queue=DLQ).queue_type == "quorum"
-    assert QueueOptions(dead_letter_queue=DLQ, queue_type="classic").queue_type == "classic"
+    assert QueueDefaults(dead_letter_queue=DLQ).queue_type == "quorum"
+    assert QueueDefaults(dead_letter_queue=DLQ, queue_type="classic").queue_type == "classic"
 
 
 def test_a_queues_own_declaration_wins() -> None:
-    quorum_bus = QueueOptions(dead_letter_queue=DLQ, queue_type="quorum")
-    classic_bus = QueueOptions(dead_letter_queue=DLQ, queue_type="classic")
+    quorum_bus = QueueDefaults(dead_letter_queue=DLQ, queue_type="quorum")
+    classic_bus = QueueDefaults(dead_letter_queue=DLQ, queue_type="classic")
     assert quorum_bus.type_of(spec()) == "quorum"
     assert quorum_bus.type_of(spec(queue_type="classic")) == "classic"
     assert classic_bus.type_of(spec(queue_type="quorum")) == "quorum"
@@ -41,7 +41,7 @@ def test_a_queues_own_declaration_wins() -> None:
 
 
 def test_quorum_actor_queues_dead_letter_at_least_once_past_their_limit() -> None:
-    options = QueueOptions(dead_letter_queue=DLQ, queue_type="quorum")
+    options = QueueDefaults(dead_letter_queue=DLQ, queue_type="quorum")
     assert options.arguments(spec()) == {
         "x-queue-type": "quorum",
         "x-delivery-limit": DEFAULT_DELIVERY_LIMIT,
@@ -57,7 +57,7 @@ def test_quorum_actor_queues_dead_letter_at_least_once_past_their_limit() -> Non
 
 
 def test_the_dead_letter_queue_and_classic_queues_are_not_bounded() -> None:
-    options = QueueOptions(dead_letter_queue=DLQ, queue_type="quorum", delivery_limit=3)
+    options = QueueDefaults(dead_letter_queue=DLQ, queue_type="quorum", delivery_limit=3)
     assert options.arguments(spec(DLQ)) == {"x-queue-type": "quorum"}
     assert not options.bounded(spec(DLQ))
     assert options.arguments(spec(queue_type="classic")) == {}
@@ -65,6 +65,6 @@ def test_the_dead_letter_queue_and_classic_queues_are_not_bounded() -> None:
 
 
 def test_stores_are_never_bounded() -> None:
-    options = QueueOptions(dead_letter_queue=DLQ, queue_type="quorum", stores=("t.unroutable",))
+    options = QueueDefaults(dead_letter_queue=DLQ, queue_type="quorum", stores=("t.unroutable",))
     assert options.arguments(spec("t.unroutable")) == {"x-queue-type": "quorum"}
     assert not options.bounded(spec("t.unroutable"))

@@ -156,7 +156,7 @@ async def test_ask_times_out_and_a_late_reply_is_dropped(broker: InMemoryBroker)
 
     await broker.declare_queue(QueueSpec(name="slow", patterns=(PING,)))
     await broker.consume("slow", FunctionSink(hold), prefetch=10, owner="slow")
-    with pytest.raises(AskTimeout, match="runtime.ping"):
+    with pytest.raises(AskTimeout, match=r"runtime\.ping"):
         await requests.ask(broker.publish_nowait, PING, {"n": 1}, timeout=0.05)
     assert requests._pending == {}
     await requests.reply(broker, held[0].envelope, {"late": True})  # nobody waits: dropped
@@ -175,9 +175,7 @@ async def test_pending_asks_fail_at_once_when_the_bus_goes(broker: InMemoryBroke
     await requests.open(broker)
     await broker.declare_queue(QueueSpec(name="void", patterns=(PING,)))
     await broker.consume("void", FunctionSink(_ignore), prefetch=10, owner="void")
-    asking = asyncio.ensure_future(
-        requests.ask(broker.publish_nowait, PING, {"n": 1}, timeout=30)
-    )
+    asking = asyncio.ensure_future(requests.ask(broker.publish_nowait, PING, {"n": 1}, timeout=30))
     await asyncio.sleep(0.01)
     requests.fail_pending(BusClosed("gone"))
     with pytest.raises(BusClosed):

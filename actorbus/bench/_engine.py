@@ -12,6 +12,7 @@ from typing import Any
 
 from .._loops import run as run_on_fresh_loop
 from ..brokers.base import MessageBroker
+from ..brokers.factory import BrokerFactory
 from ..bus import AsyncMessageBus
 from ..config import resolve_url
 from ..errors import SchemaError
@@ -48,9 +49,7 @@ def _check(count: int | None, duration: float | None, rate: float, mode: str) ->
 def _broker(mode: str, url: str | None, prefix: str) -> MessageBroker | None:
     if mode != "rabbitmq":
         return None
-    from ..brokers.rabbitmq import AsyncRabbitMQBroker
-
-    return AsyncRabbitMQBroker(url, prefix=prefix)
+    return BrokerFactory(prefix=prefix, url=url).rabbitmq()
 
 
 async def _delete_declared(broker: Any, url: str | None) -> None:

@@ -1,39 +1,49 @@
-"""Making the bus's broker: by mode or URL, and the fallback to memory when RabbitMQ is down.
+"""Making a broker: by mode or URL, and the fallback to memory when RabbitMQ is down.
 
-:class:`BrokerFactory` is the one way the bus gets a broker. The RabbitMQ broker is
-imported only when asked for, so an in-memory bus never loads ``aiormq``.
-:meth:`BrokerFactory.connect` connects a broker with the fallback rule: a broker
-that does not answer (``BrokerUnavailable``) is replaced by an in-memory one when
-``fallback`` is on; one that answers but refuses (``BrokerRefused``: login, virtual
-host, TLS, permissions) always raises, since running in memory would hide a
-configuration or security mistake.
+:class:`BrokerFactory` is the one way to get a broker: the bus, the CLI's commands,
+the benchmarks and the demo all make theirs here. The RabbitMQ broker is imported
+only when asked for, so an in-memory bus never loads ``aiormq``. Any of the RabbitMQ
+broker's options (batching, timeouts, the publish path...) reaches it through
+``rabbitmq_options``. :meth:`BrokerFactory.connect` connects a broker with the
+fallback rule: a broker that does not answer (``BrokerUnavailable``) is replaced
+by an in-memory one when ``fallback`` is on; one that answers but refuses
+(``BrokerRefused``: login, virtual host, TLS, permissions) always raises, since
+running in memory would hide a configuration or security mistake.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..codec import Codec
 from ..config import Mode, resolve_url
-from ..errors import BrokerRefused, BrokerUnavailable
+from ..errors import BrokerRefused, BrokerUnavailable, ConfigurationError
 from ._unroutable import UnroutablePolicy
 from .base import MessageBroker
 from .memory import InMemoryBroker, InMemoryServer
+
+if TYPE_CHECKING:
+    from .rabbitmq import AsyncRabbitMQBroker
 
 __all__ = ["BrokerFactory"]
 
 logger = logging.getLogger("actorbus.bus")
 
+_OWN_FIELDS = ("url", "prefix", "codec", "connect_timeout", "unroutable", "declare")
+"""RabbitMQ options the factory sets from its own fields (and both brokers share)."""
+
 
 @dataclass(frozen=True)
 class BrokerFactory:
-    """What the bus's brokers are made of: its prefix, codec and broker options."""
+    """What brokers are made of: a prefix, a codec, and the options of each broker."""
 
     prefix: str
     """Prefix of exchange and queue names."""
-    codec: Codec
+    codec: Codec = field(default_factory=Codec)
     """Codec of message bodies."""
     url: str | list[str] | None = None
     """RabbitMQ URL(s); ``None``: the environment's or the default (see ``config``)."""
@@ -45,8 +55,21 @@ class BrokerFactory:
     """What becomes of messages no queue is bound to."""
     declare: Literal["create", "passive"] = "create"
     """Declare the RabbitMQ topology, or only check it."""
-    queue_options: dict[str, Any] = field(default_factory=dict)
-    """``queue_type``, ``delivery_limit`` and ``shuffle_nodes`` for the RabbitMQ broker."""
+    rabbitmq_options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of :class:`~actorbus.brokers.rabbitmq.AsyncRabbitMQBroker`.
+
+    Any of them but those this factory has a field for (``url``, ``prefix``,
+    ``codec``, ``connect_timeout``, ``unroutable``, ``declare``), which raise
+    ``ConfigurationError`` here, as an unknown option does when the broker is made.
+    """
+
+    def __post_init__(self) -> None:
+        own = sorted(set(self.rabbitmq_options) & set(_OWN_FIELDS))
+        if own:
+            raise ConfigurationError(
+                f"RabbitMQ option(s) {', '.join(own)} are the factory's (and the bus's) own "
+                "arguments: give them there, not among the broker options"
+            )
 
     def memory(self) -> InMemoryBroker:
         """A new in-memory broker on this factory's server."""
@@ -54,12 +77,14 @@ class BrokerFactory:
             self.server, prefix=self.prefix, codec=self.codec, unroutable=self.unroutable
         )
 
-    def make(self, mode: Mode) -> MessageBroker:
-        """A new, unconnected broker for ``mode``."""
-        if mode == "in_memory":
-            return self.memory()
-        from .rabbitmq import AsyncRabbitMQBroker  # imported only when asked for
+    def rabbitmq(self) -> AsyncRabbitMQBroker:
+        """A new, unconnected RabbitMQ broker (its module imported now, not before)."""
+        from .rabbitmq import AsyncRabbitMQBroker
 
+        options = dict(self.rabbitmq_options)
+        unknown = sorted(set(options) - set(inspect.signature(AsyncRabbitMQBroker).parameters))
+        if unknown:
+            raise ConfigurationError(f"unknown RabbitMQ broker option(s): {', '.join(unknown)}")
         return AsyncRabbitMQBroker(
             url=self.url if self.url is not None else resolve_url(None),
             prefix=self.prefix,
@@ -67,8 +92,12 @@ class BrokerFactory:
             connect_timeout=self.connect_timeout,
             unroutable=self.unroutable,
             declare=self.declare,
-            **self.queue_options,
+            **options,
         )
+
+    def make(self, mode: Mode) -> MessageBroker:
+        """A new, unconnected broker for ``mode``."""
+        return self.memory() if mode == "in_memory" else self.rabbitmq()
 
     async def connect(
         self, broker: MessageBroker, *, fallback: bool, heal: bool

@@ -2,8 +2,9 @@
 
 The async broker runs on a background event-loop thread (an anyio blocking
 portal, as :class:`~actorbus.sync_bus.MessageBus` does); every method here is
-one call through the portal, so any number of threads may call at once and each
-call returns when the async one did (``publish`` once the broker confirmed).
+one call through the portal (one typed helper, ``_call``), so any number of
+threads may call at once and each call returns when the async one did
+(``publish`` once the broker confirmed).
 Nothing is implemented twice.
 
 ``consume`` takes a plain function ``callback(delivery)``; it runs in a worker
@@ -14,10 +15,9 @@ raises), so a slow callback holds back only its own consumer's prefetch window.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -35,6 +35,7 @@ from .rabbitmq import AsyncRabbitMQBroker
 
 __all__ = ["RabbitMQBroker", "SyncConsumer"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -48,6 +49,20 @@ class SyncConsumer:
     def cancel(self) -> None:
         """Stop consuming; unsettled deliveries go back to the queue."""
         self._broker._call(self._handle.cancel)
+
+
+def _in_a_thread(callback: Callable[[Delivery], None]) -> Callable[[Delivery], Awaitable[None]]:
+    """Run ``callback`` in a worker thread; ack when it returns, requeue when it raises."""
+
+    async def settle(delivery: Delivery) -> None:
+        try:
+            await anyio.to_thread.run_sync(callback, delivery)
+        except Exception:
+            delivery.requeue()
+            raise
+        delivery.ack()
+
+    return settle
 
 
 class RabbitMQBroker:
@@ -70,11 +85,16 @@ class RabbitMQBroker:
             raise RuntimeError("RabbitMQBroker is not connected: call connect() first")
         return self._broker
 
-    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``function(*args, **kwargs)`` on the broker's loop; return what it returned."""
         portal = self._portal
         if portal is None:
             raise RuntimeError("RabbitMQBroker is not connected: call connect() first")
-        return portal.call(partial(function, *args, **kwargs))
+
+        async def call() -> T:
+            return await function(*args, **kwargs)
+
+        return portal.call(call)
 
     def connect(self) -> None:
         """Start the loop thread and connect (``BrokerUnavailable`` when unreachable)."""
@@ -146,28 +166,20 @@ class RabbitMQBroker:
         ``owner`` names the consumer in the dead letters the broker makes for it
         (default: the queue's name).
         """
-
-        async def sink(delivery: Delivery) -> None:
-            try:
-                await anyio.to_thread.run_sync(callback, delivery)
-            except Exception:
-                delivery.requeue()
-                raise
-            delivery.ack()
-
-        handle: ConsumerHandle = self._call(
-            self.async_broker.consume,
-            queue,
-            FunctionSink(sink),
-            prefetch=prefetch,
-            owner=owner or queue,
+        return SyncConsumer(
+            self,
+            self._call(
+                self.async_broker.consume,
+                queue,
+                FunctionSink(_in_a_thread(callback)),
+                prefetch=prefetch,
+                owner=owner or queue,
+            ),
         )
-        return SyncConsumer(self, handle)
 
     def open_reply_address(self, on_reply: ReplyHandler) -> str:
         """Create the reply address (``on_reply`` runs on the broker's loop thread)."""
-        address: str = self._call(self.async_broker.open_reply_address, on_reply)
-        return address
+        return self._call(self.async_broker.open_reply_address, on_reply)
 
     def send_reply(self, address: str, envelope: Envelope) -> None:
         """Send a reply."""
@@ -179,25 +191,18 @@ class RabbitMQBroker:
 
     def dead_letters(self, selection: DeadLetterFilter | None = None) -> list[DeadLetter]:
         """List dead letters."""
-        entries: list[DeadLetter] = self._call(
-            self.async_broker.dead_letters, selection or DeadLetterFilter()
-        )
-        return entries
+        return self._call(self.async_broker.dead_letters, selection or DeadLetterFilter())
 
     def replay_dead_letters(
         self, selection: DeadLetterFilter | None = None, *, max_replays: int | None = None
     ) -> int:
         """Replay dead letters to their queues; return how many."""
-        count: int = self._call(
+        return self._call(
             self.async_broker.replay_dead_letters,
             selection or DeadLetterFilter(),
             max_replays=max_replays,
         )
-        return count
 
     def purge_dead_letters(self, selection: DeadLetterFilter | None = None) -> int:
         """Delete dead letters; return how many."""
-        count: int = self._call(
-            self.async_broker.purge_dead_letters, selection or DeadLetterFilter()
-        )
-        return count
+        return self._call(self.async_broker.purge_dead_letters, selection or DeadLetterFilter())

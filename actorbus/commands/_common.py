@@ -119,11 +119,14 @@ async def open_inspector(args: argparse.Namespace) -> AsyncRabbitMQBroker | None
     no exchange or queue is ever created. When the prefix's dead-letter queue does
     not exist, no system ran there: that is said on stderr and ``None`` returned.
     """
-    from ..brokers.rabbitmq import AsyncRabbitMQBroker
+    from ..brokers.factory import BrokerFactory
 
-    broker = AsyncRabbitMQBroker(
-        resolve_url(args.url), prefix=args.prefix, declare="passive", subsystems=()
-    )
+    broker = BrokerFactory(
+        prefix=args.prefix,
+        url=resolve_url(args.url),
+        declare="passive",
+        rabbitmq_options={"subsystems": ()},
+    ).rabbitmq()
     try:
         await broker.connect()
     except TopologyMissing:

@@ -242,7 +242,7 @@ def _add_actor_row(
     table.add_row(
         "  " * depth + name,
         Text(state, _STATE_STYLES.get(state, "")),
-        str(counters.get("role", "-")),
+        str(counters.get("role") or "-"),
         "-" if rate is None else f"{rate:,.0f}",
         f"{counters.get('processed', 0):,}",
         f"{counters.get('mailbox', 0):,}",

@@ -147,7 +147,8 @@ async def test_c6_a_process_killing_poison_is_the_only_dead_letter(
     assert entry.error_type == "DeliveryLimitReached"
     assert entry.attempts == LIMIT + 1
     assert f"delivered {LIMIT + 1} times (limit {LIMIT})" in entry.reason
-    assert entry.actor == "worker"
+    # This process never consumed the worker's queue: the entry names the queue itself.
+    assert entry.actor == f"{prefix}.actor.worker"
     assert entry.queue == f"{prefix}.actor.worker"
     # Each delivery of the poison ends its process; one may also end with a connection
     # the broker closed (a cluster just restarted), which counts as a delivery too.

@@ -272,7 +272,7 @@ def test_consumer_never_raises_and_always_settles(
             FunctionSink(sink),
             10,
             codec=codec,
-            actor="fuzz",
+            owner="fuzz",
             dead_letter=dead_letter,
             timeout=1.0,
             on_remove=lambda c: None,

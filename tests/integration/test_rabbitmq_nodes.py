@@ -20,11 +20,11 @@ import pytest
 from support.rabbit_cleanup import delete_names
 
 from actorbus import Actor, AsyncMessageBus, Envelope, handles
-from actorbus.brokers.base import DeadLetterFilter, QueueSpec
+from actorbus.brokers.base import DeadLetterFilter, FunctionSink, QueueSpec
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker, ConnectionSettings
 from actorbus.brokers.rabbitmq._params import node_settings
 from actorbus.errors import BrokerRefused, BrokerUnavailable, ConfigurationError
-from actorbus.messages import register_message_type
+from actorbus.messages import Delivery, register_message_type
 from actorbus.queues import QueueOptions
 
 pytestmark = pytest.mark.anyio
@@ -214,10 +214,18 @@ async def _take_and_die(url: str, queue: str) -> bool:
         await connection.close()
 
 
+async def _never_called(delivery: Delivery) -> None:
+    raise AssertionError(f"the cancelled consumer got {delivery.envelope.id}")
+
+
 async def test_a_message_past_its_delivery_limit_is_a_dead_letter_like_any_other(
     rabbitmq_url: str, unique_prefix: str
 ) -> None:
-    """One node, a quorum queue: listed, replayed and purged like a handler's dead letter."""
+    """One node, a quorum queue: listed, replayed and purged like a handler's dead letter.
+
+    Its ``actor`` is the owner this broker's consumer of the queue was started with;
+    before this broker ever consumed the queue, the queue's own name.
+    """
     broker = AsyncRabbitMQBroker(
         rabbitmq_url, prefix=unique_prefix, queue_type="quorum", delivery_limit=2
     )
@@ -243,11 +251,15 @@ async def test_a_message_past_its_delivery_limit_is_a_dead_letter_like_any_other
         [entry] = entries
         assert entry.envelope.id == envelope.id
         assert entry.envelope.data == {"n": 1}
-        assert (entry.queue, entry.actor) == (queue, "doomed")
+        assert (entry.queue, entry.actor) == (queue, queue)  # nobody here consumed it
         assert entry.error_type == "DeliveryLimitReached"
         assert entry.attempts == 3
         assert "delivery limit reached: delivered 3 times (limit 2)" in entry.reason
         assert not any(k.startswith("x-") for k in entry.envelope.headers)
+        consumer = await broker.consume(
+            queue, FunctionSink(_never_called), prefetch=1, owner="doomed"
+        )
+        await consumer.cancel()  # the queue keeps its owner
         assert await broker.replay_dead_letters(EVERY) == 1
         assert await broker.queue_length(queue) == 1
         while await _take_and_die(rabbitmq_url, queue):
@@ -258,6 +270,7 @@ async def test_a_message_past_its_delivery_limit_is_a_dead_letter_like_any_other
             await asyncio.sleep(0.02)
         [again] = await broker.dead_letters(EVERY)
         assert again.replays == 1
+        assert (again.queue, again.actor) == (queue, "doomed")
         assert await broker.purge_dead_letters(EVERY) == 1
         assert await broker.dead_letters(EVERY) == []
     finally:

@@ -8,19 +8,25 @@ recovery has lost consumers after reconnects (its issues #231, #334, #594, #626)
 and its per-message overhead put the remote path under the 1.5x target.
 
 Modules, one concern each: ``_params`` (settings, URL, TLS, redaction),
-``_wire`` (an envelope as an AMQP message), ``_link`` (the self-healing
-connection), ``_refusals`` (a refusal told from an outage, by exception type),
-``_aiormq`` (the only use of aiormq internals, version-checked at import),
-``_topology`` (what was declared, the binding rules, passive checks),
-``_declarer`` (topology operations across outages), ``_definitions`` (the
-topology of a system as RabbitMQ definitions), ``_sender`` (one confirmed
+``_wire`` (an envelope as an AMQP message, and the one header filter back),
+``_link`` (the self-healing connection), ``_refusals`` (a refusal told from an
+outage, by exception type), ``_aiormq`` (the only use of aiormq internals,
+version-checked at import), ``_closing`` (closing quietly), ``_queue_defaults``
+(the bus-wide queue type and delivery limit), ``_topology`` (what was declared,
+the binding rules, passive checks), ``_declarer`` (topology operations across
+outages), ``_definitions`` (the topology of a system as RabbitMQ definitions),
+``_migrate`` (moving a queue to a new declaration), ``_sender`` (one confirmed
 publish across outages, nacks and timeouts), ``_publisher`` (many publishes per
-socket write), ``_consumer`` (consumers, copies recognised by id),
-``_registry`` (the consumers of a broker, their recovery and health check),
-``_replies`` (direct reply-to), ``_acker`` (batched acks, written at once past a
-count or an age), ``_batch`` (opt-in many envelopes per AMQP message),
-``_dead_letters`` (the dead-letter store) and ``broker`` (the ``MessageBroker``
-itself). The sync face is
+socket write), ``_publishing`` (routing to exchanges, batches, unroutable
+messages), ``_batch`` (opt-in many envelopes per AMQP message), ``_consumer``
+(a consumer's channel, start, recovery, pause and cancel), ``_window`` (the
+redelivery window on queues with a delivery limit), ``_intake`` (decoding
+each message and handing it on), ``_delivery`` (a delivery, and copies
+recognised by id), ``_acker`` (batched acks, written at once past a count or an
+age), ``_registry`` (the consumers of a broker, their recovery and health
+check, and who owns each queue), ``_replies`` (direct reply-to),
+``_dead_letters`` (the dead-letter store), ``_listen`` (overhearing a type for
+read-only tools) and ``broker`` (the ``MessageBroker`` itself). The sync face is
 :class:`actorbus.brokers.rabbitmq_sync.RabbitMQBroker`.
 """
 

@@ -28,8 +28,9 @@ from typing import Any
 import msgspec
 from pamqp.commands import Basic
 
+from ...codec import apply_schema
 from ...errors import DecodeError
-from ...messages import Envelope, new_message_id, schema_for
+from ...messages import Envelope, new_message_id
 
 __all__ = ["BATCH_CONTENT_TYPE", "Batcher", "SettleGroup", "decode_batch", "decode_whole"]
 
@@ -137,22 +138,9 @@ class Batcher:
 def decode_whole(body: bytes) -> list[Envelope] | None:
     """Decode a batch in one go, schemas applied; ``None`` when any part is bad."""
     try:
-        envelopes = _whole.decode(body)
-    except msgspec.MsgspecError:
+        return [apply_schema(envelope) for envelope in _whole.decode(body)]
+    except (msgspec.MsgspecError, DecodeError):
         return None
-    converted: dict[str, Any] = {}
-    for index, envelope in enumerate(envelopes):
-        kind = envelope.type
-        schema = converted.get(kind, False)
-        if schema is False:
-            schema = converted[kind] = schema_for(kind)
-        if schema is not None and type(envelope.data) is not schema:
-            try:
-                data = msgspec.convert(envelope.data, schema)
-            except msgspec.ValidationError:
-                return None
-            envelopes[index] = msgspec.structs.replace(envelope, data=data)
-    return envelopes
 
 
 def decode_batch(body: bytes) -> list[bytes]:

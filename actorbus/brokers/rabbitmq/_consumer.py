@@ -1,127 +1,44 @@
-"""Consumers: one channel each, prefetch-bounded, with batched acknowledgements.
+"""Consumers: one channel each, prefetch-bounded, restarted on every new connection.
 
 Each consumer owns a channel (so its prefetch is its own and cancelling it
 gives its unsettled messages back by closing that channel). Deliveries are
 settled through an :class:`~._acker.Acker` bound to the channel they came on
 (batched acks, never held back for long: see ``_acker``). A delivery settled
 after its channel died is ignored: the broker has already put it back, and
-will deliver it again.
+will deliver it again. What becomes of each message (decoding, copies, dead
+letters) is the consumer's :class:`~._intake.Intake`.
 
 A consumer of a queue with a delivery limit (``bounded``) also keeps a
 redelivery window (see ``_window``): prefetch 1 while a message may be the
 one that kills the process, the full prefetch once a fresh one succeeded.
+A consumer of a ``single_active`` queue may be standing by (see
+:attr:`RabbitConsumer.active`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-from ...errors import DecodeError
-from ...messages import Delivery, Envelope, log_fields, new_message_id
-from ..base import REPLAYS_HEADER, DeadLetter, DeliverySink
+from ...messages import Delivery
+from ..base import DeliverySink
 from ._acker import Acker
 from ._aiormq import consumer_tags, writer_of
-from ._batch import BATCH_CONTENT_TYPE, SettleGroup, decode_batch, decode_whole
 from ._closing import close_quietly
+from ._delivery import RabbitDelivery, Settle
+from ._intake import DeadLetterSink, Intake
 from ._window import RedeliveryWindow, first_delivery
-from ._wire import decode_message, raw_envelope
 
 if TYPE_CHECKING:
     from ...codec import Codec
 
-__all__ = ["Dedup", "RabbitConsumer", "RabbitDelivery"]
+__all__ = ["RabbitConsumer"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
-
-
-class Dedup:
-    """Recognises copies of a message one consumer already has, by envelope id.
-
-    A copy comes from a redelivery (the ack of a handled message was lost with
-    its connection, or the message sat in a mailbox when the connection
-    dropped) or from a publish sent again after its confirm was lost. A copy of
-    a message handled recently (the last ``window`` ids) is acknowledged and
-    dropped; a copy of a message still waiting or being handled is settled
-    together with it. A replayed dead letter is not a copy: its replay count
-    is part of the key. Only copies reaching the same consumer are recognised.
-    """
-
-    __slots__ = ("_order", "dropped", "inflight", "recent", "window")
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        """How many handled ids are remembered."""
-        self.recent: set[str] = set()
-        """Keys of messages handled recently."""
-        self._order: deque[str] = deque()
-        self.inflight: dict[str, RabbitDelivery] = {}
-        """Deliveries handed on and not yet settled, by key."""
-
-    def done(self, key: str, delivery: RabbitDelivery, handled: bool) -> None:
-        """Note that ``delivery`` was settled (``handled``, or given back)."""
-        if self.inflight.get(key) is delivery:
-            del self.inflight[key]
-        if handled and key not in self.recent:
-            self.recent.add(key)
-            order = self._order
-            order.append(key)
-            if len(order) > self.window:
-                self.recent.discard(order.popleft())
-
-
-Settle = Callable[[bool], None]
-"""Settles one delivery on the broker: ``True`` acknowledges, ``False`` requeues."""
-
-
-class RabbitDelivery(Delivery):
-    """A delivery from RabbitMQ: ``ack``/``requeue`` settle it on its own channel."""
-
-    __slots__ = ("_copies", "_dedup", "_key", "_settle", "_settled", "acker")
-
-    def __init__(self, envelope: Envelope, settle: Settle, dedup: Dedup | None, key: str) -> None:
-        self.envelope = envelope
-        self._settle = settle
-        self._settled = False
-        self._dedup = dedup
-        self._key = key
-        self._copies: list[Settle] | None = None
-        self.acker: Acker | None = None
-        """The acker of the channel it came on, when known (to tell a dead channel's)."""
-
-    def add_copy(self, settle: Settle) -> None:
-        """Settle a redelivered copy together with this delivery."""
-        if self._copies is None:
-            self._copies = []
-        self._copies.append(settle)
-
-    def ack(self) -> None:
-        """Acknowledge (batched with its neighbours); settling twice does nothing."""
-        self._done(True)
-
-    def requeue(self) -> None:
-        """Give the message back to its queue; settling twice does nothing."""
-        self._done(False)
-
-    def _done(self, handled: bool) -> None:
-        if self._settled:
-            return
-        self._settled = True
-        self._settle(handled)
-        if self._copies is not None:
-            for settle in self._copies:
-                settle(handled)
-        if self._dedup is not None:
-            self._dedup.done(self._key, self, handled)
-
-
-DeadLetterStore = Callable[[DeadLetter], Awaitable[None]]
 
 
 def _of_closed_channel(delivery: Delivery) -> bool:
@@ -140,8 +57,8 @@ class RabbitConsumer:
         prefetch: int,
         *,
         codec: Codec,
-        actor: str,
-        dead_letter: DeadLetterStore,
+        owner: str,
+        dead_letter: DeadLetterSink,
         timeout: float,
         on_remove: Callable[[RabbitConsumer], None],
         dedup_window: int = 10_000,
@@ -162,18 +79,20 @@ class RabbitConsumer:
         """Set once :meth:`cancel` was called: never restarted again."""
         self.paused = False
         """Set once :meth:`pause` was called: no new deliveries, never restarted again."""
-        self._sink = sink
-        self._codec = codec
-        self._actor = actor
-        self._dead_letter = dead_letter
+        self.intake = Intake(
+            queue,
+            sink,
+            codec=codec,
+            owner=owner,
+            dead_letter=dead_letter,
+            dedup_window=dedup_window,
+        )
+        """Decodes each message and hands it on (see ``_intake``)."""
         self._timeout = timeout
         self._acker: Acker | None = None
         self._ack_count = ack_flush_count
         self._ack_interval = ack_flush_interval
         self._on_remove = on_remove
-        self._in_order = asyncio.Lock()
-        self.dedup = Dedup(dedup_window) if dedup_window > 0 else None
-        """Recognises copies of messages this consumer already has (``None``: off)."""
         self.bounded = bounded
         """The queue has a delivery limit: keep a redelivery window (see ``_window``)."""
         self.window: RedeliveryWindow | None = None
@@ -194,6 +113,11 @@ class RabbitConsumer:
         standby that was promoted reads ``False`` until its first message.
         """
         return self._active
+
+    @property
+    def owner(self) -> str:
+        """Who consumes (an actor or subscription), as ``consume(..., owner=)`` said."""
+        return self.intake.owner
 
     @property
     def healthy(self) -> bool:
@@ -287,15 +211,7 @@ class RabbitConsumer:
         await self._take(message, settle, acker)
 
     async def _take(self, message: DeliveredMessage, settle: Settle, acker: Acker) -> None:
-        if message.header.properties.content_type == BATCH_CONTENT_TYPE:
-            await self._on_batch(message, settle)
-            return
-        try:
-            envelope = decode_message(self._codec, message)
-        except DecodeError as exc:
-            await self._reject(raw_envelope(message), exc.reason, settle)
-            return
-        await self._hand_on(envelope, settle, acker)
+        await self.intake.take(message, settle, acker)
         if self.single_active and acker.channel.is_closed:
             self._drop_stale()  # it waited for room while its channel died: not ours any more
 
@@ -307,85 +223,8 @@ class RabbitConsumer:
         instances handle them at once, and out of order. Only the message being
         handled at that moment cannot be called back.
         """
-        for delivery in self._sink.take_back(_of_closed_channel):
+        for delivery in self.intake.sink.take_back(_of_closed_channel):
             delivery.requeue()  # a settle on a dead channel sends nothing: bookkeeping only
-
-    async def _on_batch(self, message: DeliveredMessage, settle: Settle) -> None:
-        envelopes = decode_whole(message.body)
-        if envelopes is not None:
-            group = SettleGroup(len(envelopes), settle)
-            hand_on, part_done = self._hand_on, group.part_done
-            async with self._in_order:  # batches are handed on whole, one after the other
-                for envelope in envelopes:
-                    await hand_on(envelope, part_done)
-            return
-        try:
-            parts = decode_batch(message.body)
-        except DecodeError as exc:
-            await self._reject(raw_envelope(message), exc.reason, settle)
-            return
-        group = SettleGroup(len(parts), settle)
-        async with self._in_order:  # batches are handed on whole, one after the other
-            for part in parts:
-                try:
-                    envelope = self._codec.decode_envelope(part, "application/msgpack")
-                except DecodeError as exc:
-                    bad = raw_envelope(message)
-                    bad = Envelope(
-                        id=new_message_id(), type=bad.type, data=part, timestamp=bad.timestamp
-                    )
-                    await self._reject(bad, exc.reason, group.part_done)
-                    continue
-                await self._hand_on(envelope, group.part_done)
-
-    async def _reject(self, envelope: Envelope, reason: str, settle: Settle) -> None:
-        """Dead-letter a message that cannot be decoded, then settle it."""
-        logger.warning(
-            "undecodable message on %s: %s", self.queue, reason, extra=log_fields(envelope)
-        )
-        entry = DeadLetter.for_failure(
-            envelope, queue=self.queue, actor=self._actor, error=reason, attempts=0
-        )
-        try:
-            await self._dead_letter(entry)
-        except Exception:
-            logger.exception(
-                "could not dead-letter a bad message; it stays in %s",
-                self.queue,
-                extra=log_fields(envelope),
-            )
-            settle(False)
-            return
-        settle(True)
-
-    async def _hand_on(
-        self, envelope: Envelope, settle: Settle, acker: Acker | None = None
-    ) -> None:
-        """Give ``envelope`` to the sink, unless it is a copy of one this consumer has."""
-        dedup = self.dedup
-        if dedup is None:
-            plain = RabbitDelivery(envelope, settle, None, "")
-            plain.acker = acker
-            await self._sink.put(plain)
-            return
-        replays = envelope.headers.get(REPLAYS_HEADER)
-        key = envelope.id if replays is None else f"{envelope.id}/{replays}"
-        if key in dedup.recent:
-            settle(True)
-            return
-        original = dedup.inflight.get(key)
-        if original is not None:
-            original.add_copy(settle)
-            return
-        delivery = RabbitDelivery(envelope, settle, dedup, key)
-        delivery.acker = acker
-        dedup.inflight[key] = delivery
-        try:
-            await self._sink.put(delivery)
-        except BaseException:
-            if dedup.inflight.get(key) is delivery:
-                del dedup.inflight[key]
-            raise
 
     async def pause(self) -> None:
         """Stop new deliveries, keeping the channel open so those handed on can be acked.

@@ -7,10 +7,14 @@ headers for plain clients. Storing waits for the publisher confirm, so a
 message is acknowledged only after its dead letter is safe.
 
 Messages the broker itself dead-lettered (a quorum queue's delivery limit
-reached: see ``_queue_options``) arrive as they were, with RabbitMQ's
+reached: see ``_queue_defaults``) arrive as they were, with RabbitMQ's
 ``x-death`` headers; they are read as entries of the same shape, with
 ``error_type`` ``DeliveryLimitReached``, the number of deliveries as
 ``attempts`` and the reason in words, so they list, replay and purge alike.
+Their ``actor`` is the owner this broker's own consumer of that queue was
+started with (``consume(..., owner=)``); a queue this broker never consumed
+(an inspecting tool, another process's actor) gives its name instead: the
+broker does not guess an actor from a queue's name.
 
 Listing, replaying and purging read the whole store with ``basic.get`` on a
 private channel, settle what they take, and give the rest back in its order.
@@ -30,13 +34,13 @@ import msgspec
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
-from ...codec import Codec
+from ...codec import Codec, apply_schema
 from ...errors import DecodeError
-from ...messages import Envelope, log_fields, schema_for
-from ..base import REPLAYS_HEADER, DeadLetter, DeadLetterFilter
+from ...messages import Envelope, log_fields
+from ..base import DeadLetter, DeadLetterFilter
 from ._wire import decode_message, raw_envelope
 
-__all__ = ["DeadLetterStore"]
+__all__ = ["DELIVERY_LIMIT_REACHED", "BrokerDeadLetters", "DeadLetterFace", "DeadLetterStore"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
 
@@ -48,22 +52,20 @@ Visit = Callable[[AbstractChannel, int, DeadLetter], Awaitable[bool]]
 DELIVERY_LIMIT_REACHED = "DeliveryLimitReached"
 """``error_type`` of a message a quorum queue dead-lettered after its last allowed delivery."""
 
-_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-
 
 class BrokerDeadLetters:
-    """How to read what the broker dead-lettered: decode, name the actor, know the limit."""
+    """How to read what the broker dead-lettered: decode, name the owner, know the limit."""
 
     def __init__(
         self,
         codec: Codec,
-        actor_of: Callable[[str], str],
+        owner_of: Callable[[str], str],
         limit_of: Callable[[str], int | None],
     ) -> None:
         self.codec = codec
         """Decodes the message's data."""
-        self.actor_of = actor_of
-        """The actor behind a queue name."""
+        self.owner_of = owner_of
+        """Who consumes a queue, as the broker's consumer of it was told (see above)."""
         self.limit_of = limit_of
         """The delivery limit a queue was declared with, when known."""
 
@@ -80,12 +82,6 @@ class BrokerDeadLetters:
             envelope = decode_message(self.codec, message)
         except DecodeError:
             envelope = raw_envelope(message)
-        envelope = msgspec.structs.replace(
-            envelope,
-            headers={
-                k: v for k, v in envelope.headers.items() if not k.startswith(_BROKER_HEADERS)
-            },
-        )
         when = death.get("time")
         at = when.timestamp() if isinstance(when, datetime) else envelope.timestamp
         limit = self.limit_of(queue)
@@ -103,7 +99,7 @@ class BrokerDeadLetters:
         return DeadLetter(
             envelope=envelope,
             queue=queue,
-            actor=self.actor_of(queue),
+            actor=self.owner_of(queue),
             error_type=error_type,
             reason=reason,
             attempts=deliveries,
@@ -175,16 +171,10 @@ class DeadLetterStore:
             if self._broker_dead is None:
                 return None
             return self._broker_dead.entry(message)
-        schema = schema_for(entry.envelope.type)
-        if schema is not None and isinstance(entry.envelope.data, dict):
-            try:
-                data = msgspec.convert(entry.envelope.data, schema)
-            except msgspec.ValidationError:
-                return entry
-            entry = msgspec.structs.replace(
-                entry, envelope=msgspec.structs.replace(entry.envelope, data=data)
-            )
-        return entry
+        try:
+            return msgspec.structs.replace(entry, envelope=apply_schema(entry.envelope))
+        except DecodeError:  # stored as it came (an undecodable message): kept as it is
+            return entry
 
     async def _walk(self, visit: Visit) -> None:
         """Take every entry on a private channel; give back what ``visit`` did not settle.
@@ -217,6 +207,17 @@ class DeadLetterStore:
                     async with asyncio.timeout(2.0):
                         await channel.close()
 
+    async def count(self) -> int:
+        """Entries in the store now (a passive declare: nothing is read)."""
+        connection, _ = await self._wait_link()
+        channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
+        try:
+            ok = await channel.queue_declare(self.queue, passive=True, timeout=self._timeout)
+            return int(ok.message_count or 0)
+        finally:
+            async with asyncio.timeout(2.0):
+                await channel.close()
+
     async def list(self, selection: DeadLetterFilter) -> list[DeadLetter]:
         """The selected entries, oldest first, left stored."""
         found: list[DeadLetter] = []
@@ -237,11 +238,7 @@ class DeadLetterStore:
             nonlocal replayed
             if not selection(entry) or (max_replays is not None and entry.replays >= max_replays):
                 return False
-            envelope = entry.envelope
-            headers = {**envelope.headers, REPLAYS_HEADER: str(entry.replays + 1)}
-            await self._send_to_queue(
-                entry.queue, msgspec.structs.replace(envelope, attempt=1, headers=headers)
-            )
+            await self._send_to_queue(entry.queue, entry.replay_envelope())
             await channel.basic_ack(tag)
             replayed += 1
             return True
@@ -263,3 +260,31 @@ class DeadLetterStore:
 
         await self._walk(visit)
         return purged
+
+
+class DeadLetterFace:
+    """The broker's dead-letter methods (``MessageBroker``), over its :class:`DeadLetterStore`."""
+
+    _dead: DeadLetterStore
+
+    async def dead_letter(self, entry: DeadLetter) -> None:
+        """Store ``entry`` in the dead-letter queue; return once the broker confirmed it."""
+        await self._dead.add(entry)
+
+    async def dead_letters(self, selection: DeadLetterFilter) -> list[DeadLetter]:
+        """List the selected dead letters, oldest first, leaving them stored."""
+        return await self._dead.list(selection)
+
+    async def dead_letter_count(self) -> int:
+        """Entries in the dead-letter queue (those ready; none is held by a reader)."""
+        return await self._dead.count()
+
+    async def replay_dead_letters(
+        self, selection: DeadLetterFilter, *, max_replays: int | None = None
+    ) -> int:
+        """Send selected entries back to their own queues, counting replays in a header."""
+        return await self._dead.replay(selection, max_replays=max_replays)
+
+    async def purge_dead_letters(self, selection: DeadLetterFilter) -> int:
+        """Delete the selected entries; return how many."""
+        return await self._dead.purge(selection)

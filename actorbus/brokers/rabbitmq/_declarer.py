@@ -2,7 +2,8 @@
 
 Declarations, deletions and bindings run on one topology channel (opened again when
 RabbitMQ closes it, as it does on a refused declaration), retried while the link is
-down, within ``publish_timeout``. A queue that exists with other arguments raises
+down (each try waits for the link, and tries are spaced by ``LINK_RETRY_BACKOFF``),
+within ``publish_timeout``. A queue that exists with other arguments raises
 ``QueueMismatch`` listing every difference; a refused permission, or a name the
 client refuses, a ``ConfigurationError``. On a fresh connection the recorded
 topology is declared again (:meth:`Declarer.replay`).
@@ -24,15 +25,16 @@ from aiormq.exceptions import (
 )
 
 from ...errors import ActorbusError, ConfigurationError, PublishError, PublishTimeout, QueueMismatch
+from ...messages import subsystem_of
 from ..base import QueueSpec
 from ._link import Link
 from ._mismatch import find_differences, mismatch_error, parse_refusal
 from ._refusals import refused_declaration
 from ._registry import ConsumerRegistry
-from ._sender import LINK_ERRORS
-from ._topology import Topology, missing_error
+from ._sender import LINK_ERRORS, LINK_RETRY_BACKOFF
+from ._topology import Topology, leading_wildcard, missing_error
 
-__all__ = ["Declarer"]
+__all__ = ["Declarer", "TopologyFace"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
 
@@ -109,6 +111,7 @@ class Declarer:
         with other arguments raises ``QueueMismatch`` listing every difference.
         """
         deadline = time.monotonic() + self._publish_timeout()
+        waits = LINK_RETRY_BACKOFF.delays()
         while True:
             channel = await self.channel()
             try:
@@ -127,7 +130,35 @@ class Declarer:
             except LINK_ERRORS:
                 if time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(next(waits))
+
+    async def ensure_subsystem(self, subsystem: str) -> str:
+        """Declare a new subsystem's exchange (binding leading-wildcard patterns on it).
+
+        Returns the exchange's name.
+        """
+        if subsystem not in self._topo.subsystems:
+            await self.run(lambda channel: self._topo.add_subsystem(channel, subsystem))
+        return self._topo.exchange(subsystem)
+
+    async def declare_queue(self, spec: QueueSpec) -> None:
+        """Create the queue if missing, bind it to every pattern of ``spec``, record it."""
+        for pattern in spec.patterns:
+            if not leading_wildcard(pattern):
+                await self.ensure_subsystem(subsystem_of(pattern))
+        spec = self._topo.merged(spec)
+        await self.run(lambda channel: self._topo.apply_queue(channel, spec), spec)
+        self._topo.queues[spec.name] = spec
+
+    async def delete_queue(self, name: str) -> None:
+        """Forget a queue and delete it (a missing queue is not an error)."""
+        self._topo.queues.pop(name, None)
+        await self.run(lambda channel: channel.queue_delete(name, timeout=self._timeout))
+
+    async def unbind_queue(self, name: str, pattern: str) -> None:
+        """Forget one binding of a queue and remove it."""
+        self._topo.without(name, pattern)
+        await self.run(lambda channel: self._topo.unbind(channel, name, pattern))
 
     async def _mismatch(self, spec: QueueSpec, refusal: str) -> QueueMismatch:
         async def fresh_channel() -> AbstractChannel:
@@ -137,7 +168,7 @@ class Declarer:
         differences = await find_differences(
             fresh_channel,
             spec.name,
-            durable=spec.durable or self._topo.options.type_of(spec) == "quorum",
+            durable=spec.durable or self._topo.defaults.type_of(spec) == "quorum",
             arguments=self._topo.arguments(spec),
             first=refusal,
         )
@@ -151,3 +182,27 @@ class Declarer:
         except ChannelNotFoundEntity:  # closes the channel; the next operation opens another
             return 0
         return int(ok.message_count or 0)
+
+
+class TopologyFace:
+    """The broker's topology methods (``MessageBroker``), over its :class:`Declarer`."""
+
+    _declarer: Declarer
+    _registry: ConsumerRegistry
+
+    async def declare_queue(self, spec: QueueSpec) -> None:
+        """Create the queue if missing and bind it to every pattern of ``spec``."""
+        await self._declarer.declare_queue(spec)
+
+    async def delete_queue(self, name: str) -> None:
+        """Cancel this broker's consumers of the queue, then delete it."""
+        await self._registry.cancel_queue(name)
+        await self._declarer.delete_queue(name)
+
+    async def unbind_queue(self, name: str, pattern: str) -> None:
+        """Remove one binding of a queue."""
+        await self._declarer.unbind_queue(name, pattern)
+
+    async def queue_length(self, name: str) -> int:
+        """Messages ready in the queue, not yet delivered to a consumer (0 for no queue)."""
+        return await self._declarer.queue_length(name)

@@ -68,7 +68,7 @@ def topology_definitions(
             {
                 "name": spec.name,
                 "vhost": vhost,
-                "durable": spec.durable or topology.options.type_of(spec) == "quorum",
+                "durable": spec.durable or topology.defaults.type_of(spec) == "quorum",
                 "auto_delete": False,
                 "arguments": topology.arguments(spec),
             },

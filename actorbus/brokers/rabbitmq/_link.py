@@ -5,7 +5,8 @@ confirms on), to one node of a list (a single broker is a list of one). It
 connects to the first node that answers, in the list's order. A watcher task
 waits for the connection or the channel to close; then it tries every other
 node at once, the lost one last, and after a round in which none answered it
-waits (``reconnect_interval`` doubling up to ``max_reconnect_interval``) and
+waits (the next delay of its :class:`~actorbus._retry.Backoff`:
+``reconnect_interval`` doubling up to ``max_reconnect_interval``, jittered) and
 goes around the list again. On the new connection it calls ``restore``, which
 replays the recorded topology and consumers, before it reports the link ready
 again. :attr:`Link.node` says which node is in use, without credentials.
@@ -18,6 +19,10 @@ consumer lost without the connection dropping is repaired.
 
 Heartbeats are ``heartbeat`` seconds: a silent partition is noticed after about
 three missed ones.
+
+Outages are counted (:attr:`Link.reconnects`, :attr:`Link.outage_seconds`) and the
+last :data:`OUTAGES_KEPT` are kept one by one (:attr:`Link.outages`), so a
+process that lives through many stays bounded.
 """
 
 from __future__ import annotations
@@ -25,20 +30,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
+from ..._retry import Backoff
 from ...errors import ActorbusError, BrokerRefused, BrokerUnavailable
 from ._aiormq import RecordingTransport, remember
 from ._closing import being_cancelled, close_quietly
 from ._params import ConnectionSettings
 from ._refusals import classify
 
-__all__ = ["Link"]
+__all__ = ["OUTAGES_KEPT", "Link"]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
+
+OUTAGES_KEPT = 100
+"""How many of the last outages :attr:`Link.outages` keeps, one by one."""
 
 
 class Link:
@@ -68,14 +78,16 @@ class Link:
         self.ready = asyncio.Event()
         """Set while the connection is up and restored."""
         self.reconnects = 0
-        """Connections made after the first one."""
-        self.outages: list[float] = []
-        """Seconds each outage lasted, from noticing the loss to being restored."""
+        """Connections made after the first one (each ends one outage)."""
+        self.outages: deque[float] = deque(maxlen=OUTAGES_KEPT)
+        """Seconds each of the last outages lasted, from noticing the loss to being restored."""
+        self.outage_seconds = 0.0
+        """Seconds all outages lasted together."""
+        self.backoff = Backoff(reconnect_interval, max_reconnect_interval)
+        """Waits between two rounds of the node list in which no node answered."""
         self._restore = restore
         self._check = check
         self._connect_timeout = connect_timeout
-        self._interval = reconnect_interval
-        self._max_interval = max_reconnect_interval
         self._check_interval = check_interval
         self.connected_at: float | None = None
         """Epoch seconds when the node in use was connected to."""
@@ -154,13 +166,18 @@ class Link:
         self.ready.set()
 
     async def wait_ready(self) -> tuple[AbstractConnection, AbstractChannel]:
-        """Wait until the link is up; return its connection and publishing channel."""
+        """Wait until the link is up; return its connection and publishing channel.
+
+        A channel found closed before the watcher noticed means the link is down:
+        :attr:`ready` is cleared here at once, and the wait goes on until the
+        watcher sets it again (on a fresh connection).
+        """
         while True:
             await self.ready.wait()
             connection, channel = self.connection, self.channel
             if connection is not None and channel is not None and not channel.is_closed:
                 return connection, channel
-            await asyncio.sleep(0.005)  # the watcher is about to notice
+            self.ready.clear()
 
     async def _watch(self) -> None:
         while not self._closed:
@@ -202,7 +219,7 @@ class Link:
         count = len(self.nodes)
         # The other nodes first, at once; the lost one last (it may be back at once too).
         order = [(lost + step) % count for step in range(1, count + 1)]
-        delay = self._interval
+        delays = self.backoff.delays()
         while not self._closed:
             for index in order:
                 if self._closed:
@@ -218,13 +235,14 @@ class Link:
                 self.reconnects += 1
                 outage = time.monotonic() - lost_at
                 self.outages.append(outage)
+                self.outage_seconds += outage
                 logger.warning(
                     "RabbitMQ connection restored after %.3fs, to %s", outage, self._where()
                 )
                 return
+            delay = next(delays)
             logger.warning("no RabbitMQ node answered; next round in %.2fs", delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_interval)
             order = [(lost + step) % count for step in range(count)]  # around the list
 
     async def close(self) -> None:

@@ -4,6 +4,10 @@ Every consumer started is recorded; after a reconnect each is started again on t
 fresh connection, and the link's periodic check restarts any whose channel or
 registration was lost. A queue the node in use cannot serve (a classic queue on a
 lost node) is noted in ``unavailable`` and its consumer waits until it is back.
+
+The registry also remembers who consumes each queue (the ``owner`` a consumer was
+started with), so that messages RabbitMQ dead-lettered from that queue can be
+filed under it (:meth:`ConsumerRegistry.owner_of`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from aiormq.exceptions import AMQPError, ChannelNotFoundEntity, ChannelPrecondit
 
 from ...errors import ConfigurationError, Unroutable
 from ._consumer import RabbitConsumer
-from ._sender import LINK_ERRORS
+from ._sender import LINK_ERRORS, LINK_RETRY_BACKOFF
 from ._topology import Topology
 
 __all__ = ["ConsumerRegistry"]
@@ -43,6 +47,16 @@ class ConsumerRegistry:
         """Consumers started and not yet cancelled."""
         self.unavailable: dict[str, str] = {}
         """Queues the node in use cannot serve now, and why."""
+        self.owners: dict[str, str] = {}
+        """Who consumes each queue this broker consumed (the last consumer's owner).
+
+        Kept after the consumer is cancelled (an actor being restarted still owns its
+        queue's dead letters); forgotten when the queue is deleted.
+        """
+
+    def owner_of(self, queue: str) -> str:
+        """The owner of this broker's consumer of ``queue``, else the queue's own name."""
+        return self.owners.get(queue, queue)
 
     async def start(
         self,
@@ -53,6 +67,7 @@ class ConsumerRegistry:
     ) -> None:
         """Start ``consumer`` (retrying across outages until ``deadline``) and record it."""
         queue = consumer.queue
+        waits = LINK_RETRY_BACKOFF.delays()
         while True:
             connection, _ = await wait_link()
             try:
@@ -66,8 +81,9 @@ class ConsumerRegistry:
             except LINK_ERRORS:
                 if time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(next(waits))
         self.consumers.append(consumer)
+        self.owners[queue] = consumer.owner
 
     def forget(self, consumer: RabbitConsumer) -> None:
         """Drop a consumer that was cancelled."""
@@ -75,9 +91,10 @@ class ConsumerRegistry:
             self.consumers.remove(consumer)
 
     async def cancel_queue(self, queue: str) -> None:
-        """Cancel the consumers of ``queue``."""
+        """Cancel the consumers of ``queue`` (it is being deleted: its owner is forgotten)."""
         for consumer in [c for c in self.consumers if c.queue == queue]:
             await consumer.cancel()
+        self.owners.pop(queue, None)
 
     async def cancel_all(self) -> None:
         """Cancel every consumer (settling what was handled)."""

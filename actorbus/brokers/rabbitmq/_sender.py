@@ -7,6 +7,11 @@ confirmed it. A publish the broker returns raises ``Unroutable``; one it nacks i
 sent again a few times (a replicated queue may refuse for a moment while its leader
 moves) before it raises ``QueueFull``; one cut by a lost connection is sent again
 once the link is back (at-least-once). Past ``publish_timeout`` s: ``PublishTimeout``.
+
+Nothing here polls. A publish waits for the link on its ready event; one cut while
+its channel still looks open waits for that channel's close (after which the
+link brings a fresh one), at most the next wait of :data:`RESEND_BACKOFF`, then
+tries again; a nacked one waits the next wait of :data:`NACK_BACKOFF`.
 """
 
 from __future__ import annotations
@@ -14,32 +19,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiormq.abc import AbstractChannel
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from aiormq.exceptions import PublishError as AmqpReturned
 from pamqp.commands import Basic
 
+from ..._retry import Backoff
 from ...errors import PublishError, PublishTimeout, QueueFull, Unroutable
 from ._aiormq import confirmations
 from ._closing import being_cancelled
 from ._link import Link
 from ._publisher import Pipeline
 
-__all__ = ["LINK_ERRORS", "NACK_BACKOFF", "NACK_RETRIES", "Sender"]
+__all__ = [
+    "LINK_ERRORS",
+    "LINK_RETRY_BACKOFF",
+    "NACK_BACKOFF",
+    "NACK_RETRIES",
+    "RESEND_BACKOFF",
+    "Sender",
+]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
 
 NACK_RETRIES = 7
-"""Nacks of one publish sent again (after 0.05 s, doubling: 6.35 s in all) before ``QueueFull``.
+"""Nacks of one publish sent again (after :data:`NACK_BACKOFF`: about 6.35 s in all)
+before ``QueueFull``.
 
 A queue at its max length refuses for good, but a quorum queue whose leader is being
 elected again (its node died) refuses for a few seconds, longer on a loaded machine.
 """
-NACK_BACKOFF = 0.05
+NACK_BACKOFF = Backoff(first=0.05, longest=3.2)
+"""Waits before sending a nacked publish again: 0.05 s, doubling."""
+RESEND_BACKOFF = Backoff(first=0.01, longest=1.0)
+"""Longest waits for the channel of a cut publish to close before it is sent again."""
 LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError)
 """Failures that mean the link (not the request) is broken: wait for it and try again."""
+LINK_RETRY_BACKOFF = Backoff(first=0.01, longest=0.5)
+"""Waits between tries of an operation cut by one of :data:`LINK_ERRORS` (a declaration,
+a consumer's start); each try first waits for the link to be up again."""
 
 
 class Sender:
@@ -87,6 +107,8 @@ class Sender:
         """Publish and wait for the confirm, across outages, within ``publish_timeout``."""
         link = self._link
         nacks = 0
+        nack_waits: Iterator[float] | None = None
+        resend_waits: Iterator[float] | None = None
         observer = self.confirm_observer
         started = time.perf_counter() if observer is not None else 0.0
         try:
@@ -130,7 +152,8 @@ class Sender:
                                 f"RabbitMQ refused {routing_key!r} {nacks} times "
                                 "(a queue at its max length?)"
                             ) from None
-                        await asyncio.sleep(NACK_BACKOFF * 2 ** (nacks - 1))
+                        nack_waits = nack_waits or NACK_BACKOFF.delays()
+                        await asyncio.sleep(next(nack_waits))
                         continue
                     except asyncio.CancelledError:
                         if being_cancelled():
@@ -142,9 +165,9 @@ class Sender:
                         if not isinstance(exc, LINK_ERRORS) and not channel.is_closed:
                             raise
                         logger.debug("publish failed (%r); sending again once reconnected", exc)
-                    await asyncio.sleep(0)
                     if channel is link.channel and not channel.is_closed:
-                        await asyncio.sleep(0.01)
+                        resend_waits = resend_waits or RESEND_BACKOFF.delays()
+                        await _closed_within(channel, next(resend_waits))
         except TimeoutError:
             raise PublishTimeout(
                 f"no confirm for {routing_key!r} within {self.publish_timeout}s"
@@ -169,3 +192,13 @@ class Sender:
         finally:
             self.waiting -= 1
         return channel
+
+
+async def _closed_within(channel: AbstractChannel, seconds: float) -> None:
+    """Wait until ``channel`` closes, at most ``seconds``."""
+    closing = channel.closing
+    try:
+        await asyncio.wait([closing], timeout=seconds)
+    finally:
+        if not closing.done():
+            closing.cancel()

@@ -26,7 +26,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from ...errors import TopologyMissing
 from ...messages import MessageTypes, known_types, subsystem_of
 from ..base import QueueSpec
-from ._queue_options import QueueOptions
+from ._queue_defaults import QueueDefaults
 
 __all__ = ["Topology", "expected_subsystems", "leading_wildcard", "missing_error"]
 
@@ -51,7 +51,7 @@ class Topology:
         idle_queue_expiry: float,
         timeout: float,
         passive: bool = False,
-        options: QueueOptions | None = None,
+        defaults: QueueDefaults | None = None,
     ) -> None:
         self.prefix = prefix
         """Prefix of exchange names."""
@@ -61,7 +61,7 @@ class Topology:
         """Subsystems whose exchange is declared."""
         self.queues: dict[str, QueueSpec] = {}
         """Declared queues by name, with every pattern bound to them."""
-        self.options = options or QueueOptions(dead_letter_queue=f"{prefix}.dead_letters")
+        self.defaults = defaults or QueueDefaults(dead_letter_queue=f"{prefix}.dead_letters")
         """The bus-wide queue type and delivery limit."""
         self._expiry_ms = int(idle_queue_expiry * 1000)
         self._timeout = timeout
@@ -100,20 +100,20 @@ class Topology:
         """The delivery limit of ``queue``: as declared here, else the bus-wide one."""
         spec = self.queues.get(queue)
         if spec is None:  # declared by another process: assume the same bus-wide options
-            return self.options.delivery_limit
-        if not self.options.bounded(spec):
+            return self.defaults.delivery_limit
+        if not self.defaults.bounded(spec):
             return None
-        limit: int = self.options.arguments(spec)["x-delivery-limit"]
+        limit: int = self.defaults.arguments(spec)["x-delivery-limit"]
         return limit
 
     def bounded(self, queue: str) -> bool:
         """Whether ``queue`` was declared here with a delivery limit."""
         spec = self.queues.get(queue)
-        return spec is not None and self.options.bounded(spec)
+        return spec is not None and self.defaults.bounded(spec)
 
     def arguments(self, spec: QueueSpec) -> dict[str, Any]:
         """The ``queue.declare`` arguments of a spec."""
-        arguments: dict[str, Any] = self.options.arguments(spec)
+        arguments: dict[str, Any] = self.defaults.arguments(spec)
         if spec.max_length is not None:
             arguments["x-max-length"] = spec.max_length
             arguments["x-overflow"] = spec.overflow
@@ -164,7 +164,7 @@ class Topology:
         else:
             await channel.queue_declare(
                 spec.name,
-                durable=spec.durable or self.options.type_of(spec) == "quorum",
+                durable=spec.durable or self.defaults.type_of(spec) == "quorum",
                 arguments=self.arguments(spec),
                 timeout=self._timeout,
             )

@@ -9,6 +9,13 @@ string, since the AMQP client would write a float as a 32-bit float and round it
 by up to a minute; a number is read as well), plus the envelope's own string
 headers under their own names.
 
+Reading headers back (:func:`envelope_headers`, the one filter from AMQP headers to
+envelope headers) keeps the scalar ones as text and leaves out those three and
+the broker's own annotations (``x-death``, ``x-first-death-*``,
+``x-last-death-*``, ``x-delivery-count``): they describe one trip through one
+queue, and would travel on with the envelope (into a dead letter, a replay)
+as if they were the sender's.
+
 A message from a plain AMQP client needs none of the headers: its type is the
 ``type`` property or else the routing key, its id the ``message_id`` or a fresh
 one, and its data is decoded (and validated) by its content type, or as JSON
@@ -29,13 +36,22 @@ from ...codec import Codec
 from ...errors import DecodeError
 from ...messages import Envelope, new_message_id
 
-__all__ = ["RESERVED_HEADERS", "decode_message", "encode_envelope", "raw_envelope"]
+__all__ = [
+    "BROKER_HEADERS",
+    "RESERVED_HEADERS",
+    "decode_message",
+    "encode_envelope",
+    "envelope_headers",
+    "raw_envelope",
+]
 
 SOURCE_HEADER = "x-source"
 ATTEMPT_HEADER = "x-attempt"
 TIMESTAMP_HEADER = "x-timestamp"
 RESERVED_HEADERS = frozenset({SOURCE_HEADER, ATTEMPT_HEADER, TIMESTAMP_HEADER})
 """Headers that carry envelope fields rather than envelope headers."""
+BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+"""Prefixes of the headers RabbitMQ adds on its own (dead-lettering, delivery counts)."""
 
 _PERSISTENT = 2
 
@@ -83,11 +99,6 @@ def decode_message(
         properties.content_type,
         message_type if schema_type is None else schema_type,
     )
-    headers = {
-        key: _as_text(value)
-        for key, value in raw_headers.items()
-        if key not in RESERVED_HEADERS and isinstance(value, str | bytes | int | float | bool)
-    }
     return Envelope(
         id=properties.message_id or new_message_id(),
         type=message_type,
@@ -97,7 +108,7 @@ def decode_message(
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
         attempt=_attempt_of(raw_headers.get(ATTEMPT_HEADER)),
-        headers=headers,
+        headers=envelope_headers(raw_headers),
     )
 
 
@@ -113,12 +124,21 @@ def raw_envelope(message: DeliveredMessage) -> Envelope:
         source=_as_text(raw_headers.get(SOURCE_HEADER) or properties.app_id or ""),
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
-        headers={
-            key: _as_text(value)
-            for key, value in raw_headers.items()
-            if key not in RESERVED_HEADERS and isinstance(value, str | bytes | int | float | bool)
-        },
+        headers=envelope_headers(raw_headers),
     )
+
+
+def envelope_headers(raw_headers: dict[str, Any]) -> dict[str, str]:
+    """The envelope headers among a message's AMQP headers, as text (see above)."""
+    if not raw_headers:
+        return {}
+    return {
+        key: _as_text(value)
+        for key, value in raw_headers.items()
+        if key not in RESERVED_HEADERS
+        and isinstance(value, str | bytes | int | float | bool)
+        and not key.startswith(BROKER_HEADERS)
+    }
 
 
 def _as_text(value: Any) -> str:

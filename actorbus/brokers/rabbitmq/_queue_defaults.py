@@ -1,10 +1,10 @@
-"""Queue type and bounded redelivery: bus-wide options resolved once, applied per queue.
+"""Queue type and bounded redelivery: bus-wide defaults resolved once, applied per queue.
 
 The queue type of the whole bus is the ``queue_type`` argument, else the
 ``TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE`` variable, else ``classic``; it applies
 to every durable actor queue and to the dead-letter queue. A queue's own
-declaration wins (``QueueSpec.quorum`` / ``queue_type``, from an actor's
-``quorum`` or ``queue_type``). Non-durable queues stay classic unless declared
+declaration wins (``QueueSpec.queue_type``, from the ``queue_type`` of an
+XX
 quorum: they are meant to vanish with their consumer.
 
 Quorum queues (but the stores: the dead-letter queue and the unroutable
@@ -39,7 +39,7 @@ __all__ = [
     "DELIVERY_LIMIT_VARIABLE",
     "QUEUE_TYPES",
     "QUEUE_TYPE_VARIABLE",
-    "QueueOptions",
+    "QueueDefaults",
 ]
 
 QUEUE_TYPE_VARIABLE = "TRADING_SYSTEM_RABBITMQ_QUEUE_TYPE"
@@ -87,8 +87,13 @@ def resolve_delivery_limit(limit: int | None) -> int:
     return limit
 
 
-class QueueOptions:
-    """The bus-wide queue type and delivery limit, and the arguments they give a queue."""
+class QueueDefaults:
+    """The bus-wide queue type and delivery limit, and the arguments they give a queue.
+
+    Defaults of the whole bus, as opposed to :class:`actorbus.queues.QueueOptions`, the
+    declaration of one actor's queue: a queue's own ``queue_type`` and ``delivery_limit``
+    win over these.
+    """
 
     def __init__(
         self,

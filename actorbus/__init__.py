@@ -3,6 +3,15 @@
 The names a user needs are here; everything else lives in modules nobody has to
 import. Start with :class:`AsyncMessageBus` (or :class:`MessageBus` from sync
 code), :class:`Actor` with :func:`handles`, and :class:`Supervisor`.
+
+Concurrency: actorbus runs on asyncio (uvloop when installed, see ``_loops``),
+one event loop per bus. Tasks, futures, events, sleeps and timeouts are
+asyncio's. anyio is used where it gives structure asyncio lacks: the task group
+and cancel scopes that host actor trees (``hosting``), ``move_on_after`` for
+cleanups that must be bounded and shielded at once, ``TaskStatus`` as the
+readiness handshake of trees and actors, and the blocking portal and worker
+threads of the sync faces. No task is left unowned: each belongs to a tree, a
+cell, a ``Background`` set or a broker part that cancels it when it closes.
 """
 
 from .actor import Actor as Actor

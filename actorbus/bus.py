@@ -1,5 +1,9 @@
 """``AsyncMessageBus``: the one core of actorbus, a thin facade over its parts.
 
+Its methods are in three places: this module (start, shutdown, hooks, actor
+trees, stats), :mod:`actorbus.bus_publishing` (publish, ask, stop requests) and
+:mod:`actorbus.bus_queues` (subscriptions, dead letters, queue lengths).
+
 Every operation is a coroutine. The bus starts lazily on first use (or on
 ``async with``), on the event loop of that first use, and belongs to that loop;
 from other threads use :class:`~actorbus.sync_bus.MessageBus`.
@@ -42,40 +46,39 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from threading import get_ident
 from typing import Any, Literal
-
-import msgspec
 
 from .actor import Actor
 from .background import Background
 from .brokers._unroutable import UnroutablePolicy
-from .brokers.base import DeadLetter, DeadLetterFilter, MessageBroker
+from .brokers.base import MessageBroker
 from .brokers.factory import BrokerFactory
 from .brokers.memory import InMemoryServer
+from .bus_publishing import BusPublishing
+from .bus_queues import BusQueues
 from .children import ChildSpec
 from .codec import Codec
 from .config import Mode, check_prefix, resolve_mode
-from .control import STOP_TYPE, StopControl
+from .control import StopControl
 from .errors import BusClosed, ConfigurationError
 from .healing import Healer
 from .hooks import Hooks, chain
 from .hosting import TreeHost, name_of
-from .messages import Envelope, MessageTypes, make_envelope, validate_data, validate_type
+from .messages import MessageTypes
 from .placement import Placement
 from .runtime import Runtime
 from .shutdown import BusParts, shut_down
 from .shutdown_report import ShutdownReport
 from .stats import BusStats, actor_stats
-from .subscribing import Subscriptions, patterns_of
-from .subscription import MessageHandler, check_handler
+from .subscribing import Subscriptions
 from .supervisor import Supervisor
 
 __all__ = ["AsyncMessageBus"]
 
 
-class AsyncMessageBus:
+class AsyncMessageBus(BusPublishing, BusQueues):
     """Publish, subscribe, spawn actor trees, ask, and manage dead letters; all async."""
 
     def __init__(
@@ -281,156 +284,7 @@ class AsyncMessageBus:
         """Call ``listener(reason)`` (on the bus's loop) when a ``system.stop`` arrives."""
         self._stops.add_listener(listener)
 
-    async def request_stop(self, reason: str = "stop requested") -> None:
-        """Ask every process on this prefix (every other bus) to wind down; see ``control``."""
-        await self._ready()
-        await self.publish(STOP_TYPE, {"reason": reason, "from": self._stops.asker})
-
-    # -- publishing --------------------------------------------------------------------------
-
-    def envelope(
-        self,
-        message_type: str,
-        data: Any = None,
-        *,
-        correlation_id: str | None = None,
-        headers: dict[str, str] | None = None,
-        source: str | None = None,
-    ) -> Envelope:
-        """Build a validated envelope as this bus would publish it (raises on bad input)."""
-        return make_envelope(
-            message_type,
-            data,
-            source=source or self.source,
-            correlation_id=correlation_id,
-            headers=headers,
-        )
-
-    async def publish(
-        self,
-        message_type: str,
-        data: Any = None,
-        *,
-        correlation_id: str | None = None,
-        headers: dict[str, str] | None = None,
-        source: str | None = None,
-        mandatory: bool = False,
-    ) -> str:
-        """Publish a message; return its id once the broker has it.
-
-        In memory, waits while the receivers are at their prefetch (flow control).
-        With ``mandatory``, raises ``Unroutable`` when nobody is bound to the type.
-        """
-        parts, loop = self._parts, self._loop
-        # On the bus's loop? Its thread with its loop running says so cheaply (a thread
-        # runs one loop at a time; see actorbus._loops).
-        if parts is None or loop is None or get_ident() != self._thread or not loop.is_running():
-            await self.start()  # (raises BusClosed after shutdown, RuntimeError on another loop)
-            assert self._parts is not None
-            parts = self._parts
-        elif self._closed:
-            raise BusClosed("the message bus was shut down")
-        envelope = make_envelope(
-            message_type,
-            data,
-            source=source or self.source,
-            correlation_id=correlation_id,
-            headers=headers,
-        )
-        pending = parts.runtime.publisher.publish_nowait(envelope, mandatory=mandatory)
-        if pending is not None:
-            await pending
-        return envelope.id
-
-    async def publish_envelope(self, envelope: Envelope, *, mandatory: bool = False) -> None:
-        """Publish an envelope built beforehand (by :meth:`envelope`), checked as any publish.
-
-        An unknown type raises ``UnknownMessageType``, data not matching the type's
-        schema ``SchemaError``.
-        """
-        data = validate_data(validate_type(envelope.type), envelope.data)
-        if data is not envelope.data:
-            envelope = msgspec.structs.replace(envelope, data=data)
-        runtime = await self._ready()
-        await runtime.publisher.publish(envelope, mandatory=mandatory)
-
-    def publish_soon(self, envelope: Envelope, *, mandatory: bool = False) -> None:
-        """Publish in the background (from the bus's own loop); shutdown waits for it.
-
-        A failure (``Unroutable`` for a ``mandatory`` one nobody is bound to) is logged.
-        """
-        if self._closed:
-            raise BusClosed("the message bus was shut down")
-        self._background.start(self.publish_envelope(envelope, mandatory=mandatory))
-
-    def _announce(self, message_type: str, data: dict[str, Any]) -> None:
-        """Publish a system message (startup, shutdown) in the background.
-
-        Not awaited: a subscriber may live on an event loop that is blocked waiting
-        for this very start or shutdown (the sync face called from async code), and
-        an announcement must never deadlock the bus. Shutdown gives them a moment.
-        """
-        assert self._parts is not None
-        envelope = make_envelope(message_type, {"source": self.source, **data}, source=self.source)
-        self._announcements.start(self._parts.runtime.publisher.publish(envelope))
-
-    async def ask(self, message_type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
-        """Send a request; return the first reply (``AskTimeout`` when none comes in time)."""
-        runtime = await self._ready()
-        return await runtime.ask(message_type, data, timeout=timeout)
-
     # -- subscribers and actors ---------------------------------------------------------------
-
-    async def subscribe(
-        self,
-        message_type: str | Sequence[str],
-        handler: MessageHandler,
-        *,
-        queue: str | None = None,
-    ) -> None:
-        """Call ``handler(message_type, data)`` for every message of the types (or patterns).
-
-        ``message_type`` is one type or topic pattern, or several (one queue, one order
-        for them all). Each call is one subscription with a queue of its own, named
-        after the handler and its set of types (see :mod:`actorbus.subscription` for
-        when queues are shared); the same call again does nothing. With ``queue=`` the
-        types go to that queue: subscribing the handler again adds them to it.
-        Raises ``InvalidHandler`` for a handler not callable as ``handler(type, data)``.
-        """
-        await self._subscriptions.subscribe(message_type, handler, queue)
-
-    def subscribe_soon(
-        self,
-        message_type: str | Sequence[str],
-        handler: MessageHandler,
-        *,
-        queue: str | None = None,
-    ) -> None:
-        """Subscribe in the background (from the bus's own loop); shutdown waits for it.
-
-        For a handler of this bus, which must not wait for its own loop. A bad type,
-        pattern or handler raises here (as :meth:`subscribe` would), and so does a bus
-        shut down (``BusClosed``); a failure later is logged.
-        """
-        if self._closed:
-            raise BusClosed("the message bus was shut down")
-        patterns_of(message_type)
-        check_handler(handler)
-        self._background.start(self.subscribe(message_type, handler, queue=queue))
-
-    async def unsubscribe(
-        self,
-        message_type: str | Sequence[str],
-        handler: MessageHandler,
-        *,
-        queue: str | None = None,
-    ) -> None:
-        """End the subscription made with the same arguments (nothing if there is none).
-
-        With ``queue=``, removes those types from that queue's subscription instead; its
-        last type ends it.
-        """
-        await self._subscriptions.unsubscribe(message_type, handler, queue)
 
     async def spawn(
         self,
@@ -460,43 +314,7 @@ class AsyncMessageBus:
         if self._parts is not None:
             await self._parts.host.stop(supervisor)
 
-    # -- dead letters, queues and stats --------------------------------------------------------
-
-    async def dead_letters(
-        self, *, actor: str | None = None, type: str | None = None
-    ) -> list[DeadLetter]:
-        """List dead letters, oldest first, optionally of one actor and/or type."""
-        runtime = await self._ready()
-        return await runtime.broker.dead_letters(DeadLetterFilter(actor=actor, type=type))
-
-    async def replay_dead_letters(
-        self, *, actor: str | None = None, type: str | None = None, max_replays: int | None = None
-    ) -> int:
-        """Send dead letters back to the queues they failed in; return how many."""
-        runtime = await self._ready()
-        return await runtime.broker.replay_dead_letters(
-            DeadLetterFilter(actor=actor, type=type), max_replays=max_replays
-        )
-
-    async def purge_dead_letters(self, *, actor: str | None = None, type: str | None = None) -> int:
-        """Delete dead letters; return how many."""
-        runtime = await self._ready()
-        return await runtime.broker.purge_dead_letters(DeadLetterFilter(actor=actor, type=type))
-
-    async def queued(self) -> dict[str, int]:
-        """Messages waiting in the broker for each actor of this process, by actor name.
-
-        These are in the actor's queue, not yet delivered to it (beyond its prefetch);
-        with :meth:`stats`, whose ``mailbox`` and ``busy`` cover the rest, they tell
-        whether an actor has work left.
-        """
-        runtime = await self._ready()
-        return {cell.name: await runtime.broker.queue_length(cell.queue) for cell in runtime.cells}
-
-    async def queue_length(self, queue: str) -> int:
-        """Messages waiting in the broker's queue ``queue`` (0: none, or no such queue)."""
-        runtime = await self._ready()
-        return await runtime.broker.queue_length(queue)
+    # -- stats ----------------------------------------------------------------------------------
 
     def stats(self) -> BusStats:
         """A snapshot: the mode, the broker's counters, and each actor's (see ``stats``)."""

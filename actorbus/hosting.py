@@ -40,7 +40,7 @@ class TreeHost:
         self._task_group: TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-        self.trees: dict[Supervisor, tuple[anyio.CancelScope, anyio.Event]] = {}
+        self.trees: dict[Supervisor, tuple[anyio.CancelScope, asyncio.Event]] = {}
         """Each running tree's cancel scope and the event set once it has ended."""
 
     async def open(self) -> None:
@@ -69,7 +69,7 @@ class TreeHost:
         A tree still starting is not yet in the host task group's scope (anyio moves
         it there once started), so stop and shutdown cancel this scope, not the group.
         """
-        ended = anyio.Event()
+        ended = asyncio.Event()
         readiness = _Readiness(task_status)
         with anyio.CancelScope() as scope:
             self.trees[supervisor] = (scope, ended)

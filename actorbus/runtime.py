@@ -200,25 +200,9 @@ class Runtime:
         """The context an actor of ``cell`` talks through."""
         return _ActorContext(self, cell)
 
-    async def dead_letter(
-        self,
-        cell: ActorCell,
-        envelope: Envelope,
-        error: BaseException | str,
-        attempts: int,
-        first_failure: float | None,
-    ) -> None:
-        """Store a message the cell could not handle."""
-        await self.broker.dead_letter(
-            DeadLetter.for_failure(
-                envelope,
-                queue=cell.queue,
-                actor=cell.name,
-                error=error,
-                attempts=attempts,
-                first_failure=first_failure,
-            )
-        )
+    async def dead_letter(self, entry: DeadLetter) -> None:
+        """Store a message an actor could not handle."""
+        await self.broker.dead_letter(entry)
 
     async def replay_dead_letters(self, actor: str, max_replays: int) -> int:
         """Replay one actor's dead letters, each at most ``max_replays`` times."""

@@ -173,7 +173,7 @@ async def stop(supervisors: Iterable[Supervisor], cells: list[ActorCell], until:
 
 
 async def end_trees(
-    runtime: Runtime, host: TreeHost, ended: list[anyio.Event], until: float
+    runtime: Runtime, host: TreeHost, ended: list[asyncio.Event], until: float
 ) -> list[str]:
     """Wait until every cancelled tree has ended; give back what the stuck ones hold.
 

@@ -17,8 +17,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from .cell import STOP_TIMEOUT, ActorCell
 from .children import ChildSpec, Restart
 
@@ -68,7 +66,7 @@ class ChildSlot:
     """One child of a supervisor: its spec, its cell or supervisor, and its task.
 
     The event a stopper waits on is made only when someone waits (an
-    ``anyio.Event`` costs about 800 bytes, more than the rest of an idle actor's
+    ``asyncio.Event`` costs about 800 bytes, more than the rest of an idle actor's
     slot).
     """
 
@@ -85,7 +83,7 @@ class ChildSlot:
         """The task of the current (or last) incarnation."""
         self.running = False
         """Whether the child's task is alive."""
-        self._finished: anyio.Event | None = None
+        self._finished: asyncio.Event | None = None
 
     @property
     def name(self) -> str:
@@ -192,7 +190,7 @@ class ChildSlot:
         if not self.running:
             return
         if self._finished is None:
-            self._finished = anyio.Event()
+            self._finished = asyncio.Event()
         await self._finished.wait()
 
 

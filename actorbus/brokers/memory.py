@@ -1,25 +1,20 @@
 """The in-memory broker: RabbitMQ's semantics inside one process.
 
-:class:`InMemoryServer` plays the broker server: queues, topic bindings,
-dead letters and reply addresses. :class:`InMemoryBroker` is one bus's
-connection to it. Every bus of a process shares :meth:`InMemoryServer.default`
-unless given its own, so buses in one process see each other the way buses
-sharing a RabbitMQ server do (this is how the sync and the async default buses
-reach each other's subscribers).
+:class:`InMemoryBroker` is one bus's connection to an
+:class:`~actorbus.brokers._memory_server.InMemoryServer` (queues, bindings, dead
+letters, reply addresses; every bus of a process shares the default one, so
+buses in one process see each other the way buses sharing a RabbitMQ server do).
 
-Semantics kept from RabbitMQ: topic routing with the shared matcher, durable
-named queues with competing consumers (round robin), backlog kept while a queue
-has no consumer (bounded as RabbitMQ bounds it: see ``_memory_queue``),
-prefetch-bounded delivery (the consumer's sink blocks when full, which pushes
-back on the publisher), requeue of unsettled deliveries, a dead-letter store
-with replay, and each receiver's own copy of the data (see ``_copies``: bad
-data is refused at publish, as the RabbitMQ broker refuses it).
-What is not kept: nothing survives the process.
-
-Bounds: the dead-letter store keeps at most ``max_dead_letters`` entries
-(default 10,000); past it the oldest entry is dropped, counted in
-``dead_letters_dropped`` and logged (a rate-limited warning), as RabbitMQ's
-``x-max-length`` with ``drop-head`` would.
+Semantics kept from RabbitMQ (the contract of ``brokers.base``, checked by the
+same contract tests): topic routing with the shared matcher, durable named
+queues with competing consumers (round robin), a backlog kept while a queue has
+no consumer (bounded as RabbitMQ bounds it), a prefetch per consumer, acks,
+requeues, unsettled deliveries given back when a consumer is cancelled, single
+active consumers (see ``_memory_queue``), a dead-letter store with replay, and
+each receiver's own copy of the data (see ``_copies``: bad data is refused at
+publish, as the RabbitMQ broker refuses it). What differs: a publisher that
+finds every consumer at its prefetch waits (flow control), and nothing
+survives the process.
 
 Unroutable messages (no queue bound to the type) are counted in
 ``unroutable`` and logged as a rate-limited warning per type; ``mandatory``
@@ -27,30 +22,26 @@ publishes raise ``Unroutable`` instead; with ``unroutable="keep"`` they are
 kept in the queue ``<prefix>.unroutable`` (at most ``UNROUTABLE_MAX_LENGTH``,
 dropping the oldest), as the RabbitMQ broker keeps them.
 
-Thread safety: each consumer belongs to the event loop that started it; a
-publish from another loop (another thread) is handed to that loop with
-``run_coroutine_threadsafe`` and awaited, so backpressure still holds. Routing
-tables are changed under a lock and read without one.
+Threads: each consumer belongs to the event loop that started it; a publish from
+another loop (another thread) is handed to that loop and awaited, so flow
+control still holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import uuid
-from collections import deque
 from collections.abc import Awaitable
 from threading import get_ident
-from typing import ClassVar, Literal
+from typing import Literal
 
-from .._ratelimit import RateLimitedWarning
 from ..codec import Codec
 from ..errors import QueueFull, Unroutable
 from ..messages import Envelope, log_fields
-from ..topic import topic_matches
 from ._copies import Copier
 from ._memory_queue import Consumer, MemoryQueue
+from ._memory_server import DEFAULT_MAX_DEAD_LETTERS, InMemoryServer
 from ._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from .base import (
     BrokerStats,
@@ -64,146 +55,6 @@ from .base import (
 __all__ = ["DEFAULT_MAX_DEAD_LETTERS", "InMemoryBroker", "InMemoryServer", "MemoryBrokerStats"]
 
 logger = logging.getLogger("actorbus.brokers.memory")
-
-DEFAULT_MAX_DEAD_LETTERS = 10_000
-"""Entries the in-memory dead-letter store keeps before dropping the oldest."""
-
-
-class InMemoryServer:
-    """The state an in-memory broker serves: queues, bindings, dead letters, replies."""
-
-    _default: ClassVar[InMemoryServer | None] = None
-    _default_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self, *, max_dead_letters: int = DEFAULT_MAX_DEAD_LETTERS) -> None:
-        self.queues: dict[str, MemoryQueue] = {}
-        """Queues by name."""
-        self.max_dead_letters = max_dead_letters
-        """Most dead letters kept; past it the oldest is dropped."""
-        self.dead_letters_dropped = 0
-        """Dead letters dropped at ``max_dead_letters``."""
-        self.dropped = 0
-        """Messages queues dropped at their length limit (drop-head)."""
-        self._bindings: list[tuple[str, str]] = []
-        self._routes: dict[str, tuple[MemoryQueue, ...]] = {}
-        self._dead: deque[DeadLetter] = deque()
-        self._replies: dict[str, tuple[asyncio.AbstractEventLoop, int, ReplyHandler]] = {}
-        self._lock = threading.Lock()
-        self._warnings = RateLimitedWarning(logger)
-
-    @classmethod
-    def default(cls) -> InMemoryServer:
-        """The process-wide server every in-memory bus uses unless given another."""
-        with cls._default_lock:
-            if cls._default is None:
-                cls._default = cls()
-            return cls._default
-
-    def declare_queue(self, spec: QueueSpec) -> None:
-        """Create ``spec.name`` if missing and add its bindings."""
-        with self._lock:
-            if spec.name not in self.queues:
-                self.queues[spec.name] = MemoryQueue(spec, self._count_drop, self.expire_queue)
-            for pattern in spec.patterns:
-                if (pattern, spec.name) not in self._bindings:
-                    self._bindings.append((pattern, spec.name))
-            self._routes = {}
-
-    def delete_queue(self, name: str) -> None:
-        """Drop a queue, its backlog and its bindings."""
-        with self._lock:
-            self.queues.pop(name, None)
-            self._bindings = [b for b in self._bindings if b[1] != name]
-            self._routes = {}
-
-    def expire_queue(self, name: str) -> None:
-        """Delete a queue that had no consumer for its ``expires`` (if still unconsumed)."""
-        queue = self.queues.get(name)
-        if queue is not None and not queue.consumers:
-            logger.info("queue %r expired: no consumer for %ss", name, queue.spec.expires)
-            self.delete_queue(name)
-
-    def _count_drop(self) -> None:
-        self.dropped += 1
-
-    def unbind_queue(self, name: str, pattern: str) -> None:
-        """Remove the binding of ``pattern`` to queue ``name``."""
-        with self._lock:
-            self._bindings = [b for b in self._bindings if b != (pattern, name)]
-            self._routes = {}
-
-    def bindings(self) -> list[tuple[str, str]]:
-        """Every (pattern, queue) binding, in declaration order."""
-        with self._lock:
-            return list(self._bindings)
-
-    def route(self, routing_key: str) -> tuple[MemoryQueue, ...]:
-        """The queues a message with ``routing_key`` goes to (cached until bindings change)."""
-        routes = self._routes
-        queues = routes.get(routing_key)
-        if queues is None:
-            with self._lock:
-                seen: dict[str, MemoryQueue] = {}
-                for pattern, name in self._bindings:
-                    if name not in seen and topic_matches(pattern, routing_key):
-                        seen[name] = self.queues[name]
-                queues = tuple(seen.values())
-                self._routes[routing_key] = queues
-        return queues
-
-    def add_dead_letter(self, entry: DeadLetter) -> None:
-        """Store a dead letter; past ``max_dead_letters`` the oldest one is dropped."""
-        with self._lock:
-            self._dead.append(entry)
-            dropped = self._trim_dead()
-        logger.warning(
-            "dead letter: %s %s from %s after %d attempt(s): %s: %s",
-            entry.envelope.type,
-            entry.envelope.id,
-            entry.actor,
-            entry.attempts,
-            entry.error_type,
-            entry.reason,
-            extra=log_fields(entry.envelope, entry.actor),
-        )
-        if dropped:
-            self._warnings.note(
-                "dead letters full",
-                f"the dead-letter store holds {self.max_dead_letters} entries, its limit: "
-                f"the oldest was dropped ({self.dead_letters_dropped} dropped in all)",
-            )
-
-    def _trim_dead(self) -> int:
-        dropped = 0
-        while len(self._dead) > self.max_dead_letters:
-            self._dead.popleft()
-            dropped += 1
-        self.dead_letters_dropped += dropped
-        return dropped
-
-    def take_dead_letters(
-        self, selection: DeadLetterFilter, *, max_replays: int | None = None
-    ) -> list[DeadLetter]:
-        """Remove and return the selected dead letters (those under the replay cap)."""
-        with self._lock:
-            taken: list[DeadLetter] = []
-            kept: deque[DeadLetter] = deque()
-            for entry in self._dead:
-                eligible = selection(entry) and (max_replays is None or entry.replays < max_replays)
-                (taken if eligible else kept).append(entry)
-            self._dead = kept
-            return taken
-
-    def list_dead_letters(self, selection: DeadLetterFilter) -> list[DeadLetter]:
-        """The selected dead letters, oldest first."""
-        with self._lock:
-            return [entry for entry in self._dead if selection(entry)]
-
-    def restore_dead_letters(self, entries: list[DeadLetter]) -> None:
-        """Put entries back at the front of the dead-letter store (the oldest go past the cap)."""
-        with self._lock:
-            self._dead.extendleft(reversed(entries))
-            self._trim_dead()
 
 
 class MemoryBrokerStats(BrokerStats, frozen=True, kw_only=True):

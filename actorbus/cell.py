@@ -55,6 +55,23 @@ STOP_TIMEOUT = 5.0
 class ActorCell(MessageHandling):
     """One named actor: factory, mailbox, state and counters, across incarnations."""
 
+    __slots__ = (
+        "_stop_requested",
+        "_watch",
+        "actor_class",
+        "consumer",
+        "crash_retries",
+        "factory",
+        "instance",
+        "mailbox",
+        "name",
+        "queue_spec",
+        "runtime",
+        "state",
+        "stats",
+        "stop_deadline",
+    )
+
     def __init__(
         self,
         factory: Callable[[], Actor],

@@ -63,9 +63,8 @@ class ActorCounters:
 class ActorRuntime(Protocol):
     """What a cell needs from the layer above it."""
 
-    @property
-    def hooks(self) -> Hooks | None:
-        """Telemetry called around each handled message, if any (see ``actorbus.hooks``)."""
+    hooks: Hooks | None
+    """Telemetry called around each handled message, if any (see ``actorbus.hooks``)."""
 
     def context_for(self, cell: Any) -> ActorContext:
         """The context an instance of ``cell`` (an ``ActorCell``) talks through."""
@@ -79,6 +78,8 @@ class ActorRuntime(Protocol):
 
 class MessageHandling:
     """The part of an actor cell that takes one message through attempts to its end."""
+
+    __slots__ = ("_current",)
 
     name: str
     stats: ActorCounters

@@ -88,8 +88,15 @@ class MessageTypes(StrEnum):
         return subsystem_of(self.value)
 
 
-class Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    """One message: its data and everything needed to route, trace and retry it."""
+class Envelope(msgspec.Struct, frozen=True, gc=False):
+    """One message: its data and everything needed to route, trace and retry it.
+
+    Built once per publish, on the hot path, so it is as cheap as msgspec makes
+    a struct: fields in this order may be given positionally, and envelopes are
+    not tracked by the garbage collector (``gc=False``): the runtime never puts
+    an envelope in a reference cycle, and neither should a handler (an envelope
+    stored inside its own ``data`` would never be freed).
+    """
 
     id: str
     """Unique per message (process prefix + counter); duplicates are detected by it."""
@@ -257,13 +264,16 @@ def make_envelope(
         message_type = str(message_type)  # a StrEnum member travels as its plain value
     if schema is not None and type(data) is not schema:
         data = validate_data(message_type, data)
+    if correlation_id is None and reply_to is None and not headers:  # (positional: cheaper)
+        return Envelope(next(_ids), message_type, data, _now(), source)
     return Envelope(
-        id=next(_ids),
-        type=message_type,
-        data=data,
-        timestamp=_now(),
-        source=source,
-        correlation_id=correlation_id,
-        reply_to=reply_to,
-        headers=dict(headers) if headers else {},  # the publisher's dict stays its own
+        next(_ids),
+        message_type,
+        data,
+        _now(),
+        source,
+        correlation_id,
+        reply_to,
+        1,
+        dict(headers) if headers else {},  # the publisher's dict stays its own
     )

@@ -108,19 +108,18 @@ class Runtime:
         """Pending asks and the replies this bus sends."""
         self.cells: list[ActorCell] = []
         """Every attached cell, in attach order."""
+        self.hooks: Hooks | None = None
+        """Telemetry called at every publish and handled message, if any (an attribute:
+        every handled message reads it)."""
 
     @property
     def broker(self) -> MessageBroker:
         """The broker in use."""
         return self.publisher.broker
 
-    @property
-    def hooks(self) -> Hooks | None:
-        """Telemetry called at every publish and handled message, if any."""
-        return self.publisher.hooks
-
     def install_hooks(self, hooks: Hooks | None) -> None:
         """Call ``hooks`` at every publish and every handled message from now on."""
+        self.hooks = hooks
         self.publisher.use(self.broker, hooks)
 
     async def open(self) -> None:

@@ -14,8 +14,8 @@ before that.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .cell import STOP_TIMEOUT, ActorCell
 from .children import ChildSpec, Restart
@@ -25,8 +25,18 @@ if TYPE_CHECKING:
 
 __all__ = ["ChildSlot", "StartTimedOut"]
 
-ChildRun = Callable[[Any], Awaitable[None]]
-"""Runs one incarnation of a child, reporting readiness through the ``task_status`` given."""
+ChildRun = Callable[..., Coroutine[Any, Any, None]]
+"""``run(task_status=...)``: one incarnation of a child, reporting readiness through it."""
+
+
+class SlotOwner(Protocol):
+    """Who hears how a child's incarnation ended: its supervisor."""
+
+    def exited(self, slot: ChildSlot, error: BaseException | None) -> None:
+        """``slot``'s child crashed (``error``) or ended normally (``None``) on its own."""
+
+    def escaped(self, error: BaseException) -> None:
+        """A child raised a ``BaseException`` (``KeyboardInterrupt``...): re-raise it."""
 
 
 class StartTimedOut(Exception):
@@ -70,9 +80,11 @@ class ChildSlot:
     slot).
     """
 
-    __slots__ = ("_finished", "cell", "running", "spec", "stopping", "task")
+    __slots__ = ("_finished", "_started", "cell", "owner", "running", "spec", "stopping", "task")
 
-    def __init__(self, spec: ChildSpec | Supervisor, cell: ActorCell | None) -> None:
+    def __init__(
+        self, spec: ChildSpec | Supervisor, cell: ActorCell | None, owner: SlotOwner
+    ) -> None:
         self.spec = spec
         """The child spec, or the nested supervisor."""
         self.cell = cell
@@ -84,6 +96,9 @@ class ChildSlot:
         self.running = False
         """Whether the child's task is alive."""
         self._finished: asyncio.Event | None = None
+        self._started: _Started | None = None
+        self.owner = owner
+        """Who hears how each incarnation ends (its supervisor)."""
 
     @property
     def name(self) -> str:
@@ -103,23 +118,23 @@ class ChildSlot:
         assert not isinstance(self.spec, ChildSpec)
         return self.spec.cells
 
-    async def start(
-        self,
-        run: ChildRun,
-        on_exit: Callable[[ChildSlot, BaseException | None], None],
-        on_escape: Callable[[BaseException], None],
-    ) -> None:
-        """Run ``run`` in a task of its own; return once it reported readiness.
+    async def start(self, run: ChildRun) -> None:
+        """Run ``run(task_status=...)`` in a task of its own; return once it reported readiness.
 
-        After readiness, the end of the task is reported: ``on_exit(slot, error)``
-        for a crash (``error``) or a normal end (``None``) that its supervisor did
-        not ask for, ``on_escape(exc)`` for a ``BaseException`` that is not a
-        cancellation (``KeyboardInterrupt``...). An actor child whose ``on_start``
-        outlasts its start timeout raises :class:`StartTimedOut`.
+        After readiness, the end of the task is reported to the slot's owner (from the
+        task's done callback: no coroutine wraps the child's own): ``exited(slot,
+        error)`` for a crash (``error``) or a normal end (``None``) that its
+        supervisor did not ask for, ``escaped(exc)`` for a ``BaseException`` that is
+        not a cancellation (``KeyboardInterrupt``...). An actor child whose
+        ``on_start`` outlasts its start timeout raises :class:`StartTimedOut`; an
+        error before readiness is raised here.
         """
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        task = loop.create_task(self._run(run, _Started(ready), on_exit, on_escape))
+        started = self._started = _Started(ready)
+        self.running, self.stopping, self._finished = True, False, None
+        task = loop.create_task(run(task_status=started))
+        task.add_done_callback(self._ended)
         self.task = task
         # An actor's on_start has its own timeout; a nested supervisor's children have theirs.
         timeout = self.spec.effective_start_timeout if isinstance(self.spec, ChildSpec) else None
@@ -135,46 +150,26 @@ class ChildSlot:
                 task.cancel()
             raise
 
-    async def _run(
-        self,
-        run: ChildRun,
-        started: _Started,
-        on_exit: Callable[[ChildSlot, BaseException | None], None],
-        on_escape: Callable[[BaseException], None],
-    ) -> None:
-        """The task of one incarnation; a failure before readiness goes to its starter."""
-        self.running, self.stopping, self._finished = True, False, None
-        outcome: BaseException | None = None
-        try:
-            try:
-                await run(started)
-            except Exception as exc:
-                if not started.done:
-                    started.failed(exc)
-                    return
-                outcome = exc
-            if not started.done:
-                started.failed(RuntimeError(f"{self.name} ended before it was ready"))
-                return
-            if not self.stopping:
-                on_exit(self, outcome)
-        except asyncio.CancelledError:
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The task of one incarnation ended; a failure before readiness goes to its starter."""
+        started, self._started = self._started, None
+        if task is not self.task or started is None:
+            return  # (an earlier incarnation, already replaced)
+        self.running = False
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished.set()
+        if task.cancelled():  # stopped: by its supervisor, or with the whole tree
             if not started.done:
                 started.failed(RuntimeError(f"{self.name} was stopped before it was ready"))
-            if self.stopping:
-                return  # stopped by its supervisor: the normal end of this task
-            raise
-        except BaseException as exc:  # KeyboardInterrupt and the like
-            if not started.done:
-                started.failed(exc)
-            else:
-                on_escape(exc)
-            raise
-        finally:
-            self.running = False
-            finished, self._finished = self._finished, None
-            if finished is not None:
-                finished.set()
+            return
+        error = task.exception()
+        if not started.done:
+            started.failed(error or RuntimeError(f"{self.name} ended before it was ready"))
+        elif error is not None and not isinstance(error, Exception):
+            self.owner.escaped(error)  # KeyboardInterrupt and the like
+        elif not self.stopping:
+            self.owner.exited(self, error)
 
     async def stop(self) -> None:
         """Cancel the child's task (again, if it swallows the cancellation) and await it."""

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol, TypeAlias
 
 import anyio
@@ -179,7 +180,9 @@ class Supervisor:
         self._crashes.clear()
         self._crashed = asyncio.Event()
         self._slots = [
-            ChildSlot(spec, None if isinstance(spec, Supervisor) else self._cell_for(index, spec))
+            ChildSlot(
+                spec, None if isinstance(spec, Supervisor) else self._cell_for(index, spec), self
+            )
             for index, spec in enumerate(self.children)
             if isinstance(spec, Supervisor) or placement.runs_here(spec.actor_name)
         ]
@@ -252,22 +255,18 @@ class Supervisor:
         if cell is not None:
             if cell.consumer is None:
                 await runtime.attach(cell)
-            await slot.start(
-                lambda status: cell.run(task_status=status), self._exited, self._escape
-            )
+            await slot.start(cell.run)
         else:
             assert isinstance(spec, Supervisor)
-            await slot.start(
-                lambda status: spec.run(runtime, placement=placement, task_status=status),
-                self._exited,
-                self._escape,
-            )
+            await slot.start(partial(spec.run, runtime, placement=placement))
 
-    def _exited(self, slot: ChildSlot, error: BaseException | None) -> None:
+    def exited(self, slot: ChildSlot, error: BaseException | None) -> None:
+        """A child crashed (``error``) or ended normally (``None``): handle it (restart...)."""
         self._crashes.append((slot, error))
         self._crashed.set()
 
-    def _escape(self, exc: BaseException) -> None:
+    def escaped(self, exc: BaseException) -> None:
+        """A child raised ``exc`` (``KeyboardInterrupt``...): the supervising loop re-raises it."""
         self._escaped = exc  # re-raised by the supervising loop
         self._crashed.set()
 

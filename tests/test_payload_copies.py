@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from actorbus import Actor, AsyncMessageBus, Envelope, handles, register_message_type
+from actorbus.errors import InvalidMessage
 
 pytestmark = pytest.mark.anyio
 
@@ -66,8 +67,14 @@ async def test_an_immutable_schema_struct_is_shared(bus: AsyncMessageBus) -> Non
 
 @pytest.mark.parametrize(
     ("message_type", "data"),
-    [(BOOK, Book([1.0])), (BASKET, Basket(["a"])), (PLAIN, {"a": [1]})],
-    ids=["mutable Struct", "frozen Struct with a list", "dict"],
+    [
+        (BOOK, Book([1.0])),
+        (BASKET, Basket(["a"])),
+        (PLAIN, {"a": [1]}),
+        (PLAIN, {"symbol": "X", "bid": 1.5, "n": 2, "ok": True, "none": None, "raw": b"x"}),
+        (PLAIN, {1: "int key"}),
+    ],
+    ids=["mutable Struct", "frozen Struct with a list", "dict", "flat dict", "int keys"],
 )
 async def test_anything_mutable_is_copied_per_receiver(
     bus: AsyncMessageBus, message_type: str, data: Any
@@ -77,6 +84,19 @@ async def test_anything_mutable_is_copied_per_receiver(
     assert second == data
     assert first is not data
     assert second is not first
+    if isinstance(data, dict):  # what a receiver does to its copy reaches nobody else
+        first["mine"] = 1
+        assert "mine" not in second
+        assert "mine" not in data
+
+
+async def test_a_flat_dict_is_copied_as_rabbitmq_would_decode_it(bus: AsyncMessageBus) -> None:
+    data = {"symbol": "X", "big": 2**63, "neg": -(2**63), "f": float("inf"), "b": b"\x00"}
+    first, _ = await receive_twice(bus, PLAIN, data)
+    assert first == msgspec.msgpack.decode(msgspec.msgpack.encode(data))
+    assert [type(value) for value in first.values()] == [type(value) for value in data.values()]
+    with pytest.raises(InvalidMessage):  # checked like any publish: too big for msgpack
+        await bus.publish(PLAIN, {"n": 2**64})
 
 
 class Tagger(Actor):

@@ -9,6 +9,12 @@ A copy is what RabbitMQ delivers with the default codec: a Struct of the type's
 schema, or plain dicts and lists (a tuple arrives as a list, an unregistered
 Struct as a dict).
 
+A dict whose keys are all ``str`` and whose values are all scalars (``str``,
+``int``, ``float``, ``bool``, ``None``, ``bytes``: the common market-data
+payload) is still checked by encoding it once, but each receiver's copy is a
+shallow ``dict(data)``: exactly what decoding would give, for a fraction of the
+cost.
+
 Data that nobody can change is shared instead: ``None``, ``bool``, ``int``,
 ``float``, ``str``, ``bytes``, and an instance of the type's own schema when
 that schema is a frozen Struct whose fields are of such types (frozen Structs,
@@ -25,10 +31,24 @@ import msgspec.inspect as mi
 from ..codec import Codec
 from ..messages import Envelope, _registered
 
-__all__ = ["Copier"]
+__all__ = ["SHALLOW", "Copier", "CopyPlan"]
 
 _SCALARS = (type(None), bool, float)
-_NESTED = frozenset({dict, list, tuple, set, frozenset})
+_FLAT_VALUES = frozenset({str, int, float, bool, type(None), bytes})
+_STR = frozenset({str})
+
+
+class _Shallow:
+    """What :meth:`Copier.prepare` returns for a flat dict: copy it with ``dict(data)``."""
+
+    __slots__ = ()
+
+
+SHALLOW = _Shallow()
+"""A receiver's copy of this data is ``dict(data)`` (a flat dict of scalars, str keys)."""
+
+CopyPlan = bytes | _Shallow | None
+"""How receivers get their copy: decoded from bytes, :data:`SHALLOW`, or shared (``None``)."""
 
 _TEXT = (str, bytes)
 _IMMUTABLE_INFO = (
@@ -63,8 +83,10 @@ class Copier:
         # str or bytes shorter than this cannot exceed the size limit once encoded.
         self._short = max(0, (codec.max_size - 16) // 4)
 
-    def prepare(self, envelope: Envelope, schema_type: str | None = None) -> bytes | None:
+    def prepare(self, envelope: Envelope, schema_type: str | None = None) -> CopyPlan:
         """Check ``envelope.data``; return the bytes to copy from, or ``None`` to share it.
+
+        :data:`SHALLOW` says a shallow copy of the dict is a full copy.
 
         ``schema_type`` overrides the type whose schema the data is read as (``""`` for
         none: a reply, whose data is not of its request's schema). Raises
@@ -77,9 +99,13 @@ class Copier:
                 body = self._encode(data)
             except Exception:
                 return self.codec.encode_copy(data)
-            if len(body) > self._max_size or not _NESTED.isdisjoint(map(type, data.values())):
-                return self.codec.encode_copy(data)  # nested (or too large): the full check
-            return body
+            if len(body) > self._max_size:
+                return self.codec.encode_copy(data)  # too large: the codec says so
+            if _FLAT_VALUES.issuperset(map(type, data.values())) and _STR.issuperset(
+                map(type, data)
+            ):
+                return SHALLOW
+            return self.codec.encode_copy(data)  # nested: the full check
         if kind is list:
             return self.codec.encode_copy(data)
         if kind in _SCALARS:
@@ -96,15 +122,18 @@ class Copier:
         body = self.codec.encode_copy(data)
         return None if kind is int or kind in _TEXT else body
 
-    def copy(
-        self, envelope: Envelope, body: bytes | None, schema_type: str | None = None
-    ) -> Envelope:
+    def copy(self, envelope: Envelope, body: CopyPlan, schema_type: str | None = None) -> Envelope:
         """A receiver's own envelope: fresh data (unless shared) and fresh headers."""
         headers = envelope.headers
+        if body is SHALLOW:
+            return msgspec.structs.replace(
+                envelope, data=dict(envelope.data), headers=dict(headers) if headers else {}
+            )
         if body is None:
             if not headers:
                 return envelope
             return msgspec.structs.replace(envelope, headers=dict(headers))
+        assert isinstance(body, bytes)
         message_type = envelope.type if schema_type is None else schema_type
         schema = _registered.get(message_type)
         cached = self._decoders.get(message_type)

@@ -52,7 +52,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from itertools import count
 from threading import get_ident
 
 from .._ratelimit import RateLimitedWarning
@@ -80,9 +79,11 @@ class MemoryDelivery(Delivery):
     def ack(self) -> None:
         """The message was handled: the queue forgets it, the consumer has room again."""
         consumer = self._consumer
-        if consumer is not None:
+        if consumer is not None:  # (Consumer.settled, inlined: the hot path of every message)
             self._consumer = None
-            consumer.settled(self)
+            del consumer.unsettled[self]
+            if consumer.queue.backlog:
+                consumer.queue.pull(consumer)
 
     def requeue(self) -> None:
         """Back to the head of the queue, to be delivered again."""
@@ -99,7 +100,6 @@ class Consumer:
     __slots__ = (
         "cancelled",
         "loop",
-        "offer",
         "paused",
         "prefetch",
         "pulling",
@@ -120,7 +120,6 @@ class Consumer:
             raise ValueError("prefetch must be at least 1")
         self.queue = queue
         self.sink = sink
-        self.offer = sink.offer
         self.prefetch = prefetch
         """Most deliveries unsettled at once."""
         self.loop = loop
@@ -152,7 +151,7 @@ class Consumer:
         """Deliver ``envelope`` to the sink (on its loop, with room); return what to await."""
         delivery = MemoryDelivery(envelope, self)
         self.unsettled[delivery] = None
-        if self.offer(delivery):
+        if self.sink.offer(delivery):
             return None
         return self.sink.put(delivery)
 
@@ -201,8 +200,29 @@ _NO_BACKLOG = _NoBacklog()
 class MemoryQueue:
     """One queue: its consumers, and a backlog of what none of them has room for."""
 
+    __slots__ = (
+        "_lock",
+        "_on_drop",
+        "_on_expire",
+        "_turn",
+        "_waiting",
+        "backlog",
+        "consumers",
+        "drop_head",
+        "dropped",
+        "idle_since",
+        "max_length",
+        "name",
+        "single_active",
+        "spec",
+    )
+
     def __init__(
-        self, spec: QueueSpec, on_drop: Callable[[], None], on_expire: Callable[[str], None]
+        self,
+        spec: QueueSpec,
+        on_drop: Callable[[], None],
+        on_expire: Callable[[str], None],
+        lock: threading.Lock,
     ) -> None:
         self.spec = spec
         """How the queue was declared."""
@@ -224,9 +244,9 @@ class MemoryQueue:
         """Messages no consumer had room for yet (the shared empty deque until the first)."""
         self._on_drop = on_drop
         self._on_expire = on_expire
-        self._turn = count()
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._turn = 0
+        self._lock = lock  # (one per server: a lock per queue would weigh on every idle actor)
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None = None
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -243,12 +263,26 @@ class MemoryQueue:
         sink takes it at once and nothing is awaited.
         """
         consumers = self.consumers
+        if len(consumers) == 1 and not self.backlog:  # the common case, inlined
+            consumer = consumers[0]
+            unsettled = consumer.unsettled
+            if (
+                len(unsettled) < consumer.prefetch
+                and not consumer.paused
+                and consumer.thread == get_ident()
+                and consumer.loop.is_running()
+            ):
+                delivery = MemoryDelivery(envelope, consumer)
+                unsettled[delivery] = None
+                if consumer.sink.offer(delivery):
+                    return None
+                return consumer.sink.put(delivery)
         if not self.backlog and consumers:
-            consumer = self._next(consumers)
-            if consumer is not None:
-                if consumer.here():
-                    return consumer.hand(envelope)
-                return _across_loops(consumer.loop, self.hand_over, envelope)
+            chosen = self._next(consumers)
+            if chosen is not None:
+                if chosen.here():
+                    return chosen.hand(envelope)
+                return _across_loops(chosen.loop, self.hand_over, envelope)
         self._append_backlog(envelope)
         return self._handed_on() if consumers else None
 
@@ -258,7 +292,8 @@ class MemoryQueue:
             first = consumers[0]
             return first if first.has_room else None
         for _ in consumers:
-            consumer = consumers[next(self._turn) % len(consumers)]
+            self._turn = turn = self._turn + 1
+            consumer = consumers[turn % len(consumers)]
             if consumer.has_room:
                 return consumer
         return None
@@ -334,14 +369,18 @@ class MemoryQueue:
         with self._lock:
             if not self.backlog or not self.consumers:
                 return
+            if self._waiting is None:
+                self._waiting = []
             self._waiting.append((loop, waiter))
         self._offer_backlog()
         await waiter
 
     def _wake_waiting(self) -> None:
+        if not self._waiting:
+            return
         with self._lock:
-            waiting, self._waiting = self._waiting, []
-        for loop, waiter in waiting:
+            waiting, self._waiting = self._waiting, None
+        for loop, waiter in waiting or ():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
                 loop.call_soon_threadsafe(_settle, waiter)
 

@@ -55,6 +55,7 @@ class InMemoryServer:
         self._dead: deque[DeadLetter] = deque()
         self._replies: dict[str, tuple[asyncio.AbstractEventLoop, int, ReplyHandler]] = {}
         self._lock = threading.Lock()
+        self._queues_lock = threading.Lock()  # (every queue's backlog, under one lock)
         self._warnings = RateLimitedWarning(logger)
 
     @classmethod
@@ -69,7 +70,9 @@ class InMemoryServer:
         """Create ``spec.name`` if missing and add its bindings."""
         with self._lock:
             if spec.name not in self.queues:
-                self.queues[spec.name] = MemoryQueue(spec, self._count_drop, self.expire_queue)
+                self.queues[spec.name] = MemoryQueue(
+                    spec, self._count_drop, self.expire_queue, self._queues_lock
+                )
             for pattern in spec.patterns:
                 if (pattern, spec.name) not in self._bindings:
                     self._bindings.append((pattern, spec.name))

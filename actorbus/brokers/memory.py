@@ -39,7 +39,7 @@ from typing import Literal
 from ..codec import Codec
 from ..errors import QueueFull, Unroutable
 from ..messages import Envelope, log_fields
-from ._copies import Copier
+from ._copies import Copier, CopyPlan
 from ._memory_queue import Consumer, MemoryQueue
 from ._memory_server import DEFAULT_MAX_DEAD_LETTERS, InMemoryServer
 from ._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
@@ -161,7 +161,7 @@ class InMemoryBroker:
         full: QueueFull | None,
         queues: tuple[MemoryQueue, ...],
         envelope: Envelope,
-        body: bytes | None,
+        body: CopyPlan,
     ) -> Awaitable[None] | None:
         """Hand a copy to each queue; a full one (reject-publish) does not stop the others.
 
@@ -181,7 +181,7 @@ class InMemoryBroker:
         return None
 
     def _unroutable(
-        self, envelope: Envelope, body: bytes | None, mandatory: bool
+        self, envelope: Envelope, body: CopyPlan, mandatory: bool
     ) -> Awaitable[None] | None:
         if mandatory:
             self.unroutable += 1
@@ -205,7 +205,7 @@ class InMemoryBroker:
         full: QueueFull | None,
         queues: tuple[MemoryQueue, ...],
         envelope: Envelope,
-        body: bytes | None,
+        body: CopyPlan,
     ) -> None:
         await pending
         more = self._fan_out(full, queues, envelope, body)

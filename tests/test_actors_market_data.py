@@ -10,14 +10,8 @@ from trading_helpers import collect, field, wait_for
 from actorbus import AsyncMessageBus, ChildSpec, Conflate, MessageTypes
 from actorbus_trading import Environment
 from actorbus_trading.exchange import ExchangeActor
-from actorbus_trading.market_data import (
-    SIM_START,
-    CsvFeed,
-    FeedError,
-    MarketDataActor,
-    MarketState,
-    SimulatedFeed,
-)
+from actorbus_trading.feeds import SIM_START, CsvFeed, FeedError, SimulatedFeed
+from actorbus_trading.market_data import MarketDataActor, MarketState
 from actorbus_trading.position import PositionActor
 from actorbus_trading.risk import RiskActor
 from actorbus_trading.strategy import StrategyActor

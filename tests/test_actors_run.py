@@ -18,7 +18,7 @@ from actorbus import AsyncMessageBus, ChildSpec, MessageTypes
 from actorbus.brokers.memory import InMemoryServer
 from actorbus_trading import Environment, TradingConfig, TradingSystem, run_trading_system
 from actorbus_trading.exchange import ExchangeParams
-from actorbus_trading.market_data import FeedError
+from actorbus_trading.feeds import FeedError
 from actorbus_trading.risk import RiskActor, RiskState
 from actorbus_trading.schemas import Tick
 from actorbus_trading.view import LiveView, print_summary

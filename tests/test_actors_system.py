@@ -20,7 +20,7 @@ from actorbus_trading import (
     run_trading_system,
     unregister_schemas,
 )
-from actorbus_trading.runner import quiesce
+from actorbus_trading.wind_down import quiesce
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ each tick's timestamp before publishing the tick (:meth:`FeedClock.advance`),
 so every time-based rule of the trading actors (the strategy's signal spacing,
 risk's order-rate bucket, the exchange's latency) runs on the feed's time: a CSV
 file replays on its own timestamps, the simulated feed on timestamps it makes
-(``1 / rate`` apart, or :data:`~actorbus_trading.market_data.UNPACED_STEP` apart with
+(``1 / rate`` apart, or :data:`~actorbus_trading.feeds.UNPACED_STEP` apart with
 ``rate`` 0). How fast that time passes on the wall is the feed's pacing, not the
 clock's business.
 

@@ -5,7 +5,7 @@
 starts (exit code 2 with the reason): durations and rates must be finite, lists
 must name something, simulated symbols must have a start price (the three
 defaults have one; give others as ``SYMBOL=PRICE``), and a CSV file is read
-through once (see :class:`~actorbus_trading.market_data.CsvFeed`).
+through once (see :class:`~actorbus_trading.feeds.CsvFeed`).
 
 Ctrl-C: the first stops the feed and winds down; one during the wind-down
 (a second, when the first stopped the feed) cuts the wind-down short and still
@@ -39,11 +39,12 @@ from actorbus.commands.metrics import add_metrics_options, serve_metrics
 from actorbus.config import resolve_mode, resolve_url
 from actorbus.telemetry.status import broker_status
 
-from .market_data import FeedError
-from .runner import WIND_DOWN, run_trading_system
+from .feeds import FeedError
+from .runner import run_trading_system
 from .schemas import check_price, register_schemas
 from .system import ACTOR_NAMES, TradingConfig, TradingSystem
 from .view import LiveView, print_summary
+from .wind_down import WIND_DOWN
 
 __all__ = ["add_parser", "run_command"]
 

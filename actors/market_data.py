@@ -35,17 +35,8 @@ from actorbus import Envelope, MessageTypes, handles
 
 from .base import Environment, TradingActor
 from .clock import FeedClock
-from .feeds import DEFAULT_PRICES as DEFAULT_PRICES
-from .feeds import UNPACED_STEP as UNPACED_STEP
-from .feeds import CsvFeed as CsvFeed
-from .feeds import Feed as Feed
-from .feeds import FeedError as FeedError
-from .feeds import SimulatedFeed as SimulatedFeed
+from .feeds import Feed, FeedError
 from .schemas import QuoteRequest, Tick, as_struct
-
-# The ``X as X`` imports above re-export the feed names that the system and the
-# command line import from this module.
-__all__ = ["MarketDataActor", "MarketState"]
 
 logger = logging.getLogger(__name__)
 

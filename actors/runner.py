@@ -39,11 +39,8 @@ from actorbus import ActorState, AsyncMessageBus, Supervisor
 from .audit import audit
 from .status import LiveStatus, Progress
 from .system import ACTOR_CLASSES, TradingSystem
-from .wind_down import WIND_DOWN as WIND_DOWN
-from .wind_down import WindDownOutcome, dead_letters_by_actor, wind_down_system
+from .wind_down import WIND_DOWN, WindDownOutcome, dead_letters_by_actor, wind_down_system
 
-# ``WIND_DOWN`` is re-exported (``X as X`` above) for the command line, which
-# imports it from this module.
 __all__ = ["run_trading_system"]
 
 PUBLISH_WINDOW = 256

@@ -62,15 +62,8 @@ from .base import Chaos, Environment
 from .clock import FeedClock
 from .exchange import ExchangeActor, ExchangeParams, ExchangeState
 from .execution import ExecutionActor, OrderBook
-from .market_data import (
-    DEFAULT_PRICES,
-    UNPACED_STEP,
-    CsvFeed,
-    Feed,
-    MarketDataActor,
-    MarketState,
-    SimulatedFeed,
-)
+from .feeds import DEFAULT_PRICES, UNPACED_STEP, CsvFeed, Feed, SimulatedFeed
+from .market_data import MarketDataActor, MarketState
 from .position import PositionActor, PositionBook
 from .risk import RiskActor, RiskLimits, RiskState
 from .strategy import CrossoverParams, StrategyActor
@@ -102,7 +95,7 @@ class TradingConfig:
     """Simulated ticks per second in all; 0 for as fast as the system takes them."""
     prices: dict[str, float] = field(default_factory=dict)
     """Start prices of simulated symbols beyond
-    :data:`~actorbus_trading.market_data.DEFAULT_PRICES`."""
+    :data:`~actorbus_trading.feeds.DEFAULT_PRICES`."""
     csv_path: str | None = None
     """Replay this CSV file instead of simulating."""
     speed: float = 0.0

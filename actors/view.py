@@ -77,7 +77,7 @@ class LiveView:
         return self._view is not None
 
     def __call__(self, numbers: dict[str, Any]) -> None:
-        """Show ``numbers`` (see :func:`~actorbus_trading.runner.live_numbers`).
+        """Show ``numbers`` (see :func:`~actorbus_trading.status.live_numbers`).
 
         ``final`` marks the last call, whose rates are over the whole feed.
         """

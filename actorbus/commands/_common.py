@@ -157,6 +157,6 @@ def actor_table(actors: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(
             f"  {name:<12} {a['state']:<9} {a['processed']:>10,} {a['failed']:>7,} "
             f"{a['retried']:>8,} {a['dead_lettered']:>5,} {a['restarts']:>8,} "
-            f"{a['mailbox']:>8,} {a['conflated']:>10,} {a.get('role', '-')}"
+            f"{a['mailbox']:>8,} {a['conflated']:>10,} {a.get('role') or '-'}"
         )
     return lines

@@ -148,6 +148,7 @@ class Actor:
 
     _handlers: ClassVar[dict[str, str]] = {}
     _handler_cache: ClassVar[dict[str, Handler | None]] = {}
+    _handled_types: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -156,6 +157,7 @@ class Actor:
             for message_type in getattr(value, _HANDLES_ATTR, ()):
                 handlers[message_type] = attribute
         cls._handlers = handlers
+        cls._handled_types = tuple(handlers)  # (one tuple per class, shared by its actors)
         cls._handler_cache = {}
 
     def __init__(self) -> None:
@@ -169,7 +171,7 @@ class Actor:
     @classmethod
     def handled_types(cls) -> tuple[str, ...]:
         """Every message type or pattern this class handles, in declaration order."""
-        return tuple(cls._handlers)
+        return cls._handled_types
 
     def handler_for(self, message_type: str) -> Handler | None:
         """The handler of ``message_type``: an exact declaration first, then the first pattern."""

@@ -1,10 +1,21 @@
-"""The life of one actor across restarts: its mailbox, its loop, its counters.
+"""The life of one actor across restarts: its mailbox, its activations, its counters.
 
 An :class:`ActorCell` outlives the actor instances it runs. Its supervisor
-calls :meth:`ActorCell.run` for each incarnation; every run builds a fresh
-instance from the factory, runs ``on_start``, reports readiness, then takes one
-delivery at a time from the mailbox. The mailbox and counters stay with the
+calls :meth:`ActorCell.start` for each incarnation: it builds a fresh instance
+from the factory and runs ``on_start``. The mailbox and counters stay with the
 cell, so a restart loses no queued message.
+
+An idle actor holds no task. A delivery reaching an idle mailbox starts an
+*activation*, a task that takes one delivery at a time until the mailbox is
+empty; it then waits for the next delivery (a busy actor keeps its task, so a
+request/reply exchange pays no task per message), and ends once the runtime's
+sweep (every ``runtime.IDLE_SWEEP`` seconds) finds it idle across a whole
+period. The incarnation goes on without it: state, instance and mailbox stay,
+and the next delivery starts a new activation. So thousands of actors that
+wait cost no task, no coroutine frame and no future each, only their state.
+The incarnation ends when an activation crashes (``ActorCrashed``, reported to
+the supervisor), when the actor stops itself (``request_stop``), or when its
+supervisor stops it (:meth:`ActorCell.stop`); ``on_stop`` runs once either way.
 
 The message loop, per delivery: find the handler, call it, retry with backoff
 on failure, then either acknowledge (success), or dead-letter and acknowledge
@@ -32,11 +43,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
-from anyio.abc import TaskStatus
 
+from ._loops import running_loop
 from .actor import Actor, ActorState, Handler
 from .brokers.base import QueueSpec
 from .errors import ActorCrashed
@@ -52,11 +63,22 @@ STOP_TIMEOUT = 5.0
 """Seconds ``on_stop`` may take before it is abandoned."""
 
 
+class IncarnationEnds(Protocol):
+    """Who hears how an incarnation ended when nobody stopped it: the cell's supervisor slot."""
+
+    def actor_ended(self, error: BaseException | None) -> None:
+        """The incarnation crashed (``error``) or stopped by itself (``None``)."""
+
+
 class ActorCell(MessageHandling):
     """One named actor: factory, mailbox, state and counters, across incarnations."""
 
     __slots__ = (
+        "_dormant",
+        "_ends",
+        "_idle_epoch",
         "_stop_requested",
+        "_task",
         "_watch",
         "actor_class",
         "consumer",
@@ -112,6 +134,11 @@ class ActorCell(MessageHandling):
         self._current: Delivery | None = None
         self._stop_requested = False
         self._watch: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        """The activation running now, if any (none while the actor is idle)."""
+        self._dormant = False
+        self._idle_epoch = 0
+        self._ends: IncarnationEnds | None = None
 
     @property
     def queue(self) -> str:
@@ -160,18 +187,29 @@ class ActorCell(MessageHandling):
             self.stats.returned += 1
 
     def request_stop(self) -> None:
-        """Ask the loop to end after the current message (a normal exit)."""
+        """Ask the incarnation to end after the current message (a normal exit).
+
+        A dormant incarnation (no task: nothing to handle) ends at once, in a task of
+        its own, so that ``on_stop`` runs and its end is reported as any other.
+        """
         self._stop_requested = True
-        self.mailbox.interrupt()
+        if self._task is not None:
+            self.mailbox.interrupt()
+        elif self.state is ActorState.RUNNING:
+            self._task = self._loop().create_task(self._finish(ActorState.STOPPED))
+            self._task.add_done_callback(self._ran)
 
-    async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run one incarnation: start, report readiness, loop; return on a normal stop.
+    async def start(self, ends: IncarnationEnds) -> None:
+        """Start an incarnation: build the actor and run its ``on_start``.
 
-        Raises what ``on_start`` raised (before readiness) or ``ActorCrashed`` (after).
+        Raises what ``on_start`` raised. From then on messages are handled in
+        activations (a task while there is work, none while idle: see the module
+        documentation); ``ends.actor_ended(error)`` tells the end of an incarnation that
+        was not asked for by :meth:`stop`: a crash (its error) or a normal stop (``None``).
         """
         actor = self.factory()
         actor.bind(self.runtime.context_for(self))
-        self._stop_requested = False
+        self._stop_requested = self._dormant = False
         self.state = ActorState.STARTING
         try:
             await actor.on_start()
@@ -180,27 +218,89 @@ class ActorCell(MessageHandling):
             self._notify()
             raise
         self.instance = actor
+        self._ends = ends
         self.state = ActorState.RUNNING
-        task_status.started(self)
-        outcome = ActorState.STOPPED
+        self.mailbox.wake_on_arrival(self)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return running_loop()
+
+    def activate(self) -> None:
+        """A delivery reached a dormant incarnation: handle it (and what follows) in a task."""
+        if self._task is None and self.state is ActorState.RUNNING and not self._stop_requested:
+            self._task = self._loop().create_task(self._drain())
+            self._task.add_done_callback(self._ran)
+
+    def go_dormant(self, epoch: int) -> None:
+        """Let go of the task if it has waited, idle, across a whole sweep period.
+
+        ``epoch`` is the sweep's number; the task began waiting in an earlier one.
+        """
+        if self._task is not None and self._idle_epoch < epoch - 1 and self.mailbox.awaited:
+            self._dormant = True
+            self.mailbox.interrupt()
+
+    def _ran(self, task: asyncio.Task[None]) -> None:
+        """An activation ended: dormant again, or the incarnation ended (reported)."""
+        if task is not self._task:
+            return
+        self._task = None
+        if task.cancelled():
+            return  # stopped by stop(): its end is not reported
+        error = task.exception()
+        if error is None and self.state is ActorState.RUNNING:  # went dormant
+            self._dormant = False
+            if self._stop_requested:
+                self.request_stop()
+            else:
+                self.mailbox.wake_on_arrival(self)
+            return
+        ends, self._ends = self._ends, None
+        if ends is not None:
+            ends.actor_ended(error)
+
+    async def stop(self) -> None:
+        """End the incarnation now: cut the message in hand (it goes back to the mailbox)."""
+        task = self._task
+        while task is not None and not task.done():
+            task.cancel()  # again after a grace period, should it swallow the cancellation
+            await asyncio.wait([task], timeout=STOP_TIMEOUT + 1)
+        if self.running and self._task is None:
+            await self._finish(ActorState.STOPPED)  # (it was dormant: nothing to cut)
+        self._ends = None
+
+    async def _drain(self) -> None:
+        """One activation: handle deliveries until the mailbox is empty for long enough.
+
+        Once the mailbox is empty the task lingers, waiting for the next delivery
+        (a busy actor keeps its task), until the runtime's sweep finds it idle (see
+        :meth:`go_dormant`); then it returns and the incarnation goes on without one.
+        Raises ``ActorCrashed`` (or what a handler raised past its retries' reach);
+        the incarnation has ended (``on_stop`` ran) when this returns for a stop or
+        raises.
+        """
+        actor = self.instance
+        assert actor is not None
+        outcome: ActorState | None = ActorState.STOPPED
         try:
-            # The message loop, inline in run (one coroutine frame less per actor and
-            # per wake-up): take a delivery, waiting for one if need be, handle it.
+            # The message loop: take a delivery, waiting for one if need be, handle it.
             mailbox = self.mailbox
             handler_for = actor.handler_for
-            handlers: dict[str, Handler | None] = {}  # this incarnation's lookups, kept at hand
+            handlers: dict[str, Handler | None] = {}  # this activation's lookups, kept at hand
             runtime = self.runtime
             while not self._stop_requested:
                 delivery = mailbox.get_nowait()
                 if delivery is None:
                     if self._watch is not None:  # someone waits for this cell to go idle
                         self._notify()
+                    if self._dormant:
+                        outcome = None  # the incarnation goes on, without a task
+                        return
                     waiter = mailbox.waiter()  # awaited here: one coroutine less per wake-up
                     if waiter is not None:
+                        self._idle_epoch = runtime.epoch
                         await waiter
-                    delivery = mailbox.get_nowait()
-                    if delivery is None:  # interrupted by request_stop
-                        continue
+                    continue
                 self._current = delivery
                 # The first attempt runs here, inline: one coroutine less per message.
                 # A missing handler or a failure goes on in _handle (retries, dead letters).
@@ -240,15 +340,22 @@ class ActorCell(MessageHandling):
             logger.exception("actor %s crashed", self.name, extra={"actor": self.name})
             raise
         finally:
-            if self._current is not None:
-                self.mailbox.push_front(self._current)
-                self._current = None
-                if outcome is ActorState.STOPPED:  # cut by a stop (a crash keeps it to retry)
-                    self.stats.interrupted += 1
-            self.state = ActorState.STOPPING
-            limit = STOP_TIMEOUT
-            if self.stop_deadline is not None:
-                limit = max(0.0, min(limit, self.stop_deadline - time.monotonic()))
+            if outcome is not None:
+                await self._finish(outcome)
+
+    async def _finish(self, outcome: ActorState) -> None:
+        """End the incarnation: the message in hand back to the mailbox, ``on_stop``, state."""
+        if self._current is not None:
+            self.mailbox.push_front(self._current)
+            self._current = None
+            if outcome is ActorState.STOPPED:  # cut by a stop (a crash keeps it to retry)
+                self.stats.interrupted += 1
+        actor, self.instance = self.instance, None
+        self.state = ActorState.STOPPING
+        limit = STOP_TIMEOUT
+        if self.stop_deadline is not None:
+            limit = max(0.0, min(limit, self.stop_deadline - time.monotonic()))
+        if actor is not None:
             with anyio.move_on_after(limit, shield=True) as stopping:
                 try:
                     await actor.on_stop()
@@ -256,6 +363,5 @@ class ActorCell(MessageHandling):
                     logger.exception("on_stop of %s failed", self.name, extra={"actor": self.name})
             if stopping.cancelled_caught:
                 logger.warning("on_stop of %s outlasted %.1fs: abandoned", self.name, limit)
-            self.instance = None
-            self.state = outcome
-            self._notify()
+        self.state = outcome
+        self._notify()

@@ -65,6 +65,8 @@ class ActorRuntime(Protocol):
 
     hooks: Hooks | None
     """Telemetry called around each handled message, if any (see ``actorbus.hooks``)."""
+    epoch: int
+    """The number of the runtime's last sweep for idle actors (see ``cell``)."""
 
     def context_for(self, cell: Any) -> ActorContext:
         """The context an instance of ``cell`` (an ``ActorCell``) talks through."""

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ._loops import running_loop
 from .messages import Delivery, Envelope
 
-__all__ = ["Conflate", "ConflatingMailbox", "Mailbox"]
+__all__ = ["Conflate", "ConflatingMailbox", "Mailbox", "Reader"]
 
 
 class _NoItems(deque[Any]):
@@ -42,6 +42,13 @@ class _NoItems(deque[Any]):
 _NO_ITEMS = _NoItems()
 
 
+class Reader(Protocol):
+    """Who reads a mailbox without a task while it is empty: an actor cell."""
+
+    def activate(self) -> None:
+        """A delivery arrived: start reading."""
+
+
 class Mailbox:
     """A bounded FIFO of deliveries for one consumer.
 
@@ -50,7 +57,7 @@ class Mailbox:
     without a coroutine when there is room.
     """
 
-    __slots__ = ("_getter", "_interrupted", "_items", "_putters", "capacity")
+    __slots__ = ("_getter", "_interrupted", "_items", "_putters", "_reader", "capacity")
 
     def __init__(self, capacity: int = 1000) -> None:
         if capacity < 1:
@@ -61,6 +68,7 @@ class Mailbox:
         self._getter: asyncio.Future[None] | None = None
         self._putters: deque[asyncio.Future[None]] | None = None
         self._interrupted = False
+        self._reader: Reader | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -89,6 +97,9 @@ class Mailbox:
             self._getter = None
             if not getter.done():
                 getter.set_result(None)
+                return True
+        if self._reader is not None:
+            self._wake_reader()
         return True
 
     def _append(self, item: Any) -> None:
@@ -101,6 +112,30 @@ class Mailbox:
             self._getter = None
             if not getter.done():
                 getter.set_result(None)
+                return
+        if self._reader is not None:
+            self._wake_reader()
+
+    def wake_on_arrival(self, reader: Reader) -> None:
+        """Call ``reader.activate()`` once, when the next delivery arrives (an actor with no task).
+
+        An idle actor waits without a task of its own: its mailbox starts one when
+        a delivery comes (see ``cell``). Called at once when one is waiting already.
+        """
+        self._reader = reader
+        if self._items:
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.activate()
+
+    @property
+    def awaited(self) -> bool:
+        """Whether a reader is waiting for the next delivery (a :meth:`waiter` not done)."""
+        getter = self._getter
+        return getter is not None and not getter.done()
 
     async def _wait_for_room(self) -> None:
         if self._putters is None:

@@ -19,6 +19,7 @@ mailbox. Where each actor runs is its tree's :class:`~actorbus.placement.Placeme
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -36,6 +37,9 @@ from .supervisor import Supervisor
 __all__ = ["Runtime", "queue_spec_of", "tree_queue_specs"]
 
 logger = logging.getLogger("actorbus.runtime")
+
+IDLE_SWEEP = 1.0
+"""Seconds between sweeps for idle actors: an actor idle that long gives up its task."""
 
 
 def queue_spec_of(spec: ChildSpec, prefix: str) -> QueueSpec:
@@ -111,6 +115,9 @@ class Runtime:
         self.hooks: Hooks | None = None
         """Telemetry called at every publish and handled message, if any (an attribute:
         every handled message reads it)."""
+        self.epoch = 0
+        """Sweeps for idle actors so far (see :meth:`sweep`)."""
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def broker(self) -> MessageBroker:
@@ -123,8 +130,31 @@ class Runtime:
         self.publisher.use(self.broker, hooks)
 
     async def open(self) -> None:
-        """Create the reply address."""
+        """Create the reply address; start sweeping idle actors' tasks away."""
         await self.requests.open(self.broker)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_every(IDLE_SWEEP))
+
+    async def close(self) -> None:
+        """Stop sweeping (the bus is shutting down)."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.wait([sweeper])
+
+    async def _sweep_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Let go of the tasks of actors idle since the last sweep (they keep their state).
+
+        An actor's task ends after it has waited, idle, across one whole sweep
+        period; its next delivery starts a new one. A busy actor is never touched.
+        """
+        self.epoch += 1
+        for cell in self.cells:
+            cell.go_dormant(self.epoch)
 
     # -- cells and their queues --------------------------------------------------------------
 

@@ -213,6 +213,7 @@ async def close(parts: BusParts, accounting: Accounting, *, until: float) -> Non
         BusClosed("the message bus was shut down before the reply came")
     )
     with anyio.move_on_after(max(GRACE, until - time.monotonic())) as closing:
+        await _quietly(parts.runtime.close())
         await _quietly(parts.stops.close())
         await _quietly(broker.close())
     if closing.cancelled_caught:

@@ -1,14 +1,17 @@
-"""A supervisor's child slot: one child, the task of its current incarnation, its readiness.
+"""A supervisor's child slot: one child, its current incarnation, and how it ends.
 
-A child runs in a plain asyncio task held by its slot rather than a task of an
-anyio task group with its own cancel scope: that bookkeeping (a handle, an
-event, cancel scopes) cost about 4 KB per child, most of what an idle actor
-would weigh. Structure is kept by hand instead: a child is stopped by
-cancelling its task (again, should it swallow the cancellation), and its
-supervisor stops and awaits every slot before its own ``run`` returns, so no
-child outlives it. Start-up follows ``TaskGroup.start``: :meth:`ChildSlot.start`
-returns once the child reported readiness, and raises what the child raised
-before that.
+An actor child has no task of its own while it is idle: its cell starts one
+when a delivery comes and lets it go when the actor has been idle for a while
+(see ``cell``). Starting it runs ``on_start`` in the starter's own task, within
+the child's start timeout; stopping it cuts the activation in hand, if any, and
+runs ``on_stop``. A nested supervisor runs in a plain asyncio task held by its
+slot; its start follows ``TaskGroup.start`` (it returns once the child reported
+readiness, and raises what the child raised before that).
+
+Either way the supervisor stops and awaits every slot before its own ``run``
+returns, so no child outlives it (structured concurrency kept by hand: anyio's
+task groups and cancel scopes cost about 4 KB per child, most of what an idle
+actor would weigh).
 """
 
 from __future__ import annotations
@@ -118,6 +121,32 @@ class ChildSlot:
         assert not isinstance(self.spec, ChildSpec)
         return self.spec.cells
 
+    async def start_actor(self) -> None:
+        """Start the actor child's next incarnation; return once its ``on_start`` returned.
+
+        Raises what ``on_start`` raised, or :class:`StartTimedOut` past the start timeout.
+        """
+        cell, spec = self.cell, self.spec
+        assert cell is not None
+        assert isinstance(spec, ChildSpec)
+        self.stopping = False
+        timeout = spec.effective_start_timeout
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                await cell.start(self)
+        except TimeoutError:
+            if deadline.expired():
+                raise StartTimedOut(f"on_start did not return within {timeout:g}s") from None
+            raise
+
+    def actor_ended(self, error: BaseException | None) -> None:
+        """The actor child's incarnation crashed (``error``) or stopped by itself."""
+        if error is not None and not isinstance(error, Exception):
+            self.owner.escaped(error)  # KeyboardInterrupt and the like
+        elif not self.stopping:
+            self.owner.exited(self, error)
+
     async def start(self, run: ChildRun) -> None:
         """Run ``run(task_status=...)`` in a task of its own; return once it reported readiness.
 
@@ -172,8 +201,11 @@ class ChildSlot:
             self.owner.exited(self, error)
 
     async def stop(self) -> None:
-        """Cancel the child's task (again, if it swallows the cancellation) and await it."""
+        """Stop the child's incarnation and await its end (cancelling again if need be)."""
         self.stopping = True
+        if self.cell is not None:
+            await self.cell.stop()
+            return
         task = self.task
         while task is not None and not task.done():
             task.cancel()
@@ -190,16 +222,20 @@ class ChildSlot:
 
 
 async def stop_all(slots: list[ChildSlot]) -> None:
-    """Cancel every child's task, last started first, and await them all.
+    """Stop every child, last started first, and await them all.
 
-    A task that swallows its cancellation is cancelled again after a grace
-    period; the caller bounds the whole wait.
+    Nested supervisors' tasks are cancelled (again after a grace period, should
+    one swallow its cancellation) while the actors stop; the caller bounds the
+    whole wait.
     """
     tasks = [slot.task for slot in slots if slot.task is not None and not slot.task.done()]
     for slot in reversed(slots):
         slot.stopping = True
         if slot.task is not None and not slot.task.done():
             slot.task.cancel()
+    actors = [slot.cell.stop() for slot in reversed(slots) if slot.cell is not None]
+    if actors:
+        await asyncio.gather(*actors)
     while tasks:
         await asyncio.wait(tasks, timeout=STOP_TIMEOUT + 1)
         tasks = [task for task in tasks if not task.done()]

@@ -255,7 +255,7 @@ class Supervisor:
         if cell is not None:
             if cell.consumer is None:
                 await runtime.attach(cell)
-            await slot.start(cell.run)
+            await slot.start_actor()
         else:
             assert isinstance(spec, Supervisor)
             await slot.start(partial(spec.run, runtime, placement=placement))

@@ -162,6 +162,32 @@ async def test_ask_times_out_and_a_late_reply_is_dropped(broker: InMemoryBroker)
     await requests.reply(broker, held[0].envelope, {"late": True})  # nobody waits: dropped
 
 
+async def test_answered_asks_leave_no_deadline_behind(broker: InMemoryBroker) -> None:
+    requests = Requests("me")
+    await requests.open(broker)
+    await serve(broker, requests)
+    for n in range(200):
+        await requests.ask(broker.publish_nowait, PING, {"n": n}, timeout=30)
+    assert requests._deadlines is not None
+    assert all(not queue for queue in requests._deadlines._queues.values())
+
+
+async def test_asks_of_different_timeouts_each_expire_in_time(broker: InMemoryBroker) -> None:
+    requests = Requests("me")
+    await requests.open(broker)
+    await broker.declare_queue(QueueSpec(name="void", patterns=(PING,)))
+    await broker.consume("void", FunctionSink(_ignore), prefetch=100, owner="void")
+    ended: list[float] = []
+
+    async def ask(timeout: float) -> None:
+        with pytest.raises(AskTimeout, match=f"within {timeout}s"):
+            await requests.ask(broker.publish_nowait, PING, {"n": 1}, timeout=timeout)
+        ended.append(timeout)
+
+    await asyncio.wait_for(asyncio.gather(ask(0.3), ask(0.05), ask(0.3), ask(0.1)), 5)
+    assert ended == [0.05, 0.1, 0.3, 0.3]
+
+
 async def test_ask_raises_the_handlers_failure(broker: InMemoryBroker) -> None:
     requests = Requests("me")
     await requests.open(broker)

@@ -53,6 +53,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from threading import get_ident
+from typing import Any, Protocol
 
 from .._ratelimit import RateLimitedWarning
 from ..errors import QueueFull
@@ -65,6 +66,28 @@ logger = logging.getLogger("actorbus.brokers.memory")
 _drops = RateLimitedWarning(logger)
 
 DEFAULT_MAX_LENGTH = 100_000
+
+
+_NONE_UNSETTLED: dict[Any, None] = {}
+"""The empty ``unsettled`` of every consumer that has none yet (never written to)."""
+
+_thread_ids: dict[int, int] = {}
+
+
+def _thread_id() -> int:
+    """This thread's id, one int object per thread (every consumer of it shares it)."""
+    ident = get_ident()
+    return _thread_ids.setdefault(ident, ident)
+
+
+class QueueHost(Protocol):
+    """What a queue reports to the server holding it (a weak link: no bound methods kept)."""
+
+    def count_drop(self) -> None:
+        """A queue dropped a message at its length limit."""
+
+    def expire_queue(self, name: str) -> None:
+        """The queue ``name`` had no consumer for its ``expires``: delete it."""
 
 
 class MemoryDelivery(Delivery):
@@ -123,10 +146,11 @@ class Consumer:
         self.prefetch = prefetch
         """Most deliveries unsettled at once."""
         self.loop = loop
-        self.thread = get_ident()
+        self.thread = _thread_id()
         """The thread running ``loop`` (a consumer is made on its own loop)."""
-        self.unsettled: dict[MemoryDelivery, None] = {}
-        """Deliveries handed on and not yet settled, in the order they were handed on."""
+        self.unsettled: dict[MemoryDelivery, None] = _NONE_UNSETTLED
+        """Deliveries handed on and not yet settled, in the order they were handed on (the
+        shared empty dict until the first: an idle consumer carries none of its own)."""
         self.paused = False
         self.cancelled = False
         self.pulling = False
@@ -150,6 +174,8 @@ class Consumer:
     def hand(self, envelope: Envelope) -> Awaitable[None] | None:
         """Deliver ``envelope`` to the sink (on its loop, with room); return what to await."""
         delivery = MemoryDelivery(envelope, self)
+        if self.unsettled is _NONE_UNSETTLED:
+            self.unsettled = {}
         self.unsettled[delivery] = None
         if self.sink.offer(delivery):
             return None
@@ -170,7 +196,7 @@ class Consumer:
         if self.cancelled:
             return
         self.cancelled = self.paused = True
-        deliveries, self.unsettled = list(self.unsettled), {}
+        deliveries, self.unsettled = list(self.unsettled), _NONE_UNSETTLED
         for delivery in deliveries:
             delivery._consumer = None
         self.queue.remove_consumer(self, [delivery.envelope for delivery in deliveries])
@@ -201,9 +227,8 @@ class MemoryQueue:
     """One queue: its consumers, and a backlog of what none of them has room for."""
 
     __slots__ = (
+        "_host",
         "_lock",
-        "_on_drop",
-        "_on_expire",
         "_turn",
         "_waiting",
         "backlog",
@@ -217,13 +242,7 @@ class MemoryQueue:
         "spec",
     )
 
-    def __init__(
-        self,
-        spec: QueueSpec,
-        on_drop: Callable[[], None],
-        on_expire: Callable[[str], None],
-        lock: threading.Lock,
-    ) -> None:
+    def __init__(self, spec: QueueSpec, host: QueueHost, lock: threading.Lock) -> None:
         self.spec = spec
         """How the queue was declared."""
         self.name = spec.name
@@ -238,12 +257,11 @@ class MemoryQueue:
         """Messages dropped at the bound."""
         self.idle_since: float | None = time.monotonic()
         """Monotonic time the queue last lost its last consumer (``None`` while consumed)."""
-        self.consumers: list[Consumer] = []
+        self.consumers: tuple[Consumer, ...] = ()
         """Attached consumers, in the order they subscribed (replaced, never changed)."""
         self.backlog: deque[Envelope] = _NO_BACKLOG
         """Messages no consumer had room for yet (the shared empty deque until the first)."""
-        self._on_drop = on_drop
-        self._on_expire = on_expire
+        self._host = host
         self._turn = 0
         self._lock = lock  # (one per server: a lock per queue would weigh on every idle actor)
         self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None = None
@@ -273,6 +291,8 @@ class MemoryQueue:
                 and consumer.loop.is_running()
             ):
                 delivery = MemoryDelivery(envelope, consumer)
+                if unsettled is _NONE_UNSETTLED:
+                    unsettled = consumer.unsettled = {}
                 unsettled[delivery] = None
                 if consumer.sink.offer(delivery):
                     return None
@@ -286,7 +306,7 @@ class MemoryQueue:
         self._append_backlog(envelope)
         return self._handed_on() if consumers else None
 
-    def _next(self, consumers: list[Consumer]) -> Consumer | None:
+    def _next(self, consumers: tuple[Consumer, ...]) -> Consumer | None:
         """The consumer to take the next message: the active one, or the next with room."""
         if self.single_active or len(consumers) == 1:
             first = consumers[0]
@@ -328,7 +348,7 @@ class MemoryQueue:
 
     def _append_backlog(self, envelope: Envelope) -> None:
         if self._expired():
-            self._on_expire(self.name)
+            self._host.expire_queue(self.name)
             return
         with self._lock:
             dropped = len(self.backlog) >= self.max_length
@@ -341,7 +361,7 @@ class MemoryQueue:
                 self.dropped += 1
             self._writable_backlog().append(envelope)
         if dropped:
-            self._on_drop()
+            self._host.count_drop()
             _drops.note(
                 self.name,
                 f"queue {self.name!r} is full ({self.max_length} messages): "
@@ -399,14 +419,14 @@ class MemoryQueue:
     def add_consumer(self, consumer: Consumer) -> None:
         """Start handing messages to ``consumer`` too (called on its loop)."""
         with self._lock:
-            self.consumers = [*self.consumers, consumer]
+            self.consumers = (*self.consumers, consumer)
             self.idle_since = None
         self.pull(consumer)
 
     def remove_consumer(self, consumer: Consumer, unsettled: list[Envelope]) -> None:
         """Stop handing messages to ``consumer``; its ``unsettled`` go back to the head."""
         with self._lock:
-            self.consumers = [c for c in self.consumers if c is not consumer]
+            self.consumers = tuple(c for c in self.consumers if c is not consumer)
             if not self.consumers:
                 self.idle_since = time.monotonic()
         self.push_front(unsettled)

@@ -70,9 +70,7 @@ class InMemoryServer:
         """Create ``spec.name`` if missing and add its bindings."""
         with self._lock:
             if spec.name not in self.queues:
-                self.queues[spec.name] = MemoryQueue(
-                    spec, self._count_drop, self.expire_queue, self._queues_lock
-                )
+                self.queues[spec.name] = MemoryQueue(spec, self, self._queues_lock)
             for pattern in spec.patterns:
                 if (pattern, spec.name) not in self._bindings:
                     self._bindings.append((pattern, spec.name))
@@ -92,7 +90,8 @@ class InMemoryServer:
             logger.info("queue %r expired: no consumer for %ss", name, queue.spec.expires)
             self.delete_queue(name)
 
-    def _count_drop(self) -> None:
+    def count_drop(self) -> None:
+        """A queue dropped a message at its length limit (counted in ``dropped``)."""
         self.dropped += 1
 
     def unbind_queue(self, name: str, pattern: str) -> None:

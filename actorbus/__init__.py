@@ -42,6 +42,7 @@ from .mailbox import Conflate as Conflate
 from .messages import Envelope as Envelope
 from .messages import MessageTypes as MessageTypes
 from .messages import register_message_type as register_message_type
+from .queues import QueueOptions as QueueOptions
 from .shutdown_report import ShutdownReport as ShutdownReport
 from .supervisor import Strategy as Strategy
 from .supervisor import Supervisor as Supervisor
@@ -69,6 +70,7 @@ __all__ = [
     "Envelope",
     "MessageBus",
     "MessageTypes",
+    "QueueOptions",
     "Restart",
     "RetryPolicy",
     "SchemaError",

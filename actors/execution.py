@@ -30,8 +30,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from actorbus import Envelope, MessageTypes, handles
-from actorbus.queues import QueueOptions
+from actorbus import Envelope, MessageTypes, QueueOptions, handles
 
 from .base import Environment, TradingActor
 from .schemas import ExchangeReport, ExchangeSubmit, Fill, OrderRequest, OrderStatus, as_struct

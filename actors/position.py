@@ -25,8 +25,7 @@ Positions live in a :class:`PositionBook` that outlives a restart of the actor.
 
 from __future__ import annotations
 
-from actorbus import Conflate, Envelope, MessageTypes, handles
-from actorbus.queues import QueueOptions
+from actorbus import Conflate, Envelope, MessageTypes, QueueOptions, handles
 
 from .base import Environment, TradingActor
 from .schemas import (

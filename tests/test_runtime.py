@@ -12,14 +12,22 @@ from typing import Any
 
 import pytest
 
-from actorbus import Actor, AskFailed, AskTimeout, BusClosed, ChildSpec, Envelope, handles
+from actorbus import (
+    Actor,
+    AskFailed,
+    AskTimeout,
+    BusClosed,
+    ChildSpec,
+    Envelope,
+    QueueOptions,
+    handles,
+)
 from actorbus.brokers.base import FunctionSink, QueueSpec
 from actorbus.brokers.memory import InMemoryBroker, InMemoryServer
 from actorbus.hooks import HandleDone
 from actorbus.messages import Delivery, make_envelope, register_message_type
 from actorbus.placement import EVERYWHERE, Placement
 from actorbus.publishing import Publisher
-from actorbus.queues import QueueOptions
 from actorbus.requests import ERROR_HEADER, Requests
 from actorbus.runtime import Runtime, queue_spec_of, tree_queue_specs
 from actorbus.supervisor import Supervisor

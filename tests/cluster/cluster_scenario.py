@@ -17,9 +17,8 @@ from support.rabbit_cleanup import delete_names
 from support.rabbit_cluster import RabbitCluster
 from support.scenario import CountingActor, Publisher, counting_actor, rabbit_bus
 
-from actorbus import AsyncMessageBus
+from actorbus import AsyncMessageBus, QueueOptions
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
-from actorbus.queues import QueueOptions
 
 __all__ = ["Load", "broker_of", "clean", "cluster_actor", "cluster_bus", "record", "settle"]
 

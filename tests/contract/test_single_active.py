@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
-from actorbus.queues import QueueOptions
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, QueueOptions, handles
 
 BusFactory = Callable[..., AsyncMessageBus]
 

@@ -21,9 +21,8 @@ from support.checker import LossChecker, record_row
 from support.rabbit_node import RabbitNode
 from support.scenario import poll_sync, rabbit_bus
 
-from actorbus import Actor, Envelope, RetryPolicy, handles
+from actorbus import Actor, Envelope, QueueOptions, RetryPolicy, handles
 from actorbus.messages import register_message_type
-from actorbus.queues import QueueOptions
 
 pytestmark = [pytest.mark.faults, pytest.mark.anyio]
 

@@ -17,12 +17,11 @@ from typing import ClassVar
 
 import pytest
 
-from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, QueueOptions, handles
 from actorbus.brokers.base import QueueSpec
 from actorbus.brokers.rabbitmq._migrate import migrate_queue
 from actorbus.cli import main
 from actorbus.errors import ActorStartError, ConfigurationError, QueueMismatch
-from actorbus.queues import QueueOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 

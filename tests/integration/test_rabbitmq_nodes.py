@@ -19,13 +19,12 @@ import aiormq
 import pytest
 from support.rabbit_cleanup import delete_names
 
-from actorbus import Actor, AsyncMessageBus, Envelope, handles
+from actorbus import Actor, AsyncMessageBus, Envelope, QueueOptions, handles
 from actorbus.brokers.base import DeadLetterFilter, FunctionSink, QueueSpec
 from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker, ConnectionSettings
 from actorbus.brokers.rabbitmq._params import node_settings
 from actorbus.errors import BrokerRefused, BrokerUnavailable, ConfigurationError
 from actorbus.messages import Delivery, register_message_type
-from actorbus.queues import QueueOptions
 
 pytestmark = pytest.mark.anyio
 

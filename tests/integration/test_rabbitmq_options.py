@@ -9,11 +9,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, QueueOptions, handles
 from actorbus.brokers.base import FunctionSink, QueueSpec
 from actorbus.errors import QueueFull, Unroutable
 from actorbus.messages import make_envelope
-from actorbus.queues import QueueOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 

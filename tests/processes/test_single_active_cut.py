@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 import pytest
 from support.tcp_proxy import TcpProxy
 
-from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
-from actorbus.queues import QueueOptions
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, QueueOptions, handles
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 

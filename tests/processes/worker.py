@@ -22,8 +22,7 @@ import os
 import sys
 import time
 
-from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, handles
-from actorbus.queues import QueueOptions
+from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, QueueOptions, handles
 
 ORDER = MessageTypes.EXECUTION_ORDER_REQUEST
 

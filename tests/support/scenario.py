@@ -11,9 +11,8 @@ import asyncio
 import time
 from typing import Any
 
-from actorbus import Actor, ActorbusError, AsyncMessageBus, Envelope, handles
+from actorbus import Actor, ActorbusError, AsyncMessageBus, Envelope, QueueOptions, handles
 from actorbus.messages import register_message_type
-from actorbus.queues import QueueOptions
 
 from .checker import CheckResult, LossChecker
 

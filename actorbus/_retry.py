@@ -42,6 +42,10 @@ class Backoff(msgspec.Struct, frozen=True):
             yield max(0.0, wait + random.uniform(-spread, spread))
             wait = min(wait * self.factor, self.longest)
 
+    def nth(self, failures: int) -> float:
+        """The wait after ``failures`` failed tries, before jitter."""
+        return float(min(self.first * self.factor ** (failures - 1), self.longest))
+
     def total(self, tries: int) -> float:
         """Seconds the first ``tries`` waits add up to, without jitter (to state a bound)."""
         total, wait = 0.0, self.first

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from ._retry import Backoff
 from .clock import REAL_CLOCK, Clock
 from .mailbox import Conflate
 from .messages import Envelope
@@ -76,8 +77,8 @@ class RetryPolicy:
     """Exception types that are not retried but crash the actor (after dead-lettering)."""
 
     def delay(self, failed_attempts: int) -> float:
-        """Seconds to wait after ``failed_attempts`` failures."""
-        return float(min(self.backoff * self.multiplier ** (failed_attempts - 1), self.max_backoff))
+        """Seconds to wait after ``failed_attempts`` failures (``actorbus._retry.Backoff``)."""
+        return Backoff(self.backoff, self.max_backoff, self.multiplier).nth(failed_attempts)
 
 
 def handles(*message_types: str) -> Callable[[F], F]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from support.waiting import wait_until
 
 from actorbus import (
     Actor,
@@ -29,15 +29,6 @@ from actorbus.errors import Unroutable
 pytestmark = pytest.mark.anyio
 
 FAST = RetryPolicy(max_attempts=3, backoff=0.001, max_backoff=0.005)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.001)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Recorder(Actor):

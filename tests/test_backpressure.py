@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, Conflate, Envelope, MessageTypes, handles
 from actorbus.brokers.memory import InMemoryServer
@@ -18,15 +18,6 @@ from actorbus.brokers.memory import InMemoryServer
 pytestmark = pytest.mark.anyio
 
 MESSAGES = 100_000
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.001)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Depths:

@@ -6,10 +6,10 @@ import asyncio
 import gc
 import logging
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, DeadLetter, Envelope, MessageTypes, handles
 from actorbus.brokers.base import QueueSpec
@@ -20,15 +20,6 @@ from actorbus.messages import make_envelope
 pytestmark = pytest.mark.anyio
 
 SIGNAL = MessageTypes.STRATEGY_SIGNAL
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def failure(n: int) -> DeadLetter:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 import actorbus
 from actorbus import (
@@ -25,15 +25,6 @@ from actorbus.errors import ConfigurationError, SchemaError
 from actorbus.subscription import SUBSCRIPTION_EXPIRY, SUBSCRIPTION_MAX_LENGTH, patterns_hash
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.001)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 received: list[tuple[str, Any]] = []

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, RetryPolicy, handles
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.001)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Switch:

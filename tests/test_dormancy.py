@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, ActorState, AsyncMessageBus, Envelope, RetryPolicy, handles
 from actorbus.cell import ActorCell
@@ -21,14 +21,6 @@ from actorbus.runtime import Runtime
 pytestmark = pytest.mark.anyio
 
 PING = register_message_type("dormancy.ping")
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.002)):
-        if condition():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Boom(Exception):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import DeadLetter, MessageTypes
 from actorbus.brokers.base import REPLAYS_HEADER, DeadLetterFilter, FunctionSink, QueueSpec
@@ -17,15 +17,6 @@ from actorbus.mailbox import Mailbox
 from actorbus.messages import Delivery, Envelope, make_envelope
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.001)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, Envelope, handles, register_message_type
 from actorbus.errors import InvalidMessage
@@ -38,15 +38,6 @@ QUOTE = register_message_type("copies.quote", Quote)
 BOOK = register_message_type("copies.book", Book)
 BASKET = register_message_type("copies.basket", Basket)
 PLAIN = register_message_type("copies.plain")
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.002)):
-        if condition():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 async def receive_twice(bus: AsyncMessageBus, message_type: str, data: Any) -> list[Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 from support.rabbit_cleanup import delete_names
+from support.waiting import wait_until
 
 from actorbus import (
     Actor,
@@ -69,15 +70,6 @@ async def make_bus(
             exchanges.update(declared_exchanges)
     if url is not None and (queues or exchanges):
         await delete_names(url, sorted(queues), sorted(exchanges))
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 async def bounded_shutdown(bus: AsyncMessageBus, timeout: float, **options: Any) -> ShutdownReport:

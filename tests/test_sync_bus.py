@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.waiting import wait_for
 
 from actorbus import (
     Actor,
@@ -24,15 +25,6 @@ from actorbus import (
     handles,
 )
 from actorbus.brokers.memory import InMemoryServer
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Block until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.001)
 
 
 class Inbox:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 from anyio.from_thread import BlockingPortal
+from support.waiting import wait_for
 
 import actorbus.sync_bus as sync_bus_module
 from actorbus import (
@@ -29,15 +29,6 @@ from actorbus import (
 )
 from actorbus.brokers.memory import InMemoryServer
 from actorbus.errors import InvalidHandler
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Block until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.001)
 
 
 def new_threads(before: set[threading.Thread]) -> set[threading.Thread]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import (
     Actor,
@@ -27,15 +28,6 @@ SIGNAL = MessageTypes.STRATEGY_SIGNAL
 TICK = MessageTypes.MARKET_DATA_UPDATE
 ORDER = MessageTypes.EXECUTION_ORDER_REQUEST
 DEEP = register_message_type("strategy.signal.deep")
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Recorder:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from support.waiting import wait_until
 
 from actorbus import (
     Actor,
@@ -32,15 +33,6 @@ POSITION = MessageTypes.POSITION_UPDATE
 NOBODY = register_message_type("contract.nobody")
 SUBMIT = register_message_type("contract.order_submit")
 CANCEL = register_message_type("contract.order_cancel")
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def same_named_handler(sink: list[tuple[str, Any]]) -> Callable[[str, Any], Any]:

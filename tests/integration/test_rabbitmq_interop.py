@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from aiormq.abc import AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
+from support.waiting import wait_until
 
 from actorbus import AsyncMessageBus, Codec, MessageTypes, register_message_type
 
@@ -27,14 +28,6 @@ class Fill(msgspec.Struct, frozen=True):
 
 
 FILL = register_message_type("execution.interop_fill", Fill)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 async def test_foreign_json_reaches_subscribers(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, MessageTypes, RetryPolicy, handles
 from actorbus.hooks import HandleDone
 from actorbus.messages import Envelope
-from telemetry.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 

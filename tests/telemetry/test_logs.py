@@ -7,11 +7,11 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, MessageTypes, RetryPolicy, handles
 from actorbus.messages import Envelope
 from actorbus.telemetry.logs import JsonFormatter
-from telemetry.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import aio_pika
 import pytest
+from support.waiting import wait_until
 from trading_helpers import ROOT, cli_env, delete_prefix
 
 from actorbus import Actor, AsyncMessageBus, MessageTypes, RetryPolicy, handles
 from actorbus.messages import Envelope
 from actorbus.telemetry.otel import instrument_tracing
-from telemetry.helpers import wait_until
 from telemetry.tracing import as_record, memory_provider
 
 pytestmark = pytest.mark.anyio

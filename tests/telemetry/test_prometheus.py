@@ -13,11 +13,11 @@ from typing import Any
 import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, MessageTypes, RetryPolicy, handles
 from actorbus.messages import Envelope
 from actorbus.telemetry.prometheus import BUCKETS, Buckets, start_metrics_server
-from telemetry.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
+from support.waiting import wait_until
 
 from actorbus import Actor, AsyncMessageBus, MessageTypes, handles
 from actorbus.messages import Envelope
-from telemetry.helpers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 from support.waiting import wait_until
 
-from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, RetryPolicy, handles
+from actorbus import (
+    Actor,
+    ActorState,
+    AsyncMessageBus,
+    DeadLetter,
+    Envelope,
+    MessageTypes,
+    RetryPolicy,
+    Supervisor,
+    handles,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +171,41 @@ async def test_subscriber_failures_are_dead_lettered(bus: AsyncMessageBus) -> No
 
 def _dead_lettered(bus: AsyncMessageBus) -> int:
     return sum(actor.dead_lettered for actor in bus.stats().actors.values())
+
+
+class Doomed(Actor):
+    """Crashes on every message; its prefetch (mailbox) is tiny."""
+
+    mailbox_size = 2
+    retry = RetryPolicy(max_attempts=1, fatal=(RuntimeError,))
+
+    @handles(MessageTypes.STRATEGY_SIGNAL)
+    async def on_signal(self, envelope: Envelope) -> None:
+        raise RuntimeError("doomed")
+
+
+async def test_a_replay_into_a_full_prefetch_never_blocks_its_supervisor(
+    bus: AsyncMessageBus,
+) -> None:
+    """The supervisor replays dead letters after each restart; the actor it restarts may
+    crash again at once with its prefetch full, and nobody else empties it: the replay
+    must not wait on that queue (it did, in memory, and the tree hung for good)."""
+    assert bus.broker is not None
+    for n in range(3):
+        await bus.broker.dead_letter(
+            DeadLetter.for_failure(
+                bus.envelope(MessageTypes.STRATEGY_SIGNAL, {"n": n}),
+                queue="trading.actor.doomed",
+                actor="doomed",
+                error="earlier",
+                attempts=1,
+            )
+        )
+    tree = await bus.spawn(Supervisor([Doomed], max_restarts=5, within=30.0, max_replays=3))
+    publishing = [
+        asyncio.ensure_future(bus.publish(MessageTypes.STRATEGY_SIGNAL, {"n": n}))
+        for n in range(10)
+    ]
+    await wait_until(lambda: tree.state is ActorState.FAILED, timeout=10)  # gave up, no hang
+    for task in publishing:
+        task.cancel()

@@ -268,11 +268,14 @@ class MemoryQueue:
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def deliver(self, envelope: Envelope) -> None:
-        """Deliver ``envelope``, waiting as flow control says."""
-        pending = self.hand_over(envelope)
-        if pending is not None:
-            await pending
+    def enqueue(self, envelope: Envelope) -> None:
+        """Add ``envelope`` behind what waits in the queue, without flow control.
+
+        The consumers with room take it (each on its own loop) as usual; nobody waits.
+        """
+        self._append_backlog(envelope)
+        if self.consumers:
+            self._offer_backlog()
 
     def hand_over(self, envelope: Envelope) -> Awaitable[None] | None:
         """Deliver ``envelope``; return what is left to await (``None``: nothing, it is done).

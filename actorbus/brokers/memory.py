@@ -213,11 +213,16 @@ class InMemoryBroker:
             await more
 
     async def send_to_queue(self, queue: str, envelope: Envelope) -> None:
-        """Deliver to one queue by name."""
+        """Put ``envelope`` into one queue by name, behind what waits there, without waiting.
+
+        No flow control here (as over RabbitMQ): this is how dead letters are replayed,
+        by a supervisor among others, which must never wait on the very actor it is
+        restarting (whose prefetch may be full of messages it cannot take yet).
+        """
         target = self.server.queues.get(queue)
         if target is None:
             raise Unroutable(f"no queue named {queue!r}")
-        await target.deliver(envelope)
+        target.enqueue(envelope)
 
     async def queue_length(self, name: str) -> int:
         """Messages in the queue's backlog (none is held while a consumer can take them)."""

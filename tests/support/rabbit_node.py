@@ -390,8 +390,27 @@ class RabbitNode:
         """Run ``rabbitmqctl -n <node> <args>`` with this node's HOME; return its stdout."""
         self._require_installed()
         assert self._ctl is not None
+        return self._run_cli(self._ctl, args, timeout)
+
+    def await_quorum_plus_one(self, timeout: float = 120.0) -> None:
+        """Wait until stopping this node leaves every quorum queue a working majority.
+
+        ``rabbitmq-upgrade await_online_quorum_plus_one``: the check an operator runs
+        before taking the next node of a rolling restart down. Until the members on
+        a node that just came back have caught up, stopping another one leaves a
+        quorum queue without a leader, and it refuses publishes until one is elected.
+        """
+        self._require_installed()
+        upgrade = find_rabbitmq("rabbitmq-upgrade")
+        if upgrade is None:
+            raise RabbitNodeError("rabbitmq-upgrade is not installed")
+        self._run_cli(
+            upgrade, ("await_online_quorum_plus_one", "-t", str(int(timeout))), timeout + 10
+        )
+
+    def _run_cli(self, script: str, args: tuple[str, ...], timeout: float) -> str:
         result = subprocess.run(
-            [self._ctl, "-n", self.node_name, *args],
+            [script, "-n", self.node_name, *args],
             env=self._ctl_env(),
             capture_output=True,
             text=True,
@@ -400,7 +419,7 @@ class RabbitNode:
         )
         if result.returncode != 0:
             raise RabbitNodeError(
-                f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
+                f"{Path(script).name} {' '.join(args)} failed ({result.returncode}): "
                 f"{result.stderr.strip() or result.stdout.strip()}"
             )
         return result.stdout

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._retry import Backoff
-from .brokers._memory_queue import MemoryDelivery
+from .brokers._memory_consumer import MemoryDelivery
 from .brokers.base import DeadLetterFilter, MessageBroker
 from .brokers.memory import InMemoryBroker
 from .errors import BrokerRefused, BrokerUnavailable

@@ -40,7 +40,8 @@ from ..codec import Codec
 from ..errors import QueueFull, Unroutable
 from ..messages import Envelope, log_fields
 from ._copies import Copier, CopyPlan
-from ._memory_queue import Consumer, MemoryQueue
+from ._memory_consumer import Consumer
+from ._memory_queue import MemoryQueue
 from ._memory_server import DEFAULT_MAX_DEAD_LETTERS, InMemoryServer
 from ._unroutable import UnroutablePolicy, announcement, note_unroutable, unroutable_spec
 from .base import (

@@ -9,8 +9,10 @@ by side mean anything on a shared, noisy machine. The pytest-benchmark suites
 Modules: :mod:`benchmarks.local` (in-process scenarios and their raw
 ``asyncio`` baselines), :mod:`benchmarks.memory` (memory per idle actor, each
 measurement in a fresh process), :mod:`benchmarks.remote` (RabbitMQ scenarios
-and the raw aio-pika baseline), :mod:`benchmarks.latency` (publish-to-handled
-latency at fixed rates, beside raw asyncio and raw aio-pika),
+of actorbus), :mod:`benchmarks.raw_pika` (their raw aio-pika baselines),
+:mod:`benchmarks.rabbit` (what the RabbitMQ scenarios share),
+:mod:`benchmarks.latency` (publish-to-handled latency at fixed rates, beside raw
+asyncio and raw aio-pika),
 :mod:`benchmarks.ceiling` (the broker's own ceiling, by a Node.js client),
 :mod:`benchmarks.peers` (Pykka and FastStream, when installed),
 :mod:`benchmarks.instructions` (instructions per message under callgrind),

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from .harness import Metrics
-from .remote import BODY, TIME_LIMIT, URL, rabbitmq_down
+from .rabbit import BODY, TIME_LIMIT, URL, rabbitmq_down
 
 __all__ = ["node_ceiling", "node_missing"]
 

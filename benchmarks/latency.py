@@ -29,17 +29,17 @@ from actorbus.bench import Latency, paced, run_bench, summarise
 
 from .harness import Metrics, run_async
 from .local import PAYLOAD, QUEUE_SIZE, TICK
-from .remote import (
+from .rabbit import (
     BODY,
     PREFETCH,
     ROUTING_KEY,
     TIME_LIMIT,
     URL,
     WINDOW,
-    _declare,
     cleanup,
     unique,
 )
+from .raw_pika import declare
 
 __all__ = ["actorbus_at", "raw_aio_pika_at", "raw_queue_at"]
 
@@ -116,7 +116,7 @@ def raw_aio_pika_at(rate: float) -> Callable[[int], Metrics]:
             connection = await aio_pika.connect(URL)
             try:
                 async with asyncio.timeout(TIME_LIMIT):
-                    _, exchange, _ = await _declare(connection, exchange_name, queue_name)
+                    _, exchange, _ = await declare(connection, exchange_name, queue_name)
                     latencies = array("q")
                     finished: list[float] = []
                     done = asyncio.Event()

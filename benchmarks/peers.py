@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .harness import Metrics, latency_metrics, run_async
-from .remote import PAYLOAD, PREFETCH, ROUTING_KEY, TIME_LIMIT, URL, cleanup, pipelined, unique
+from .rabbit import PAYLOAD, PREFETCH, ROUTING_KEY, TIME_LIMIT, URL, cleanup, pipelined, unique
 
 __all__ = ["faststream_missing", "faststream_rabbit", "pykka_ask", "pykka_missing", "pykka_tell"]
 

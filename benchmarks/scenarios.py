@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import ceiling, demo, latency, local, memory, peers, remote, telemetry
+from . import ceiling, demo, latency, local, memory, peers, rabbit, raw_pika, remote, telemetry
 from .harness import Scenario, Target
 
 __all__ = ["scenarios"]
@@ -25,7 +25,7 @@ LATENCY_SECONDS = 4
 
 def _latency(*, rabbitmq: bool) -> list[Scenario]:
     """actorbus against its raw baseline at each fixed rate, in memory or over RabbitMQ."""
-    down = remote.rabbitmq_down
+    down = rabbit.rabbitmq_down
     selected: list[Scenario] = []
     for rate in LATENCY_RATES:
         size = rate * LATENCY_SECONDS
@@ -62,7 +62,7 @@ def _latency(*, rabbitmq: bool) -> list[Scenario]:
 
 def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
     """Every scenario, baselines first in each group; ``rabbitmq=False`` leaves the broker out."""
-    down = remote.rabbitmq_down
+    down = rabbit.rabbitmq_down
     selected = [
         Scenario(RAW_TELL, local.raw_queue_tell, 200_000, 2_000),
         Scenario(
@@ -149,7 +149,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 "flight), acks batched by 100, prefetch 1000; rows with an 'of ceiling' "
                 "figure give their rate as a fraction of it",
             ),
-            Scenario(RAW_PIKA, remote.raw_aio_pika, 3_000, 50, skip=down, ceiling=CEILING),
+            Scenario(RAW_PIKA, raw_pika.raw_aio_pika, 3_000, 50, skip=down, ceiling=CEILING),
             Scenario(
                 "rabbitmq: actorbus, 1 process",
                 remote.actorbus_rabbitmq,
@@ -160,7 +160,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 skip=remote.actorbus_missing,
                 ceiling=CEILING,
                 note="persistent, durable queue, publisher confirms, ack after the handler, "
-                f"prefetch {remote.PREFETCH}, up to {remote.WINDOW} publishes in flight "
+                f"prefetch {rabbit.PREFETCH}, up to {rabbit.WINDOW} publishes in flight "
                 "(same for the raw aio-pika and FastStream runs)",
             ),
             Scenario(
@@ -221,7 +221,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 RAW_PIKA,
                 skip=lambda: peers.faststream_missing() or down(),
             ),
-            Scenario(RAW_PIKA_2, remote.raw_aio_pika_two_processes, 3_000, 50, skip=down),
+            Scenario(RAW_PIKA_2, raw_pika.raw_aio_pika_two_processes, 3_000, 50, skip=down),
             Scenario(
                 "rabbitmq: actorbus, 2 processes",
                 remote.actorbus_rabbitmq_two_processes,
@@ -231,7 +231,7 @@ def scenarios(*, rabbitmq: bool = True) -> list[Scenario]:
                 skip=remote.actorbus_missing,
                 ceiling=CEILING,
             ),
-            Scenario(RAW_PIKA_ASK, remote.raw_aio_pika_ask, 300, 10, skip=down),
+            Scenario(RAW_PIKA_ASK, raw_pika.raw_aio_pika_ask, 300, 10, skip=down),
             Scenario(
                 "rabbitmq ask: actorbus",
                 remote.actorbus_rabbitmq_ask,

@@ -83,30 +83,23 @@ def tell(kind: str) -> Callable[[int], Metrics]:
 def rabbitmq(kind: str) -> Callable[[int], Metrics]:
     """``remote.actorbus_rabbitmq`` with ``kind`` telemetry on."""
     from .local import PAYLOAD, TICK
-    from .remote import (
-        TIME_LIMIT,
-        WINDOW,
-        _rabbit_bus,
-        _shutdown_and_clean,
-        _spawn_sink,
-        pipelined,
-        unique,
-    )
+    from .rabbit import TIME_LIMIT, WINDOW, pipelined, unique
+    from .remote import rabbit_bus, shutdown_and_clean, spawn_sink
 
     def run(n: int) -> Metrics:
         async def main() -> Metrics:
-            bus = _rabbit_bus(unique("ab"))
+            bus = rabbit_bus(unique("ab"))
             try:
                 async with asyncio.timeout(TIME_LIMIT):
                     _instrument(bus, kind)
                     await bus.start()
-                    done = await _spawn_sink(bus, n)
+                    done = await spawn_sink(bus, n)
                     start = time.perf_counter()
                     await pipelined(n, lambda: bus.publish(TICK, PAYLOAD), WINDOW)
                     await done.wait()
                     return {"rate": n / (time.perf_counter() - start)}
             finally:
-                await _shutdown_and_clean([bus])
+                await shutdown_and_clean([bus])
 
         return run_async(main)
 

@@ -6,8 +6,9 @@ publish to handled) comes through :class:`Hooks`, installed per bus with
 ``bus.add_hooks(hooks)``. ``actorbus.telemetry`` implements them for
 Prometheus and OpenTelemetry; any object with these two methods will do.
 
-With no hook installed nothing changes on the hot path: the router publishes
-straight to the broker, and an actor cell pays one ``if`` per message.
+With no hook installed nothing changes on the hot path: the publisher
+(``publishing.py``) hands each message straight to the broker, and an actor cell
+pays one ``if`` per message.
 
 Both calls run on the bus's event loop, inline: they must be quick and should
 not raise (an error in a hook is logged and the message goes on unobserved; with

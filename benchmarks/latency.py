@@ -33,13 +33,10 @@ from .rabbit import (
     BODY,
     PREFETCH,
     ROUTING_KEY,
-    TIME_LIMIT,
     URL,
     WINDOW,
-    cleanup,
-    unique,
 )
-from .raw_pika import declare
+from .raw_pika import raw_run
 
 __all__ = ["actorbus_at", "raw_aio_pika_at", "raw_queue_at"]
 
@@ -112,45 +109,37 @@ def raw_aio_pika_at(rate: float) -> Callable[[int], Metrics]:
         async def main() -> Metrics:
             import aio_pika
 
-            exchange_name, queue_name = unique("x"), unique("q")
-            connection = await aio_pika.connect(URL)
-            try:
-                async with asyncio.timeout(TIME_LIMIT):
-                    _, exchange, _ = await declare(connection, exchange_name, queue_name)
-                    latencies = array("q")
-                    finished: list[float] = []
-                    done = asyncio.Event()
-                    channel = await connection.channel()
-                    await channel.set_qos(prefetch_count=PREFETCH)
-                    queue = await channel.get_queue(queue_name, ensure=False)
+            async with raw_run() as run:
+                latencies = array("q")
+                finished: list[float] = []
+                done = asyncio.Event()
+                channel = await run.connection.channel()
+                await channel.set_qos(prefetch_count=PREFETCH)
+                queue = await channel.get_queue(run.queue_name, ensure=False)
 
-                    async def on_message(message: Any) -> None:
-                        msgspec.msgpack.decode(message.body).get("seq")
-                        latencies.append(int((time.time() - float(message.headers[SENT])) * 1e6))
-                        await message.ack()
-                        if len(latencies) >= n:
-                            finished.append(time.perf_counter())
-                            done.set()
+                async def on_message(message: Any) -> None:
+                    msgspec.msgpack.decode(message.body).get("seq")
+                    latencies.append(int((time.time() - float(message.headers[SENT])) * 1e6))
+                    await message.ack()
+                    if len(latencies) >= n:
+                        finished.append(time.perf_counter())
+                        done.set()
 
-                    await queue.consume(on_message, no_ack=False)
+                await queue.consume(on_message, no_ack=False)
 
-                    def publish() -> Any:
-                        message = aio_pika.Message(
-                            BODY,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            content_type="application/msgpack",
-                            type=ROUTING_KEY,
-                            headers={SENT: repr(time.time())},
-                        )
-                        return exchange.publish(message, ROUTING_KEY)
-
-                    _, start = await paced(
-                        publish, count=n, duration=None, rate=rate, window=WINDOW
+                def publish() -> Any:
+                    message = aio_pika.Message(
+                        BODY,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        content_type="application/msgpack",
+                        type=ROUTING_KEY,
+                        headers={SENT: repr(time.time())},
                     )
-                    await done.wait()
-                    return _metrics(summarise(latencies), n, finished[0] - start)
-            finally:
-                await cleanup(connection, exchange_name, queue_name)
+                    return run.exchange.publish(message, ROUTING_KEY)
+
+                _, start = await paced(publish, count=n, duration=None, rate=rate, window=WINDOW)
+                await done.wait()
+                return _metrics(summarise(latencies), n, finished[0] - start)
 
         return run_async(main)
 

@@ -9,10 +9,12 @@ prefetch of :mod:`benchmarks.rabbit`; what actorbus is measured against.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -31,6 +33,7 @@ from .rabbit import (
 )
 
 __all__ = [
+    "RawRun",
     "consume_raw",
     "consumer_main",
     "declare",
@@ -51,6 +54,30 @@ async def declare(connection: Any, exchange_name: str, queue_name: str) -> tuple
     queue = await channel.declare_queue(queue_name, durable=True)
     await queue.bind(exchange, ROUTING_KEY)
     return channel, exchange, queue
+
+
+class RawRun(NamedTuple):
+    """One raw run's connection, confirming channel, exchange and queue name."""
+
+    connection: Any
+    channel: Any
+    exchange: Any
+    queue_name: str
+
+
+@contextlib.asynccontextmanager
+async def raw_run() -> AsyncIterator[RawRun]:
+    """Connect and declare a fresh exchange and queue; within ``TIME_LIMIT``; clean up after."""
+    import aio_pika
+
+    exchange_name, queue_name = unique("x"), unique("q")
+    connection = await aio_pika.connect(URL)
+    try:
+        async with asyncio.timeout(TIME_LIMIT):
+            channel, exchange, _ = await declare(connection, exchange_name, queue_name)
+            yield RawRun(connection, channel, exchange, queue_name)
+    finally:
+        await cleanup(connection, exchange_name, queue_name)
 
 
 def _message() -> Any:
@@ -90,20 +117,12 @@ def raw_aio_pika(n: int) -> Metrics:
     """Publisher and consumer in one process, both on aio-pika."""
 
     async def main() -> Metrics:
-        import aio_pika
-
-        exchange_name, queue_name = unique("x"), unique("q")
-        connection = await aio_pika.connect(URL)
-        try:
-            async with asyncio.timeout(TIME_LIMIT):
-                _, exchange, _ = await declare(connection, exchange_name, queue_name)
-                done = await consume_raw(connection, queue_name, n)
-                start = time.time()
-                await pipelined(n, lambda: exchange.publish(_message(), ROUTING_KEY))
-                last = await done
-                return {"rate": n / (last - start)}
-        finally:
-            await cleanup(connection, exchange_name, queue_name)
+        async with raw_run() as run:
+            done = await consume_raw(run.connection, run.queue_name, n)
+            start = time.time()
+            await pipelined(n, lambda: run.exchange.publish(_message(), ROUTING_KEY))
+            last = await done
+            return {"rate": n / (last - start)}
 
     return run_async(main)
 
@@ -112,20 +131,12 @@ def raw_aio_pika_two_processes(n: int) -> Metrics:
     """The publisher here, the consumer in another process (both aio-pika)."""
 
     async def main() -> Metrics:
-        import aio_pika
+        async with raw_run() as run:
 
-        exchange_name, queue_name = unique("x"), unique("q")
-        connection = await aio_pika.connect(URL)
-        try:
-            async with asyncio.timeout(TIME_LIMIT):
-                _, exchange, _ = await declare(connection, exchange_name, queue_name)
+            async def publish() -> None:
+                await pipelined(n, lambda: run.exchange.publish(_message(), ROUTING_KEY))
 
-                async def publish() -> None:
-                    await pipelined(n, lambda: exchange.publish(_message(), ROUTING_KEY))
-
-                return {"rate": await with_consumer_process("consume", queue_name, n, publish)}
-        finally:
-            await cleanup(connection, exchange_name, queue_name)
+            return {"rate": await with_consumer_process("consume", run.queue_name, n, publish)}
 
     return run_async(main)
 
@@ -136,51 +147,45 @@ def raw_aio_pika_ask(n: int) -> Metrics:
     async def main() -> Metrics:
         import aio_pika
 
-        exchange_name, queue_name = unique("x"), unique("q")
-        connection = await aio_pika.connect(URL)
-        try:
-            async with asyncio.timeout(TIME_LIMIT):
-                channel, exchange, _ = await declare(connection, exchange_name, queue_name)
-                server_channel = await connection.channel()
-                await server_channel.set_qos(prefetch_count=PREFETCH)
-                server_queue = await server_channel.get_queue(queue_name, ensure=False)
+        async with raw_run() as run:
+            server_channel = await run.connection.channel()
+            await server_channel.set_qos(prefetch_count=PREFETCH)
+            server_queue = await server_channel.get_queue(run.queue_name, ensure=False)
 
-                async def serve(message: Any) -> None:
-                    await server_channel.default_exchange.publish(
-                        aio_pika.Message(message.body, correlation_id=message.correlation_id),
-                        routing_key=message.reply_to,
-                    )
-                    await message.ack()
+            async def serve(message: Any) -> None:
+                await server_channel.default_exchange.publish(
+                    aio_pika.Message(message.body, correlation_id=message.correlation_id),
+                    routing_key=message.reply_to,
+                )
+                await message.ack()
 
-                await server_queue.consume(serve, no_ack=False)
-                replies = await channel.declare_queue(exclusive=True, auto_delete=True)
-                pending: dict[str, asyncio.Future[bytes]] = {}
+            await server_queue.consume(serve, no_ack=False)
+            replies = await run.channel.declare_queue(exclusive=True, auto_delete=True)
+            pending: dict[str, asyncio.Future[bytes]] = {}
 
-                async def on_reply(message: Any) -> None:
-                    future = pending.pop(message.correlation_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(message.body)
+            async def on_reply(message: Any) -> None:
+                future = pending.pop(message.correlation_id, None)
+                if future is not None and not future.done():
+                    future.set_result(message.body)
 
-                await replies.consume(on_reply, no_ack=True)
-                loop = asyncio.get_running_loop()
+            await replies.consume(on_reply, no_ack=True)
+            loop = asyncio.get_running_loop()
 
-                async def ask() -> None:
-                    correlation_id = uuid.uuid4().hex
-                    future = pending[correlation_id] = loop.create_future()
-                    await exchange.publish(
-                        aio_pika.Message(
-                            BODY,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            correlation_id=correlation_id,
-                            reply_to=replies.name,
-                        ),
-                        ROUTING_KEY,
-                    )
-                    await future
+            async def ask() -> None:
+                correlation_id = uuid.uuid4().hex
+                future = pending[correlation_id] = loop.create_future()
+                await run.exchange.publish(
+                    aio_pika.Message(
+                        BODY,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        correlation_id=correlation_id,
+                        reply_to=replies.name,
+                    ),
+                    ROUTING_KEY,
+                )
+                await future
 
-                return await timed_asks(ask, n)
-        finally:
-            await cleanup(connection, exchange_name, queue_name)
+            return await timed_asks(ask, n)
 
     return run_async(main)
 

@@ -54,6 +54,8 @@ WINDOW = 1000
 """Most publishes awaiting their confirm at once."""
 TIME_LIMIT = 120.0
 """Seconds one run may take before it is abandoned."""
+CHILD_EXIT_TIMEOUT = 30.0
+"""Seconds a consumer process may take to shut down (and delete its queues) once done."""
 
 PAYLOAD: dict[str, Any] = {"symbol": "BTC-USD", "bid": 64_000.5, "ask": 64_001.0, "seq": 0}
 ROUTING_KEY = "bench.tick"
@@ -125,6 +127,8 @@ async def with_consumer_process(
         await publish()
         line = await asyncio.to_thread(stdout.readline)
         last = float(json.loads(line)["last"])
+        # let it shut down on its own: a process cut short leaves its queues behind
+        await asyncio.to_thread(child.wait, CHILD_EXIT_TIMEOUT)
         return n / (last - start)
     finally:
         if child.poll() is None:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.rabbit_cleanup import list_names
 
 from benchmarks.__main__ import main
 from benchmarks.harness import Scenario, Target, dump_json, format_table, run_all
@@ -37,7 +38,14 @@ def test_local_scenario_runs(scenario: Scenario) -> None:
 @pytest.mark.rabbitmq
 @pytest.mark.parametrize("scenario", REMOTE, ids=[s.name for s in REMOTE])
 def test_rabbitmq_scenario_runs(scenario: Scenario, rabbitmq_url: str) -> None:
+    before = _bench_queues()
     _check(scenario)
+    left = _bench_queues() - before
+    assert not left, f"the scenario left queues on the shared broker: {sorted(left)}"
+
+
+def _bench_queues() -> set[str]:
+    return {name for name in list_names("queues") if name.startswith("bench.")}
 
 
 def test_every_baseline_is_a_scenario() -> None:

@@ -23,7 +23,8 @@ async def delete_names(url: str, queues: list[str], exchanges: list[str]) -> Non
         await connection.close()
 
 
-def _list_names(kind: str) -> list[str]:
+def list_names(kind: str) -> list[str]:
+    """Names of the shared broker's ``queues`` or ``exchanges`` (``rabbitmqctl``; [] if absent)."""
     try:
         listed = subprocess.run(
             ["rabbitmqctl", "-q", f"list_{kind}", "name"],
@@ -39,7 +40,7 @@ def _list_names(kind: str) -> list[str]:
 
 async def delete_under_prefixes(url: str, prefixes: tuple[str, ...]) -> None:
     """Delete every queue and exchange whose name starts with one of ``prefixes``."""
-    queues = [name for name in _list_names("queues") if name.startswith(prefixes)]
-    exchanges = [name for name in _list_names("exchanges") if name.startswith(prefixes)]
+    queues = [name for name in list_names("queues") if name.startswith(prefixes)]
+    exchanges = [name for name in list_names("exchanges") if name.startswith(prefixes)]
     if queues or exchanges:
         await delete_names(url, queues, exchanges)

@@ -27,7 +27,7 @@ def test_a_zero_backoff_retries_at_once() -> None:
 def test_nth_and_total_state_the_bound_without_jitter() -> None:
     backoff = Backoff(0.05, 10.0)
     assert [backoff.nth(n) for n in (1, 2, 3)] == [0.05, 0.1, 0.2]
-    assert round(backoff.total(7), 6) == 6.35  # the nack re-sends: 0.05 doubling, seven times
+    assert round(backoff.total(7), 6) == 6.35  # 0.05 doubling, seven times
 
 
 def test_an_actors_retry_policy_waits_the_same_way() -> None:

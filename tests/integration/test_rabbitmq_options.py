@@ -7,10 +7,12 @@ import subprocess
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import aiormq
 import pytest
 
 from actorbus import Actor, AsyncMessageBus, Envelope, MessageTypes, QueueOptions, handles
 from actorbus.brokers.base import FunctionSink, QueueSpec
+from actorbus.brokers.rabbitmq import AsyncRabbitMQBroker
 from actorbus.errors import QueueFull, Unroutable
 from actorbus.messages import make_envelope
 
@@ -64,7 +66,7 @@ async def test_quorum_queue(rabbit_bus: BusFactory, unique_prefix: str) -> None:
 async def test_bounded_queue_refuses_past_its_length(
     rabbit_bus: BusFactory, unique_prefix: str
 ) -> None:
-    bus = rabbit_bus()
+    bus = rabbit_bus(broker_options={"nack_patience": 1.0})
     await bus.start()
     assert bus.broker is not None
     broker = bus.broker
@@ -75,6 +77,30 @@ async def test_bounded_queue_refuses_past_its_length(
         await broker.publish(make_envelope(ORDER, {"i": i}))
     with pytest.raises(QueueFull):
         await broker.publish(make_envelope(ORDER, {"i": 3}))
+
+
+async def test_a_refused_publish_goes_through_once_the_queue_takes_messages_again(
+    rabbit_bus: BusFactory, unique_prefix: str, amqp: aiormq.abc.AbstractConnection
+) -> None:
+    """A nack is not final: a quorum queue electing a new leader refuses for seconds,
+    longer on a loaded host. The publish is sent again until ``nack_patience``."""
+    bus = rabbit_bus()  # the default patience
+    await bus.start()
+    broker = bus.broker
+    assert isinstance(broker, AsyncRabbitMQBroker)
+    name = f"{unique_prefix}.refusing"
+    await broker.declare_queue(QueueSpec(name=name, patterns=(ORDER,), max_length=1))
+    await broker.publish(make_envelope(ORDER, {"i": 0}))
+    refused = asyncio.create_task(broker.publish(make_envelope(ORDER, {"i": 1})))
+    await asyncio.sleep(8.0)  # longer than a few quick re-sends: refused all along
+    assert not refused.done()
+    assert broker.publish_nacks >= 5
+    channel = await amqp.channel()
+    taken = await channel.basic_get(name, no_ack=True)  # room again
+    assert taken.body
+    await asyncio.wait_for(refused, 5.0)
+    left = await channel.queue_declare(name, passive=True)
+    assert left.message_count == 1
 
 
 async def test_send_to_missing_queue_is_unroutable(

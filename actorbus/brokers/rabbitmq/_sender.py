@@ -4,9 +4,11 @@ A publish waits for the link while it is down (at most ``outbox_limit`` of them 
 once, then ``QueueFull``), is sent on the write pipeline (``_publisher``) when writes
 are coalesced, else through aiormq's ``basic_publish``, and returns once the broker
 confirmed it. A publish the broker returns raises ``Unroutable``; one it nacks is
-sent again a few times (a replicated queue may refuse for a moment while its leader
-moves) before it raises ``QueueFull``; one cut by a lost connection is sent again
-once the link is back (at-least-once). Past ``publish_timeout`` s: ``PublishTimeout``.
+sent again for up to ``nack_patience`` s (a replicated queue refuses while it
+elects a new leader: seconds, longer on a loaded host) before it raises
+``QueueFull`` (a queue at its max length refuses for good); one cut by a lost
+connection is sent again once the link is back (at-least-once). Past
+``publish_timeout`` s: ``PublishTimeout``.
 
 Nothing here polls. A publish waits for the link on its ready event; one cut while
 its channel still looks open waits for that channel's close (after which the
@@ -37,22 +39,15 @@ __all__ = [
     "LINK_ERRORS",
     "LINK_RETRY_BACKOFF",
     "NACK_BACKOFF",
-    "NACK_RETRIES",
     "RESEND_BACKOFF",
     "Sender",
 ]
 
 logger = logging.getLogger("actorbus.brokers.rabbitmq")
 
-NACK_RETRIES = 7
-"""Nacks of one publish sent again (after :data:`NACK_BACKOFF`: about 6.35 s in all)
-before ``QueueFull``.
-
-A queue at its max length refuses for good, but a quorum queue whose leader is being
-elected again (its node died) refuses for a few seconds, longer on a loaded machine.
-"""
-NACK_BACKOFF = Backoff(first=0.05, longest=3.2)
-"""Waits before sending a nacked publish again: 0.05 s, doubling."""
+NACK_BACKOFF = Backoff(first=0.05, longest=1.0)
+"""Waits before sending a nacked publish again: 0.05 s, doubling up to 1 s (a queue
+whose new leader is elected is written to within a second)."""
 RESEND_BACKOFF = Backoff(first=0.01, longest=1.0)
 """Longest waits for the channel of a cut publish to close before it is sent again."""
 LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError)
@@ -70,6 +65,7 @@ class Sender:
         link: Link,
         *,
         publish_timeout: float,
+        nack_patience: float,
         outbox_limit: int,
         coalesce: bool,
         closed: Callable[[], bool],
@@ -77,6 +73,8 @@ class Sender:
         self._link = link
         self.publish_timeout = publish_timeout
         """Seconds a publish may wait for the connection and the confirm."""
+        self.nack_patience = nack_patience
+        """Seconds a nacked publish is sent again before ``QueueFull``."""
         self.outbox_limit = outbox_limit
         """Most publishes waiting for the connection at once; past it ``QueueFull``."""
         self._coalesce = coalesce
@@ -107,6 +105,7 @@ class Sender:
         """Publish and wait for the confirm, across outages, within ``publish_timeout``."""
         link = self._link
         nacks = 0
+        first_nack = 0.0
         nack_waits: Iterator[float] | None = None
         resend_waits: Iterator[float] | None = None
         observer = self.confirm_observer
@@ -142,18 +141,20 @@ class Sender:
                             + (f" on {exchange!r}" if exchange else "")
                         ) from None
                     except DeliveryError:
-                        # A nack: a queue at its max length refuses, and so, for a moment,
-                        # may a replicated queue whose leader is moving (a node going
-                        # away). Sent again a few times before it counts as full.
+                        # A nack: a queue at its max length refuses for good, a replicated
+                        # queue electing a new leader (a node went away) for a while.
                         nacks += 1
                         self.publish_nacks += 1
-                        if nacks > NACK_RETRIES:
+                        now = time.monotonic()
+                        if nack_waits is None:
+                            first_nack, nack_waits = now, NACK_BACKOFF.delays()
+                        wait = next(nack_waits)
+                        if now + wait - first_nack > self.nack_patience:
                             raise QueueFull(
-                                f"RabbitMQ refused {routing_key!r} {nacks} times "
-                                "(a queue at its max length?)"
+                                f"RabbitMQ refused {routing_key!r} {nacks} times in "
+                                f"{now - first_nack:.1f}s (a queue at its max length?)"
                             ) from None
-                        nack_waits = nack_waits or NACK_BACKOFF.delays()
-                        await asyncio.sleep(next(nack_waits))
+                        await asyncio.sleep(wait)
                         continue
                     except asyncio.CancelledError:
                         if being_cancelled():

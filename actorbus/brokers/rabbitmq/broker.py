@@ -104,7 +104,9 @@ class AsyncRabbitMQBroker(TopologyFace, PublishingFace, DeadLetterFace):
 
     Options: ``heartbeat`` (seconds; a silent link is noticed after about three
     missed beats), ``connect_timeout``, ``reconnect_interval`` doubling up to
-    ``max_reconnect_interval``, ``publish_timeout``, ``operation_timeout``
+    ``max_reconnect_interval``, ``publish_timeout``, ``nack_patience`` (seconds a
+    publish the broker refuses is sent again, as while a quorum queue elects a new
+    leader, before ``QueueFull``), ``operation_timeout``
     (declarations), ``outbox_limit``, ``idle_queue_expiry``, TLS (``ssl_context``
     or ``ssl_options``), ``coalesce_writes`` (many publishes per socket write, see
     ``_publisher``), ``dedup_window`` (0 turns copy detection off), opt-in batching
@@ -131,6 +133,7 @@ class AsyncRabbitMQBroker(TopologyFace, PublishingFace, DeadLetterFace):
         reconnect_interval: float = 0.1,
         max_reconnect_interval: float = 2.0,
         publish_timeout: float = 30.0,
+        nack_patience: float = 20.0,
         operation_timeout: float = 10.0,
         outbox_limit: int = 10_000,
         idle_queue_expiry: float = 300.0,
@@ -187,6 +190,7 @@ class AsyncRabbitMQBroker(TopologyFace, PublishingFace, DeadLetterFace):
         self._sender = Sender(
             self._link,
             publish_timeout=publish_timeout,
+            nack_patience=nack_patience,
             outbox_limit=outbox_limit,
             coalesce=coalesce_writes,
             closed=lambda: self._closed,

@@ -31,14 +31,26 @@ async def shutdown_and_clean(buses: list[AsyncMessageBus], url: str) -> None:
         await delete_names(url, sorted(queues), sorted(exchanges))
 
 
+@pytest.fixture(params=["coalesced", "plain"])
+def publish_path(request: pytest.FixtureRequest) -> str:
+    """The publish path under test: ``coalesced`` (the default, one socket write per
+    event-loop turn through ``_aiormq``) or ``plain`` (aiormq's public ``basic_publish``)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def rabbit_bus(rabbitmq_url: str, unique_prefix: str) -> AsyncIterator[BusFactory]:
-    """Build RabbitMQ buses on this test's prefix; all are shut down and cleaned up after."""
+async def rabbit_bus(
+    rabbitmq_url: str, unique_prefix: str, publish_path: str
+) -> AsyncIterator[BusFactory]:
+    """Build RabbitMQ buses on this test's prefix, on each publish path in turn; all are
+    shut down and cleaned up after."""
     buses: list[AsyncMessageBus] = []
 
     def factory(**options: Any) -> AsyncMessageBus:
         options.setdefault("url", rabbitmq_url)
         options.setdefault("prefix", unique_prefix)
+        broker_options = options.setdefault("broker_options", {})
+        broker_options.setdefault("coalesce_writes", publish_path == "coalesced")
         bus = AsyncMessageBus(mode="rabbitmq", fallback=False, **options)
         buses.append(bus)
         return bus

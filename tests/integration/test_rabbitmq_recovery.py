@@ -115,11 +115,17 @@ async def run_scenario(
     *,
     url: str | None = None,
     total: int = 600,
+    coalesce_writes: bool = True,
 ) -> tuple[CheckResult, AsyncRabbitMQBroker]:
-    """Stream through ``fault``; check nothing confirmed was lost; return the counts."""
+    """Stream through ``fault``; check nothing confirmed was lost; return the counts.
+
+    ``coalesce_writes=False`` runs the scenario on the plain ``basic_publish`` path.
+    """
+    if not coalesce_writes:
+        name += " (plain basic_publish)"
     checker = LossChecker(name)
     Counter.checker = checker
-    broker = make_broker(url or node.url, prefix)
+    broker = make_broker(url or node.url, prefix, coalesce_writes=coalesce_writes)
     bus = AsyncMessageBus(broker=broker, prefix=prefix, fallback=False)
     try:
         await bus.start()
@@ -153,12 +159,21 @@ async def run_scenario(
     return result, broker
 
 
-async def test_close_all_connections(node: RabbitNode, node_prefix: str) -> None:
+@pytest.mark.parametrize("coalesce_writes", [True, False], ids=["coalesced", "plain"])
+async def test_close_all_connections(
+    node: RabbitNode, node_prefix: str, coalesce_writes: bool
+) -> None:
     async def fault(checker: LossChecker) -> None:
         await node.aclose_all_connections("test: drop every connection")
         checker.mark_recovery_point()
 
-    _, broker = await run_scenario("rabbitmq close_all_connections", node, node_prefix, fault)
+    _, broker = await run_scenario(
+        "rabbitmq close_all_connections",
+        node,
+        node_prefix,
+        fault,
+        coalesce_writes=coalesce_writes,
+    )
     assert broker.link.reconnects >= 1
 
 
@@ -182,7 +197,10 @@ async def test_full_broker_restart(node: RabbitNode, node_prefix: str) -> None:
     assert broker.link.reconnects >= 1
 
 
-async def test_link_cut_restores_consumers(node: RabbitNode, node_prefix: str) -> None:
+@pytest.mark.parametrize("coalesce_writes", [True, False], ids=["coalesced", "plain"])
+async def test_link_cut_restores_consumers(
+    node: RabbitNode, node_prefix: str, coalesce_writes: bool
+) -> None:
     async with TcpProxy(node.host, node.amqp_port) as proxy:
 
         async def fault(checker: LossChecker) -> None:
@@ -192,7 +210,12 @@ async def test_link_cut_restores_consumers(node: RabbitNode, node_prefix: str) -
             proxy.cut()  # twice, right after the first recovery
 
         _, broker = await run_scenario(
-            "proxy cut x2", node, node_prefix, fault, url=proxy.url(node.url)
+            "proxy cut x2",
+            node,
+            node_prefix,
+            fault,
+            url=proxy.url(node.url),
+            coalesce_writes=coalesce_writes,
         )
     assert broker.link.reconnects >= 2
 

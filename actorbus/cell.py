@@ -49,7 +49,7 @@ import anyio
 
 from ._loops import running_loop
 from .actor import Actor, ActorState, Handler
-from .brokers.base import QueueSpec
+from .brokers.base import QueueSpec, handling_for
 from .errors import ActorCrashed
 from .handling import ActorCounters, ActorRuntime, MessageHandling
 from .mailbox import ConflatingMailbox, Mailbox
@@ -282,6 +282,7 @@ class ActorCell(MessageHandling):
         actor = self.instance
         assert actor is not None
         outcome: ActorState | None = ActorState.STOPPED
+        handling_for.set(self.mailbox)  # (this task's own context: flow control spares it)
         try:
             # The message loop: take a delivery, waiting for one if need be, handle it.
             mailbox = self.mailbox

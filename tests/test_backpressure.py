@@ -150,3 +150,36 @@ async def test_backpressure_holds_behind_a_backlog(
     assert most_backlog <= 1000  # it only shrank
     assert most_mailbox <= Slow.mailbox_size
     await wait_until(lambda: handled == MESSAGES + 1000)
+
+
+async def test_an_actor_publishing_to_its_own_queue_past_its_prefetch_never_waits_on_itself(
+    bus: AsyncMessageBus, server: InMemoryServer
+) -> None:
+    """Flow control holds back other publishers, never the actor that would free the room.
+
+    Each message here makes two more, so the actor's own publishes outgrow its
+    prefetch: waiting for its queue to drain would wait for itself. Its messages
+    wait in the queue instead, as RabbitMQ keeps them, and it works them off.
+    """
+    handled: list[int] = []
+
+    class Countdown(Actor):
+        mailbox_size = 2
+
+        @handles(MessageTypes.MARKET_DATA_UPDATE)
+        async def on_tick(self, msg: Envelope) -> None:
+            n = msg.data["n"]
+            handled.append(n)
+            if n > 0:
+                await self.publish(MessageTypes.MARKET_DATA_UPDATE, {"symbol": "BTC", "n": n - 1})
+                await self.publish(MessageTypes.MARKET_DATA_UPDATE, {"symbol": "BTC", "n": 0})
+
+    supervisor = await bus.spawn(Countdown)
+    (cell,) = supervisor.cells
+    async with asyncio.timeout(10.0):  # (a publisher held back for good would hang here)
+        for _ in range(4):
+            await bus.publish(MessageTypes.MARKET_DATA_UPDATE, {"symbol": "BTC", "n": 5})
+        # each message n makes 2n + 1 in all
+        await wait_until(lambda: len(handled) == 4 * 11, timeout=10.0)
+    assert sorted(handled).count(0) == 4 * 6
+    assert len(server.queues[cell.queue].backlog) == 0

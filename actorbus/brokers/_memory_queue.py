@@ -59,7 +59,7 @@ from .._ratelimit import RateLimitedWarning
 from ..errors import QueueFull
 from ..messages import Envelope
 from ._memory_consumer import NONE_UNSETTLED, Consumer, MemoryDelivery
-from .base import QueueSpec
+from .base import QueueSpec, handling_for
 
 __all__ = ["DEFAULT_MAX_LENGTH", "MemoryQueue", "QueueHost"]
 
@@ -184,7 +184,9 @@ class MemoryQueue:
                     return chosen.hand(envelope)
                 return _across_loops(chosen.loop, self.hand_over, envelope)
         self._append_backlog(envelope)
-        return self._handed_on() if consumers else None
+        if not consumers or _consumes_here(consumers):
+            return None  # (waiting for the backlog to drain would wait for itself)
+        return self._handed_on()
 
     def _next(self, consumers: tuple[Consumer, ...]) -> Consumer | None:
         """The consumer to take the next message: the active one, or the next with room."""
@@ -314,6 +316,12 @@ class MemoryQueue:
             self._offer_backlog()
         else:
             self._wake_waiting()  # nobody to wait for: the backlog stays in the queue
+
+
+def _consumes_here(consumers: tuple[Consumer, ...]) -> bool:
+    """Whether the running task handles the deliveries of one of ``consumers``."""
+    sink = handling_for.get()
+    return sink is not None and any(consumer.sink is sink for consumer in consumers)
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:

@@ -27,13 +27,17 @@ publish returns once the broker has the message, however long the queue; in
 memory the queue lives in the publisher's own process, so a publish to a queue
 whose consumers are all at their prefetch waits until one of them settles a
 delivery (flow control, as RabbitMQ's own credit flow holds a publisher that
-outruns a queue). Memory stays bounded under any load either way.
+outruns a queue). Memory stays bounded under any load either way. Flow control
+never holds back the consumer itself: a task handling deliveries of a sink
+(:data:`handling_for`) that publishes into that sink's own queue leaves the
+message waiting in the queue, as RabbitMQ would, rather than wait for itself.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Literal, Protocol
 
 import msgspec
@@ -52,7 +56,14 @@ __all__ = [
     "MessageBroker",
     "QueueSpec",
     "ReplyHandler",
+    "handling_for",
 ]
+
+
+handling_for: ContextVar[object] = ContextVar("actorbus_handling_for", default=None)
+"""The sink whose deliveries the running task handles (an actor's activation sets
+its mailbox): a broker never makes that task wait on flow control for the sink's own
+queue, which only the task itself could drain."""
 
 
 class DeliverySink(Protocol):
